@@ -1,0 +1,15 @@
+"""trajbench environment families (installed as ``trajbench.envs``)."""
+
+from .levels import SPLIT_VERSION, LevelMixin, ObsEncoding, split_levels
+from .registration import FAMILIES, NAMESPACE, env_ids, register_all
+
+__all__ = [
+    "FAMILIES",
+    "NAMESPACE",
+    "SPLIT_VERSION",
+    "LevelMixin",
+    "ObsEncoding",
+    "env_ids",
+    "register_all",
+    "split_levels",
+]

@@ -1,0 +1,120 @@
+"""Dark Key-to-Door: find a hidden key, then a hidden door (Laskin et al. 2022).
+
+The level fixes the key cell and the door cell: ``level = key_cell * size**2 + door_cell`` with
+``cell = y * size + x`` (6561 levels on 9x9). The agent starts on a random cell and observes
+``(x, y, has_key)``. Reaching the key gives reward 1 and the key; reaching the door with the key
+gives reward 1 and ends the episode (success). Episodes are truncated after 50 steps.
+
+Example:
+    >>> import gymnasium as gym, trajbench
+    >>> env = gym.make("trajbench/DarkKeyToDoor-v0")
+    >>> obs, info = env.reset(seed=0, options={"level": 42})
+    >>> obs, reward, terminated, truncated, info = env.step(env.unwrapped.expert_action())
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from .dark_grid import N_ACTIONS, DarkGridVectorEnv, cell_of, move, step_toward
+from .levels import LevelMixin, LevelsArg, ObsEncoding
+
+
+class DarkKeyToDoorEnv(LevelMixin, gym.Env):
+    """Single Dark Key-to-Door; see the module docstring."""
+
+    metadata = {"render_modes": []}
+    family = "DarkKeyToDoor-v0"
+    expert_name = "shortest path to the key, then to the door"
+
+    def __init__(
+        self,
+        levels: LevelsArg = "all",
+        size: int = 9,
+        max_steps: int | None = None,
+        sticky_p: float = 0.0,
+    ):
+        if size < 2:
+            raise ValueError(f"size must be >= 2, got {size}")
+        self.size = size
+        self.n_levels = size**4
+        self.n_test_levels = max(1, round(0.2 * self.n_levels))
+        self.max_steps = 50 if max_steps is None else int(max_steps)
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.encoding = ObsEncoding("dark-key-to-door", (size, size, 2), N_ACTIONS)
+        self.observation_space = spaces.MultiDiscrete([size, size, 2])
+        self.action_space = spaces.Discrete(N_ACTIONS)
+        self._init_levels(levels, sticky_p)
+        self.key, self.door = self._cells(self.level)
+        self.pos = np.zeros(2, dtype=np.int64)
+        self.has_key = False
+        self.t = 0
+
+    def _cells(self, level: int) -> tuple[np.ndarray, np.ndarray]:
+        key_cell, door_cell = divmod(int(level), self.size**2)
+        return cell_of(key_cell, self.size), cell_of(door_cell, self.size)
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.pos[0], self.pos[1], int(self.has_key)], dtype=np.int64)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._select_level(options)
+        self.key, self.door = self._cells(self.level)
+        self.pos = self.np_random.integers(self.size, size=2).astype(np.int64)
+        self.has_key = False
+        self.t = 0
+        return self._obs(), {"level": self.level, "success": False}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid action {action!r}; expected an int in 0..{N_ACTIONS - 1}")
+        action = self._sticky(int(action))
+        self.pos = move(self.pos, action, self.size)
+        self.t += 1
+        reward, terminated = 0.0, False
+        if not self.has_key and np.array_equal(self.pos, self.key):
+            self.has_key, reward = True, 1.0
+        elif self.has_key and np.array_equal(self.pos, self.door):
+            reward, terminated = 1.0, True
+        truncated = not terminated and self.t >= self.max_steps
+        info = {"level": self.level, "success": terminated}
+        return self._obs(), reward, terminated, truncated, info
+
+    def encode_obs(self, obs) -> np.ndarray:
+        return np.asarray(obs, dtype=np.uint8)
+
+    def expert_action(self) -> int:
+        return int(step_toward(self.pos, self.door if self.has_key else self.key))
+
+
+class DarkKeyToDoorVectorEnv(DarkGridVectorEnv):
+    """``N`` Dark Key-to-Door grids stepped in one numpy call."""
+
+    single_env_cls = DarkKeyToDoorEnv
+
+    def _reset_task(self, mask: np.ndarray) -> None:
+        if not hasattr(self, "key"):
+            self.key = np.zeros((self.num_envs, 2), dtype=np.int64)
+            self.door = np.zeros((self.num_envs, 2), dtype=np.int64)
+            self.has_key = np.zeros(self.num_envs, dtype=bool)
+        key_cell, door_cell = np.divmod(self.level[mask], self.size**2)
+        self.key[mask] = cell_of(key_cell, self.size)
+        self.door[mask] = cell_of(door_cell, self.size)
+        self.has_key[mask] = False
+
+    def _task_step(self, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        got_key = live & ~self.has_key & (self.pos == self.key).all(axis=1)
+        at_door = live & self.has_key & (self.pos == self.door).all(axis=1)
+        self.has_key |= got_key
+        reward = (got_key | at_door).astype(np.float64)
+        return reward, at_door
+
+    def _target(self) -> np.ndarray:
+        return np.where(self.has_key[:, None], self.door, self.key)
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self.pos, self.has_key[:, None].astype(np.int64)], axis=1)

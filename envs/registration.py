@@ -1,0 +1,37 @@
+"""Registers every trajbench family in Gymnasium's ``trajbench/`` namespace.
+
+Imported by ``import trajbench`` (Gymnasium 1.x has no plugin entry points), so both
+``gym.make("trajbench/DarkRoom-v0")`` and ``gym.make("trajbench:trajbench/DarkRoom-v0")`` work.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+NAMESPACE = "trajbench"
+
+#: family id (without namespace) -> (entry point, vector entry point or None)
+FAMILIES: dict[str, tuple[str, str | None]] = {
+    "DarkRoom-v0": (
+        "trajbench.envs.dark_room:DarkRoomEnv",
+        "trajbench.envs.dark_room:DarkRoomVectorEnv",
+    ),
+    "DarkKeyToDoor-v0": (
+        "trajbench.envs.dark_key_to_door:DarkKeyToDoorEnv",
+        "trajbench.envs.dark_key_to_door:DarkKeyToDoorVectorEnv",
+    ),
+}
+
+
+def env_ids() -> list[str]:
+    """Every registered trajbench id, e.g. ``"trajbench/DarkRoom-v0"``."""
+    return [f"{NAMESPACE}/{name}" for name in FAMILIES]
+
+
+def register_all() -> None:
+    """Register every family once (idempotent)."""
+    for name, (entry_point, vector_entry_point) in FAMILIES.items():
+        env_id = f"{NAMESPACE}/{name}"
+        if env_id in gym.registry:
+            continue
+        gym.register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point)

@@ -1,0 +1,61 @@
+"""The ``trajbench`` command line: one sub-command per stage.
+
+Each sub-command lives in the module that does the work and exposes ``main(argv) -> int``; this
+file only dispatches and turns bad input into one clear line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+#: sub-command -> (module:function, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "envs": ("trajbench.collect:envs_main", "list every environment family, its levels and expert"),
+    "collect": ("trajbench.collect:main", "roll out a demonstrator and write an episode store"),
+    "train": ("trajbench.train:main", "train a policy on prompt-builder sequences"),
+    "evaluate": ("trajbench.evaluate:main", "in-context evaluation on held-out levels"),
+    "run": ("trajbench.runner:main", "run a whole preset: collect, train, evaluate, report"),
+    "leaderboard": ("trajbench.leaderboard:main", "submit, validate and build the leaderboard"),
+    "analyze": ("trajbench.analyze:main", "analyses of what in a trajectory carries the lesson"),
+}
+
+
+def _usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = ["usage: trajbench COMMAND [--help] [OPTIONS]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``trajbench`` console script."""
+    from .errors import TrajbenchError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in {"-V", "--version"}:
+        from . import __version__
+
+        print(f"trajbench {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"trajbench: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name][0].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(argv[1:]) or 0)
+    except (TrajbenchError, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"trajbench {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"trajbench {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
