@@ -163,9 +163,9 @@ class LevelMixin:
 
     def _sticky(self, action: int) -> int:
         """With probability ``sticky_p`` repeat the previous action instead of ``action``."""
-        if self.sticky_p > 0.0 and self._prev_action is not None:
-            if self.np_random.random() < self.sticky_p:
-                action = self._prev_action
+        sticky = self.sticky_p > 0.0 and self._prev_action is not None
+        if sticky and self.np_random.random() < self.sticky_p:
+            action = self._prev_action
         self._prev_action = int(action)
         return int(action)
 

@@ -1,0 +1,103 @@
+"""The token batch: what the prompt builder produces and what every sequence model eats.
+
+A sequence is a context (earlier episodes or single transitions) followed by a query episode.
+Each position is one of three *kinds* of token:
+
+- ``WORD``: one word of an episode's mission, placed before that episode's steps. Every whole
+  episode (context or query) starts with a ``<bos>`` word even when its mission is empty.
+- ``STEP``: one time step. It carries the observation ``o_t``, the previous action and reward
+  (``a_{t-1}``, ``r_{t-1}``; ``START_ACTION`` and 0 at ``t = 0``) and, on context steps only,
+  the step's own action and reward (``a_t``, ``r_t``) as ``shown_action`` / ``shown_reward``.
+  On query steps ``shown_action`` is ``HIDDEN_ACTION``: that is what the model predicts.
+- ``PAD``: right padding up to the batch length.
+
+All arrays are ``[batch, tokens]`` (``obs`` is ``[batch, tokens, features]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+PAD, WORD, STEP = 0, 1, 2
+#: Target value of positions that carry no loss (PyTorch's cross-entropy ignore index).
+IGNORE = -100
+
+
+def start_action(n_actions: int) -> int:
+    """Id used as ``prev_action`` at ``t = 0`` (one past the real actions)."""
+    return n_actions
+
+
+def hidden_action(n_actions: int) -> int:
+    """Id used as ``shown_action`` where the action is not shown (query, words, padding)."""
+    return n_actions + 1
+
+
+@dataclass
+class Batch:
+    """A batch of token sequences. See the module docstring for the token layout."""
+
+    kind: np.ndarray  # int8: PAD / WORD / STEP
+    word: np.ndarray  # int64: mission word id on WORD tokens, 0 elsewhere
+    obs: np.ndarray  # uint8 [B, T, F]: encoded observation on STEP tokens, 0 elsewhere
+    prev_action: np.ndarray  # int64: a_{t-1}, start_action at t = 0
+    prev_reward: np.ndarray  # float32: r_{t-1}, 0 at t = 0
+    shown_action: np.ndarray  # int64: a_t on context steps, hidden_action elsewhere
+    shown_reward: np.ndarray  # float32: r_t on context steps, 0 elsewhere
+    target: np.ndarray  # int64: a_t to predict on query steps, IGNORE elsewhere
+    loss_mask: np.ndarray  # bool: query STEP tokens
+    is_query: np.ndarray  # bool: token belongs to the query episode (its words and steps)
+    pad: np.ndarray  # bool: PAD tokens
+    level: np.ndarray  # int64: source level of the token, -1 on padding
+    episode_id: np.ndarray  # int64: source episode, -1 on padding
+    t: np.ndarray  # int64: step index in the source episode, -1 on words and padding
+
+    #: Arrays the model reads; the rest is bookkeeping for tests and analyses.
+    MODEL_INPUTS = (
+        "kind",
+        "word",
+        "obs",
+        "prev_action",
+        "prev_reward",
+        "shown_action",
+        "shown_reward",
+        "is_query",
+    )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.kind.shape
+
+    def to_torch(self, device="cpu", keys: tuple[str, ...] | None = None) -> dict:
+        """Model inputs (and ``target``) as torch tensors on ``device``."""
+        import torch
+
+        keys = keys or (*self.MODEL_INPUTS, "target")
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))).to(device) for k in keys
+        }
+
+    def __getitem__(self, rows) -> Batch:
+        """Select rows, e.g. ``batch[:8]`` or ``batch[[0, 3]]``."""
+        return Batch(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+    @staticmethod
+    def concat(batches: list[Batch]) -> Batch:
+        """Stack batches row-wise, right-padding to the longest."""
+        T = max(b.shape[1] for b in batches)
+        out = {}
+        for f in fields(Batch):
+            parts = []
+            for b in batches:
+                a = getattr(b, f.name)
+                if a.shape[1] < T:
+                    pad_width = [(0, 0), (0, T - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+                    a = np.pad(a, pad_width, constant_values=_PAD_VALUE.get(f.name, 0))
+                parts.append(a)
+            out[f.name] = np.concatenate(parts)
+        return Batch(**out)
+
+
+_PAD_VALUE = {"target": IGNORE, "pad": True, "level": -1, "episode_id": -1, "t": -1}
