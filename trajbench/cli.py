@@ -1,12 +1,14 @@
 """The ``trajbench`` command line: one sub-command per stage.
 
 Each sub-command lives in the module that does the work and exposes ``main(argv) -> int``; this
-file only dispatches and turns bad input into one clear line and a non-zero exit.
+file only dispatches and turns bad input into one clear line and a non-zero exit
+(``TRAJBENCH_DEBUG=1`` shows the traceback instead).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 #: sub-command -> (module:function, one-line description)
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(func(argv[1:]) or 0)
     except (TrajbenchError, ValueError, FileNotFoundError, FileExistsError) as err:
+        if os.environ.get("TRAJBENCH_DEBUG"):
+            raise
         print(f"trajbench {name}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

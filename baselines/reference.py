@@ -1,0 +1,70 @@
+"""Reference policies: random (the floor), expert (the ceiling), hashmap (Raparthy et al. 2023).
+
+``hashmap`` answers the question "is this just lookup?": it copies the action taken in its
+context at an identical observation (the most frequent one, ties to the first seen) and otherwise acts
+at random. It needs no training and uses the same contexts as the transformer.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from .base import Policy, RowContext
+
+
+class RandomPolicy(Policy):
+    """Uniformly random actions (seeded)."""
+
+    name = "random"
+
+    def __init__(self, n_actions: int, seed: int = 0):
+        self.n_actions = n_actions
+        self.rng = np.random.default_rng(seed)
+
+    def begin(self, rows: list[RowContext]) -> None:
+        pass
+
+    def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
+        return self.rng.integers(self.n_actions, size=len(rows))
+
+
+class ExpertPolicy(Policy):
+    """The family's privileged expert: the upper bound."""
+
+    name = "expert"
+
+    def begin(self, rows: list[RowContext]) -> None:
+        pass
+
+    def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
+        return np.array([env.unwrapped.expert_action() for env in envs], dtype=np.int64)
+
+
+class HashmapPolicy(Policy):
+    """Copy the context's action at an identical observation, else act at random."""
+
+    name = "hashmap"
+
+    def __init__(self, n_actions: int, seed: int = 0):
+        self.n_actions = n_actions
+        self.rng = np.random.default_rng(seed)
+        self.tables: list[dict[bytes, Counter]] = []
+
+    def begin(self, rows: list[RowContext]) -> None:
+        self.tables = []
+        for row in rows:
+            table: dict[bytes, Counter] = {}
+            for ep in row.episodes:
+                for o, a in zip(ep.obs, ep.actions, strict=True):
+                    table.setdefault(np.ascontiguousarray(o).tobytes(), Counter())[int(a)] += 1
+            self.tables.append(table)
+
+    def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
+        out = self.rng.integers(self.n_actions, size=len(rows))
+        for j, i in enumerate(rows):
+            seen = self.tables[i].get(np.ascontiguousarray(obs[j]).tobytes())
+            if seen:
+                out[j] = seen.most_common(1)[0][0]
+        return out
