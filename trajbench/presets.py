@@ -1,0 +1,191 @@
+"""Benchmark presets: which data, training conditions, seeds and evaluations a run holds.
+
+A preset is a list of *groups*. A group trains on one or more families that share an observation
+encoding and is evaluated on their held-out levels (``test_levels``) and on held-out families
+(``test_families``). Each group crosses its context modes and instruction modes with the seeds.
+Every condition of a group gets the same data, model size and number of steps, so conditions
+differ only in what their training contexts look like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """An episode store to collect: ``trajbench collect`` arguments."""
+
+    env: str
+    levels: str
+    episodes_per_level: int
+    demonstrator: str = "expert"
+    seed: int = 0
+    max_levels: int = 0
+    """Use only the first N levels of the split (0: all); keeps CPU presets small."""
+
+    @property
+    def name(self) -> str:
+        family = self.env.split("/")[-1]
+        cap = f"-first{self.max_levels}" if self.max_levels else ""
+        return f"{family}-{self.levels}{cap}-{self.demonstrator}-n{self.episodes_per_level}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Families trained together and the conditions crossed over them."""
+
+    name: str
+    train_data: tuple[DataSpec, ...]
+    test_data: tuple[DataSpec, ...]
+    """Expert episodes of held-out levels of the training families (demonstrations)."""
+    heldout_family_data: tuple[DataSpec, ...] = ()
+    """Expert episodes of families never trained on."""
+    modes: tuple[str, ...] = ("bursty", "trajectories", "shuffled", "isolated", "none")
+    instructions: tuple[str, ...] = ("full",)
+    p_bursty: tuple[float | None, ...] = (None,)
+    context_demonstrators: tuple[str, ...] = ("expert",)
+    k: int = 4
+    steps: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 30
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    ks: tuple[int, ...] = (0, 1, 2, 4)
+    eval_episodes: int = 2
+    eval_max_levels: int = 0
+    baselines: tuple[str, ...] = ("random", "hashmap", "expert")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    groups: tuple[Group, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    device: str = "auto"
+    compile: bool = False
+    workers: int = 2
+    """Training/evaluation jobs run in parallel (one CPU thread each on CPU)."""
+    extra: dict = field(default_factory=dict)
+
+
+DR = "trajbench/DarkRoom-v0"
+DKTD = "trajbench/DarkKeyToDoor-v0"
+GOTO = "trajbench/GoToLocal-v0"
+PICKUP = "trajbench/PickupLoc-v0"
+PUTNEXT = "trajbench/PutNextLocal-v0"
+
+
+def _dark_room(steps: int, n_train: int, n_test: int, **kw) -> Group:
+    return Group(
+        name="dark-room",
+        train_data=(DataSpec(DR, "train", n_train),),
+        test_data=(DataSpec(DR, "test", n_test, seed=1),),
+        steps=steps,
+        **kw,
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    "ci": Preset(
+        name="ci",
+        description="Seconds-scale check of the whole pipeline (used by the tests).",
+        groups=(
+            _dark_room(
+                steps=40,
+                n_train=6,
+                n_test=3,
+                modes=("bursty", "none"),
+                ks=(0, 2),
+                eval_episodes=1,
+                eval_max_levels=6,
+                baselines=("random", "hashmap"),
+                d_model=32,
+            ),
+        ),
+        seeds=(0, 1),
+    ),
+    "smoke": Preset(
+        name="smoke",
+        description=(
+            "The README's main job on a 2-core CPU: the five context modes on Dark Room, and the "
+            "four instruction modes crossed with bursty and isolated on BabyAI GoToLocal, 3 seeds."
+        ),
+        groups=(
+            _dark_room(steps=200, n_train=20, n_test=8),
+            Group(
+                name="babyai-goto",
+                train_data=(
+                    DataSpec(GOTO, "train", 2, max_levels=300),
+                    DataSpec(GOTO, "train", 2, "noisy", max_levels=300),
+                ),
+                test_data=(DataSpec(GOTO, "test", 3, seed=1, max_levels=24),),
+                heldout_family_data=(DataSpec(PICKUP, "test", 3, seed=1, max_levels=24),),
+                modes=("bursty", "isolated"),
+                instructions=("full", "empty", "template", "wrong"),
+                context_demonstrators=("expert", "noisy"),
+                steps=150,
+                ks=(0, 4),
+                eval_episodes=1,
+            ),
+        ),
+    ),
+    "standard": Preset(
+        name="standard",
+        description="The whole suite on a GPU: larger models, every mode and instruction, held-out families.",
+        groups=(
+            _dark_room(
+                steps=3000,
+                n_train=40,
+                n_test=10,
+                d_model=128,
+                n_layers=4,
+                batch_size=64,
+                p_bursty=(None,),
+            ),
+            Group(
+                name="dark-key-to-door",
+                train_data=(DataSpec(DKTD, "train", 4, max_levels=2000),),
+                test_data=(DataSpec(DKTD, "test", 6, seed=1, max_levels=100),),
+                steps=6000,
+                d_model=128,
+                n_layers=4,
+                batch_size=64,
+                eval_episodes=2,
+            ),
+            Group(
+                name="babyai",
+                train_data=tuple(
+                    DataSpec(e, "train", 2, d, max_levels=3000)
+                    for e in (GOTO, PICKUP)
+                    for d in ("expert", "noisy")
+                ),
+                test_data=tuple(
+                    DataSpec(e, "test", 4, seed=1, max_levels=100) for e in (GOTO, PICKUP)
+                ),
+                heldout_family_data=(DataSpec(PUTNEXT, "test", 4, seed=1, max_levels=100),),
+                instructions=("full", "empty", "template", "wrong"),
+                context_demonstrators=("expert", "noisy"),
+                steps=10000,
+                d_model=256,
+                n_layers=6,
+                n_heads=8,
+                batch_size=64,
+                ks=(0, 1, 2, 4),
+            ),
+        ),
+        seeds=(0, 1, 2, 3, 4),
+        workers=1,
+    ),
+    "gpu": Preset(
+        name="gpu",
+        description="Sized for about 8 minutes on one H100: Dark Room, five modes, 3 seeds, a larger model.",
+        groups=(
+            _dark_room(steps=1500, n_train=40, n_test=10, d_model=128, n_layers=4, batch_size=128),
+        ),
+        workers=1,
+    ),
+}
