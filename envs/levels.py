@@ -105,7 +105,7 @@ class LevelMixin:
             raise ValueError(f"sticky_p must be in [0, 1), got {sticky_p}")
         self.sticky_p = float(sticky_p)
         self.allowed_levels = self.resolve_levels(levels)
-        self._allowed_set = frozenset(int(x) for x in self.allowed_levels)
+        self._allowed_set = frozenset(self.allowed_levels.tolist())
         self.level = int(self.allowed_levels[0])
         self._prev_action: int | None = None
 

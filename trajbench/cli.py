@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"trajbench {name}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `trajbench envs --json | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"trajbench {name}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,45 @@
+"""Suite identity: the name and versions of the benchmark a result was measured on.
+
+A suite version pins the families and their level splits. Results and leaderboard entries record
+``SUITE`` and ``SUITE_VERSION``; the leaderboard accepts only the versions in ``SUITE_VERSIONS``.
+Add a new version (never edit an old one) when a family is added, removed or changed, or when
+``envs.levels.SPLIT_VERSION`` is bumped.
+
+Example:
+    >>> SUITE, SUITE_VERSION
+    ('trajbench', '1')
+    >>> SUITE_VERSIONS[SUITE_VERSION]["split_version"]
+    1
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Name of the benchmark suite.
+SUITE = "trajbench"
+
+#: The version the runner writes into results.json.
+SUITE_VERSION = "1"
+
+#: Every version the leaderboard accepts -> what it measures (families and level-split version).
+SUITE_VERSIONS: dict[str, dict[str, Any]] = {
+    "1": {
+        "description": "Dark Room, Dark Key-to-Door, and the level-controlled MiniGrid and "
+        "BabyAI families, with level splits of version 1",
+        "split_version": 1,
+        "families": (
+            "trajbench/DarkRoom-v0",
+            "trajbench/DarkKeyToDoor-v0",
+            "trajbench/FourRooms-v0",
+            "trajbench/MultiRoom-v0",
+            "trajbench/SimpleCrossing-v0",
+            "trajbench/LavaCrossing-v0",
+            "trajbench/DoorKey-v0",
+            "trajbench/Unlock-v0",
+            "trajbench/GoToLocal-v0",
+            "trajbench/PickupLoc-v0",
+            "trajbench/PutNextLocal-v0",
+        ),
+    },
+}
