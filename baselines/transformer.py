@@ -1,0 +1,482 @@
+"""The trajectory transformer: one token per time step, a causal `transformers` backbone, an action head.
+
+Read top to bottom:
+
+1. :class:`ModelConfig` -- every hyper-parameter, documented.
+2. :class:`TrajectoryTransformer` -- token embedding (see :mod:`trajbench.batch` for the token
+   contract), a causal backbone built from a ``transformers`` config (``LlamaModel`` with sdpa
+   attention by default, ``GPT2Model`` as an option) fed ``inputs_embeds``, and a linear head to
+   action logits. ``loss`` for training, ``prefill`` / ``step`` for cached decoding,
+   ``save_pretrained`` / ``from_pretrained`` for checkpoints.
+3. Decoding helpers: :func:`positions_from_mask` and :func:`select_rows`.
+
+Training batches are right-padded and need no attention mask: causal attention already keeps
+every real token from seeing the padding after it, and the loss ignores padding (``target`` is
+``IGNORE`` there). Without a mask sdpa can use its fused ``is_causal`` kernels.
+
+Cached decoding for batched rollouts (contexts of different lengths, rows finishing at different
+times) uses *left* padding and a 2D ``attention_mask`` (1 = real token, 0 = padding), and lets the
+positions follow the mask (``cumsum(mask) - 1``) so that each row sees exactly what it would see
+alone::
+
+    # contexts: a left-padded dict of [B, T0] token tensors; mask0: [B, T0] with 0 on the padding
+    logits, cache = model.prefill(contexts, mask0)              # logits of the last token: [B, A]
+    mask = mask0
+    while rows are left:
+        actions = logits.argmax(-1)                              # act; step the environments
+        # new: [B, n] tokens (n >= 1: e.g. the next step, or bos + mission words + first step
+        # when an episode restarts). Rows with fewer new tokens are left-padded with PAD tokens
+        # and 0 in new_mask; PAD tokens are holes that change nothing.
+        mask = torch.cat([mask, new_mask], dim=1)
+        logits, cache = model.step(new, cache, mask)
+        keep = ...                                               # indices of unfinished rows
+        cache, mask = select_rows(cache, mask, keep)             # also select logits[keep] etc.
+
+Under ``torch.autocast("cuda", dtype=torch.bfloat16)`` and ``torch.compile`` the forward pass has
+no Python branching on tensor values: token kinds are combined with masks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import DynamicCache, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+from transformers.cache_utils import Cache
+from transformers.utils import logging as hf_logging
+
+from trajbench.batch import IGNORE, STEP, WORD
+from trajbench.errors import TrajbenchError
+from trajbench.io import atomic_directory
+
+#: Marker written into ``trajbench_model.json``; a directory without it is not a trajbench model.
+MODEL_FORMAT = "trajbench-model"
+MODEL_FORMAT_VERSION = 1
+CONFIG_FILE = "trajbench_model.json"
+POLICY_FILE = "policy.safetensors"
+BACKBONE_DIR = "backbone"
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of a :class:`TrajectoryTransformer`."""
+
+    feature_sizes: tuple[int, ...]
+    """Number of distinct values of each observation feature (``ObsEncoding.feature_sizes``)."""
+    n_actions: int
+    """Size of the discrete action space (``ObsEncoding.n_actions``)."""
+    vocab_size: int
+    """Number of mission words (the suite's word vocabulary, special words included)."""
+    d_model: int = 128
+    """Width of the residual stream (token embedding size)."""
+    n_layers: int = 4
+    """Number of transformer blocks."""
+    n_heads: int = 4
+    """Attention heads per block; must divide ``d_model``."""
+    d_ff: int | None = None
+    """Hidden width of the feed-forward layers; ``None`` means ``4 * d_model``."""
+    max_positions: int = 2048
+    """Longest sequence the model accepts (GPT-2: size of its learned position table; Llama: the
+    RoPE config's ``max_position_embeddings``)."""
+    backbone: Literal["llama", "gpt2"] = "llama"
+    """``"llama"``: pre-norm RMSNorm, RoPE, SwiGLU; ``"gpt2"``: LayerNorm, learned positions, GELU."""
+    dropout: float = 0.0
+    """Dropout on the token embeddings and inside the backbone (Llama: attention probabilities;
+    GPT-2: embeddings, residuals and attention)."""
+    encoding_name: str = ""
+    """Name of the observation encoding trained on (``ObsEncoding.name``), so that evaluation can
+    refuse a family with another encoding."""
+
+    def __post_init__(self) -> None:
+        self.feature_sizes = tuple(int(s) for s in self.feature_sizes)
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        problems = []
+        if not self.feature_sizes or min(self.feature_sizes) < 1:
+            problems.append(
+                f"feature_sizes must be non-empty and positive, got {self.feature_sizes}"
+            )
+        if self.n_actions < 1 or self.vocab_size < 1:
+            problems.append(
+                f"n_actions and vocab_size must be >= 1, got {self.n_actions}, {self.vocab_size}"
+            )
+        if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
+            problems.append(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        if self.n_layers < 1 or self.d_ff < 1 or self.max_positions < 1:
+            problems.append("n_layers, d_ff and max_positions must be >= 1")
+        if self.backbone not in ("llama", "gpt2"):
+            problems.append(f"backbone must be 'llama' or 'gpt2', got {self.backbone!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if problems:
+            raise TrajbenchError("bad model config: " + "; ".join(problems))
+
+
+def build_backbone(cfg: ModelConfig) -> nn.Module:
+    """A randomly initialised causal ``transformers`` model without token embeddings in use.
+
+    Its own ``vocab_size`` is 1: it is fed ``inputs_embeds``, never ``input_ids``.
+    """
+    common = dict(vocab_size=1, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    common.update(use_cache=False, tie_word_embeddings=False, attn_implementation="sdpa")
+    if cfg.backbone == "llama":
+        config = LlamaConfig(
+            hidden_size=cfg.d_model,
+            intermediate_size=cfg.d_ff,
+            num_hidden_layers=cfg.n_layers,
+            num_attention_heads=cfg.n_heads,
+            num_key_value_heads=cfg.n_heads,
+            max_position_embeddings=cfg.max_positions,
+            attention_dropout=cfg.dropout,
+            **common,
+        )
+        return LlamaModel(config)
+    config = GPT2Config(
+        n_embd=cfg.d_model,
+        n_inner=cfg.d_ff,
+        n_layer=cfg.n_layers,
+        n_head=cfg.n_heads,
+        n_positions=cfg.max_positions,
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        **common,
+    )
+    return GPT2Model(config)
+
+
+def _backbone_class(cfg: ModelConfig) -> type[nn.Module]:
+    return LlamaModel if cfg.backbone == "llama" else GPT2Model
+
+
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Silence transformers' save/load progress bars (they would break the training bar)."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+class TrajectoryTransformer(nn.Module):
+    """Token embedding -> causal backbone -> action logits.
+
+    Example:
+        >>> cfg = ModelConfig(feature_sizes=(9, 9), n_actions=5, vocab_size=10, d_model=32,
+        ...                   n_layers=1, n_heads=2)
+        >>> model = TrajectoryTransformer(cfg)
+        >>> B, T = 2, 7
+        >>> tokens = {
+        ...     "kind": torch.full((B, T), STEP), "word": torch.zeros(B, T, dtype=torch.long),
+        ...     "obs": torch.zeros(B, T, 2, dtype=torch.uint8),
+        ...     "prev_action": torch.full((B, T), 5), "prev_reward": torch.zeros(B, T),
+        ...     "shown_action": torch.full((B, T), 6), "shown_reward": torch.zeros(B, T),
+        ...     "is_query": torch.ones(B, T, dtype=torch.bool)}
+        >>> logits, _ = model(tokens)
+        >>> tuple(logits.shape)
+        (2, 7, 5)
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        # Observation: one table for all features; feature i's value v is row offsets[i] + v.
+        # Summing the rows is a linear layer on the concatenated one-hots, without building them.
+        self.obs_embed = nn.EmbeddingBag(sum(cfg.feature_sizes), d, mode="sum")
+        offsets = torch.tensor([0, *cfg.feature_sizes[:-1]]).cumsum(0)
+        self.register_buffer("obs_offsets", offsets, persistent=False)
+        # Actions: the real ones, then start_action (n_actions) and hidden_action (n_actions + 1).
+        self.prev_action_embed = nn.Embedding(cfg.n_actions + 2, d)
+        self.shown_action_embed = nn.Embedding(cfg.n_actions + 2, d)
+        self.prev_reward_proj = nn.Linear(1, d, bias=False)
+        self.shown_reward_proj = nn.Linear(1, d, bias=False)
+        self.word_embed = nn.Embedding(cfg.vocab_size, d)
+        self.segment_embed = nn.Embedding(2, d)  # 0: context, 1: query
+        self.drop = nn.Dropout(cfg.dropout)
+        self.backbone = build_backbone(cfg)
+        self.head = nn.Linear(d, cfg.n_actions)
+        embeddings = (self.obs_embed, self.prev_action_embed, self.shown_action_embed)
+        embeddings += (self.word_embed, self.segment_embed)
+        for module in (*embeddings, self.prev_reward_proj, self.shown_reward_proj, self.head):
+            nn.init.normal_(module.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        # The backbone's token table is never used (we feed inputs_embeds). Frozen, it gets no
+        # gradient, which DistributedDataParallel requires of trainable parameters.
+        self.backbone.get_input_embeddings().requires_grad_(False)
+        # transformers renamed the backbone's `past_key_values` argument to `cache` in v5.
+        params = inspect.signature(self.backbone.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def num_parameters(self) -> int:
+        """Number of parameters (the backbone's unused, frozen 1-row token table included)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, tokens: dict[str, Tensor]) -> Tensor:
+        """Token embeddings ``[B, T, d_model]``; zero on PAD tokens."""
+        kind = tokens["kind"]
+        is_step, is_word = kind == STEP, kind == WORD
+        # Ids outside their kind are replaced by 0, so whatever padding holds is never looked up.
+        B, T, n_features = tokens["obs"].shape
+        obs_ids = torch.where(is_step.unsqueeze(-1), tokens["obs"].long(), 0) + self.obs_offsets
+        step = (
+            self.obs_embed(obs_ids.view(B * T, n_features)).view(B, T, -1)
+            + self.prev_action_embed(torch.where(is_step, tokens["prev_action"], 0))
+            + self.prev_reward_proj(tokens["prev_reward"].float().unsqueeze(-1))
+            + self.shown_action_embed(torch.where(is_step, tokens["shown_action"], 0))
+            + self.shown_reward_proj(tokens["shown_reward"].float().unsqueeze(-1))
+        )
+        word = self.word_embed(torch.where(is_word, tokens["word"], 0))
+        segment = self.segment_embed(tokens["is_query"].long())
+        is_step, is_word = is_step.unsqueeze(-1), is_word.unsqueeze(-1)
+        x = torch.where(is_step, step, 0.0) + torch.where(is_word, word, 0.0)
+        x = x + torch.where(is_step | is_word, segment, 0.0)
+        return self.drop(x)
+
+    def forward(
+        self,
+        tokens: dict[str, Tensor],
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        past_key_values: Cache | None = None,
+        use_cache: bool = False,
+    ) -> tuple[Tensor, Cache | None]:
+        """Action logits at every position.
+
+        Args:
+            tokens: ``[B, T]`` tensors ``kind, word, obs ([B, T, F]), prev_action, prev_reward,
+                shown_action, shown_reward, is_query`` (``Batch.to_torch``; extra keys ignored).
+            attention_mask: ``[B, past + T]``, 1 on real tokens, 0 on padding; ``None`` for
+                right-padded training batches (see the module docstring).
+            position_ids: ``[B, T]`` positions; ``None`` counts from the cache length (and checks
+                the length against ``max_positions``). Pass them with left padding
+                (:func:`positions_from_mask`).
+            past_key_values: A cache from an earlier call, extended in place.
+            use_cache: Return the (possibly new) cache.
+
+        Returns:
+            ``(logits [B, T, n_actions], cache or None)``.
+        """
+        past = 0 if past_key_values is None else past_key_values.get_seq_length()
+        if position_ids is None and past + tokens["kind"].shape[1] > self.cfg.max_positions:
+            raise TrajbenchError(
+                f"sequence of {past + tokens['kind'].shape[1]} tokens is longer than the model's "
+                f"max_positions ({self.cfg.max_positions})"
+            )
+        x = self.embed(tokens)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.backbone.config)
+        out = self.backbone(
+            inputs_embeds=x,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            **{self._cache_arg: past_key_values},
+        )
+        return self.head(out.last_hidden_state), (past_key_values if use_cache else None)
+
+    def loss(self, tokens: dict[str, Tensor], normalizer: float | Tensor | None = None) -> Tensor:
+        """Cross-entropy of the action predictions at positions where ``target != IGNORE``.
+
+        Args:
+            tokens: Model inputs and ``target`` (``Batch.to_torch()``).
+            normalizer: Divide the summed loss by this instead of this batch's number of targets:
+                under DistributedDataParallel pass the number of targets in the *global* batch, so
+                that averaging gradients over ranks gives the single-process gradient.
+        """
+        logits, _ = self(tokens)
+        return action_loss(logits, tokens["target"], normalizer)
+
+    # ---- cached decoding --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def prefill(self, tokens: dict[str, Tensor], attention_mask: Tensor) -> tuple[Tensor, Cache]:
+        """Encode left-padded contexts into a new cache.
+
+        Args:
+            tokens: ``[B, T]`` token tensors, rows left-padded with PAD tokens.
+            attention_mask: ``[B, T]``, 0 on the left padding.
+
+        Returns:
+            ``(logits of the last position [B, n_actions], cache)``.
+        """
+        return self.step(tokens, DynamicCache(config=self.backbone.config), attention_mask)
+
+    @torch.no_grad()
+    def step(
+        self, tokens: dict[str, Tensor], cache: Cache, attention_mask: Tensor
+    ) -> tuple[Tensor, Cache]:
+        """Feed ``n >= 1`` new tokens per row after the cached ones.
+
+        Args:
+            tokens: ``[B, n]`` new tokens; rows with fewer are left-padded with PAD tokens
+                (and 0 in the mask), so that every row's last token is real.
+            cache: From :meth:`prefill` or an earlier :meth:`step`; extended in place.
+            attention_mask: ``[B, cached + n]``: the mask so far with the new tokens' appended.
+
+        Returns:
+            ``(logits of the last position [B, n_actions], cache)``.
+        """
+        n_new = tokens["kind"].shape[1]
+        position_ids = positions_from_mask(attention_mask)[:, -n_new:]
+        if int(position_ids.max()) >= self.cfg.max_positions:
+            raise TrajbenchError(
+                f"sequence is longer than the model's max_positions ({self.cfg.max_positions})"
+            )
+        logits, cache = self(tokens, attention_mask, position_ids, cache, use_cache=True)
+        return logits[:, -1], cache
+
+    # ---- checkpoints ------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write the model to ``directory`` atomically (replacing an earlier trajbench model).
+
+        Layout: ``backbone/`` (the backbone's own ``save_pretrained``, safetensors),
+        ``policy.safetensors`` (embeddings and head), ``trajbench_model.json`` (the
+        :class:`ModelConfig` and ``extra``, e.g. the mission vocabulary and the training config;
+        it must be JSON-serialisable).
+        """
+        directory = Path(directory)
+        replaceable = directory.is_dir() and (
+            (directory / CONFIG_FILE).is_file() or not any(directory.iterdir())
+        )
+        if directory.exists() and not replaceable:
+            raise TrajbenchError(
+                f"{directory} exists and is not a trajbench model; not overwriting it"
+            )
+        meta = {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "config": asdict(self.cfg),
+            "extra": extra or {},
+        }
+        text = json.dumps(meta, indent=2, allow_nan=False) + "\n"  # fails before writing anything
+        policy = {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+            if not k.startswith("backbone.")
+        }
+        with atomic_directory(directory, overwrite=True) as tmp, _no_progress_bars():
+            self.backbone.save_pretrained(tmp / BACKBONE_DIR, safe_serialization=True)
+            save_file(policy, tmp / POLICY_FILE, metadata={"format": MODEL_FORMAT})
+            (tmp / CONFIG_FILE).write_text(text)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> tuple[TrajectoryTransformer, dict[str, Any]]:
+        """Load a model written by :meth:`save_pretrained`.
+
+        Returns:
+            ``(model on the CPU in eval mode, extra)``.
+
+        Raises:
+            TrajbenchError: The directory is missing, is not a trajbench model, or its weights do
+                not match its config.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise TrajbenchError(f"model directory {directory} does not exist")
+        try:
+            meta = json.loads((directory / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as e:
+            raise TrajbenchError(
+                f"{directory} is not a trajbench model ({CONFIG_FILE}: {e})"
+            ) from e
+        if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+            raise TrajbenchError(
+                f"{directory} is not a trajbench model ({CONFIG_FILE} has no format marker)"
+            )
+        if meta.get("format_version") != MODEL_FORMAT_VERSION:
+            raise TrajbenchError(
+                f"{directory}: model format version {meta.get('format_version')}, "
+                f"this trajbench reads version {MODEL_FORMAT_VERSION}"
+            )
+        known = {f.name for f in fields(ModelConfig)}
+        config = meta.get("config")
+        if not isinstance(config, dict) or set(config) - known:
+            raise TrajbenchError(f"{directory}: bad model config in {CONFIG_FILE}: {config!r}")
+        try:
+            model = cls(ModelConfig(**config))
+        except TypeError as e:
+            raise TrajbenchError(f"{directory}: bad model config in {CONFIG_FILE}: {e}") from e
+        try:
+            with _no_progress_bars():
+                backbone, info = _backbone_class(model.cfg).from_pretrained(
+                    directory / BACKBONE_DIR, output_loading_info=True, attn_implementation="sdpa"
+                )
+            bad = [*info.get("missing_keys", ()), *info.get("mismatched_keys", ())]
+            if bad:
+                raise TrajbenchError(f"backbone weights missing or mismatched: {bad}")
+            model.backbone.load_state_dict(backbone.state_dict())  # strict: shapes must match
+            result = model.load_state_dict(load_file(directory / POLICY_FILE), strict=False)
+            missing = [k for k in result.missing_keys if not k.startswith("backbone.")]
+            if missing or result.unexpected_keys:
+                raise TrajbenchError(f"missing {missing}, unexpected {result.unexpected_keys}")
+        except (OSError, RuntimeError, ValueError, TrajbenchError) as e:
+            raise TrajbenchError(
+                f"{directory}: weights missing or not matching the model config: {e}"
+            ) from e
+        return model.eval(), meta.get("extra") or {}
+
+
+def action_loss(logits: Tensor, target: Tensor, normalizer: float | Tensor | None = None) -> Tensor:
+    """Summed float32 cross-entropy over positions with a target, divided by ``normalizer``
+    (default: their number). Shared by :meth:`TrajectoryTransformer.loss` and the training loop,
+    which calls the (possibly DDP-wrapped or compiled) model itself and then this."""
+    total = F.cross_entropy(
+        logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+    if normalizer is None:
+        normalizer = (target != IGNORE).sum().clamp(min=1)
+    return total / normalizer
+
+
+# ---- decoding helpers -----------------------------------------------------------------------
+
+
+def positions_from_mask(attention_mask: Tensor) -> Tensor:
+    """Position of each token counting only real tokens: ``cumsum(mask) - 1``, 0 on left padding.
+
+    Example:
+        >>> positions_from_mask(torch.tensor([[0, 0, 1, 1, 0, 1]])).tolist()
+        [[0, 0, 0, 1, 1, 2]]
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def select_rows(cache: Cache, attention_mask: Tensor, idx: Tensor) -> tuple[Cache, Tensor]:
+    """Keep rows ``idx`` of a decoding state, then drop the left padding they all share.
+
+    Args:
+        cache: The cache from :meth:`TrajectoryTransformer.prefill` / ``step``; changed in place.
+        attention_mask: ``[B, L]``, the mask that covers the cache.
+        idx: 1D indices (or a boolean mask) of the rows to keep, in their new order.
+
+    Returns:
+        ``(cache, attention_mask)`` for the kept rows.
+    """
+    if idx.dtype == torch.bool:
+        idx = idx.nonzero().squeeze(-1)
+    idx = idx.to(attention_mask.device)
+    cache.batch_select_indices(idx)
+    mask = attention_mask[idx]
+    # Leading columns that are padding in every kept row are never attended to: drop them.
+    # (Positions come from cumsum(mask), so they do not change.)
+    n_drop = int(mask.any(0).long().argmax()) if mask.numel() else 0
+    if n_drop:
+        for layer in cache.layers:
+            layer.keys = layer.keys[..., n_drop:, :]
+            layer.values = layer.values[..., n_drop:, :]
+        mask = mask[:, n_drop:]
+    return cache, mask
