@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("trajbench.evaluate:main", "in-context evaluation on held-out levels"),
     "run": ("trajbench.runner:main", "run a whole preset: collect, train, evaluate, report"),
     "leaderboard": ("trajbench.leaderboard:main", "submit, validate and build the leaderboard"),
-    "analyze": ("trajbench.analyze:main", "analyses of what in a trajectory carries the lesson"),
+    "analyze": ("trajbench.analysis:main", "analyses of what in a trajectory carries the lesson"),
 }
 
 
