@@ -20,6 +20,15 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
         "trajbench.envs.dark_key_to_door:DarkKeyToDoorEnv",
         "trajbench.envs.dark_key_to_door:DarkKeyToDoorVectorEnv",
     ),
+    "FourRooms-v0": ("trajbench.envs.minigrid_families:FourRoomsLevels", None),
+    "MultiRoom-v0": ("trajbench.envs.minigrid_families:MultiRoomLevels", None),
+    "SimpleCrossing-v0": ("trajbench.envs.minigrid_families:SimpleCrossingLevels", None),
+    "LavaCrossing-v0": ("trajbench.envs.minigrid_families:LavaCrossingLevels", None),
+    "DoorKey-v0": ("trajbench.envs.minigrid_families:DoorKeyLevels", None),
+    "Unlock-v0": ("trajbench.envs.minigrid_families:UnlockLevels", None),
+    "GoToLocal-v0": ("trajbench.envs.minigrid_families:GoToLocalLevels", None),
+    "PickupLoc-v0": ("trajbench.envs.minigrid_families:PickupLocLevels", None),
+    "PutNextLocal-v0": ("trajbench.envs.minigrid_families:PutNextLocalLevels", None),
 }
 
 
