@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import multiprocessing as mp
 import os
@@ -39,6 +38,7 @@ import gymnasium as gym
 import numpy as np
 import tyro
 
+from .cliargs import parse_config
 from .envs.demonstrators import DEFAULT_EPSILON, DEMONSTRATORS, Demonstrator
 from .envs.levels import LevelMixin
 from .envs.registration import NAMESPACE, env_ids
@@ -464,43 +464,9 @@ def collect(config: CollectConfig) -> Path:
     return _collect(config)[0]
 
 
-def _parse(cls: type, argv: list[str], prog: str) -> Any:
-    """``tyro.cli`` that returns None after ``--help`` and turns tyro's boxed parse errors
-    into one TrajbenchError line."""
-    if any(a in ("-h", "--help") for a in argv):
-        try:
-            return tyro.cli(cls, args=argv, prog=prog)
-        except SystemExit as err:
-            if err.code:
-                raise
-            return None
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
-            return tyro.cli(cls, args=argv, prog=prog)
-    except SystemExit as err:
-        if not err.code:
-            sys.stdout.write(captured.getvalue())
-            return None
-        lines = [ln.strip().strip("│╭╮╰╯").strip() for ln in captured.getvalue().splitlines()]
-        lines = [
-            ln
-            for ln in lines
-            if ln
-            and not set(ln) <= set("─-")
-            and not ln.startswith(("For full helptext", prog, "usage:"))
-        ]
-        if "Argument helptext:" in lines:
-            lines = lines[: lines.index("Argument helptext:")]
-        if len(lines) > 1 and lines[1].startswith(lines[0]):
-            lines = lines[1:]  # tyro repeats the title ("Unrecognized options: ...")
-        message = ": ".join([lines[0], " ".join(lines[1:])]) if len(lines) > 1 else "".join(lines)
-        raise TrajbenchError(f"{message or 'invalid arguments'} (see {prog} --help)") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     """``trajbench collect``: parse flags into :class:`CollectConfig` and collect."""
-    config = _parse(
+    config = parse_config(
         CollectConfig, list(sys.argv[1:] if argv is None else argv), "trajbench collect"
     )
     if config is None:  # --help
@@ -576,7 +542,9 @@ def family_info(env_id: str) -> dict[str, Any]:
 
 def envs_main(argv: list[str] | None = None) -> int:
     """``trajbench envs``: a table (or ``--json``) of every registered family."""
-    config = _parse(EnvsConfig, list(sys.argv[1:] if argv is None else argv), "trajbench envs")
+    config = parse_config(
+        EnvsConfig, list(sys.argv[1:] if argv is None else argv), "trajbench envs"
+    )
     if config is None:  # --help
         return 0
     rows = [family_info(env_id) for env_id in env_ids()]

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-import tyro
 
 from . import __version__
+from .cliargs import parse_config
 from .errors import TrajbenchError
 from .io import atomic_write_json
 from .presets import PRESETS, DataSpec, Group, Preset
@@ -182,7 +182,7 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     records["seed"] = job.seed
     records["train_context"] = job.mode or "-"
     records["instruction"] = job.instruction if not job.baseline else "-"
-    records["p_bursty"] = "-" if job.p_bursty is None else f"{job.p_bursty:g}"
+    records["p_bursty"] = float("nan") if job.p_bursty is None else float(job.p_bursty)
     records["group"] = g.name
     write_parquet(records_path, records)
     return records_path
@@ -305,7 +305,9 @@ def _previous_wall_time(out: Path) -> float:
 
 
 def main(argv: list[str]) -> int:
-    cfg = tyro.cli(RunConfig, args=argv, prog="trajbench run")
+    cfg = parse_config(RunConfig, argv, "trajbench run")
+    if cfg is None:  # --help
+        return 0
     results = run(cfg)
     print(f"results: {results}\nreport:  {results.parent / 'report.md'}")
     return 0

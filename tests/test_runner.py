@@ -1,0 +1,154 @@
+"""The benchmark runner end to end on the ``ci`` preset: results, report, resume, leaderboard."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trajbench.cli import main as cli
+from trajbench.metrics import aggregate
+from trajbench.presets import PRESETS
+from trajbench.runner import RunConfig, jobs_of, run
+
+CONDITION_FIELDS = {
+    "train_context",
+    "instruction",
+    "p_bursty",
+    "family",
+    "eval_split",
+    "k",
+    "success_iqm",
+    "success_ci_low",
+    "success_ci_high",
+    "return_iqm",
+    "n_seeds",
+    "n_levels",
+}
+TOP_FIELDS = {
+    "trajbench_version",
+    "git_commit",
+    "preset",
+    "suite",
+    "suite_version",
+    "hardware",
+    "wall_time_s",
+    "conditions",
+}
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory) -> Path:
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("run") / "ci"
+    run(RunConfig(preset="ci", out=str(out), workers=1, progress=False))
+    return out
+
+
+def test_results_json_has_the_documented_schema(ci_run: Path):
+    results = json.loads((ci_run / "results.json").read_text())
+    assert set(results) >= TOP_FIELDS
+    assert results["preset"] == "ci"
+    assert results["conditions"], "no conditions"
+    for cond in results["conditions"]:
+        assert set(cond) >= CONDITION_FIELDS
+        assert cond["success_ci_low"] <= cond["success_iqm"] <= cond["success_ci_high"]
+        assert cond["n_seeds"] == len(PRESETS["ci"].seeds)
+    policies = {c["policy"] for c in results["conditions"]}
+    assert {"transformer", "no-context", "random", "hashmap"} <= policies
+
+
+def test_results_match_a_recomputation_from_the_records(ci_run: Path):
+    records = pd.read_parquet(ci_run / "records.parquet")
+    results = json.loads((ci_run / "results.json").read_text())
+    one = next(
+        c
+        for c in results["conditions"]
+        if c["policy"] == "hashmap" and c["k"] == 2 and c["support"] == "same"
+    )
+    sel = records[(records.policy == "hashmap") & (records.k == 2) & (records.support == "same")]
+    again = aggregate(sel, "success").iloc[0]
+    assert again["success_iqm"] == pytest.approx(one["success_iqm"])
+    assert again["success_ci_low"] == pytest.approx(one["success_ci_low"])
+    # one row per evaluated episode of every job
+    n_jobs = len(jobs_of(PRESETS["ci"], PRESETS["ci"].seeds))
+    assert records.groupby(["group", "policy", "train_context", "seed"]).ngroups == n_jobs
+
+
+def test_report_and_plots_are_written(ci_run: Path):
+    report = (ci_run / "report.md").read_text()
+    assert "IQM" in report and "95%" in report
+    assert "Reading" in report
+    plots = sorted((ci_run / "plots").glob("*.png"))
+    assert plots and all(p.stat().st_size > 1000 for p in plots)
+    for p in plots:
+        assert f"plots/{p.name}" in report
+
+
+def test_rerun_resumes_without_redoing_finished_stages(ci_run: Path):
+    model = next((ci_run / "jobs").rglob("model/policy.safetensors"))
+    before = model.stat().st_mtime_ns
+    records_before = pd.read_parquet(ci_run / "records.parquet")
+    start = time.perf_counter()
+    run(RunConfig(preset="ci", out=str(ci_run), workers=1, progress=False))
+    assert model.stat().st_mtime_ns == before  # not retrained
+    assert time.perf_counter() - start < 30
+    pd.testing.assert_frame_equal(pd.read_parquet(ci_run / "records.parquet"), records_before)
+
+
+def test_an_interrupted_job_resumes(ci_run: Path, tmp_path: Path):
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(ci_run, out)
+    job_dir = next(p.parent for p in (out / "jobs").rglob("model") if p.is_dir())
+    shutil.rmtree(job_dir / "model")  # as if killed after its last checkpoint
+    (job_dir / "records.parquet").unlink()
+    run(RunConfig(preset="ci", out=str(out), workers=1, progress=False))
+    assert (job_dir / "model" / "policy.safetensors").exists()
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "records.parquet"), pd.read_parquet(ci_run / "records.parquet")
+    )
+
+
+def test_submission_from_the_run_validates(ci_run: Path, tmp_path: Path, capsys):
+    root = tmp_path / "lb"
+    (root / "submissions").mkdir(parents=True)
+    assert (
+        cli(
+            [
+                "leaderboard",
+                "submit",
+                str(ci_run),
+                "--name",
+                "ci-test",
+                "--out",
+                str(root / "submissions"),
+            ]
+        )
+        == 0
+    )
+    assert cli(["leaderboard", "validate", "--root", str(root)]) == 0
+    assert cli(["leaderboard", "build", "--root", str(root)]) == 0
+    assert "ci-test" in (root / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--preset", "nope", "--out", "x"],
+        ["run", "--preset", "ci", "--out", "x", "--workers", "-1"],
+        ["run", "--preset", "ci", "--out", "x", "--device", "cuda:7"],
+    ],
+)
+def test_bad_input_is_one_clear_error(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli(argv) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip()
+    assert not (tmp_path / "x" / "results.json").exists()
