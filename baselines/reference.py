@@ -57,14 +57,15 @@ class HashmapPolicy(Policy):
         for row in rows:
             table: dict[bytes, Counter] = {}
             for ep in row.episodes:
-                for o, a in zip(ep.obs, ep.actions, strict=True):
-                    table.setdefault(np.ascontiguousarray(o).tobytes(), Counter())[int(a)] += 1
+                keys = np.ascontiguousarray(ep.obs, dtype=np.uint8)
+                for o, a in zip(keys, ep.actions, strict=True):
+                    table.setdefault(o.tobytes(), Counter())[int(a)] += 1
             self.tables.append(table)
 
     def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
         out = self.rng.integers(self.n_actions, size=len(rows))
         for j, i in enumerate(rows):
-            seen = self.tables[i].get(np.ascontiguousarray(obs[j]).tobytes())
+            seen = self.tables[i].get(np.ascontiguousarray(obs[j], dtype=np.uint8).tobytes())
             if seen:
                 out[j] = seen.most_common(1)[0][0]
         return out

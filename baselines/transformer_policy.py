@@ -1,11 +1,20 @@
 """The transformer as a :class:`~trajbench.baselines.base.Policy`: batched, KV-cached rollouts.
 
 At the start of each episode every row's context (its demonstrations and own earlier episodes,
-each preceded by its mission words) plus the query's mission words are packed by the same
-assembler the prompt builder uses, left-padded and encoded once (``prefill``). Each environment step
-then feeds one token per running row through the cache; rows that finish are dropped from the
-cache. ``use_cache=False`` re-encodes the whole sequence at every step instead (the reference the
+each preceded by its mission words) is packed by the same assembler the prompt builder uses,
+left-padded and encoded into the KV cache; then the query's mission words are fed. Each
+environment step feeds one token per running row through the cache; rows that finish are dropped
+from the cache.
+
+The context's cache is kept between episodes: when the next episode's context is the previous one
+plus the episode just played (the evaluation protocol), only that episode's tokens are encoded on
+top of the kept cache, so an episode's start costs the length of one episode, not of the whole
+context. ``use_cache=False`` re-encodes the whole sequence at every step instead (the reference the
 cache is checked and benchmarked against).
+
+Mission words are drawn once per row and true mission for the row's whole rollout, as the prompt
+builder does once per sequence (this matters for the ``wrong`` instruction, which draws another
+mission at random).
 
 Example:
     >>> policy = TransformerPolicy.load("runs/dr-bursty/model")   # doctest: +SKIP
@@ -13,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 
@@ -24,7 +34,7 @@ from trajbench.contexts import RowPlan, StepTable, assemble
 from trajbench.errors import TrajbenchError
 from trajbench.vocab import MissionVocab, shown_mission
 
-from .base import Policy, RowContext
+from .base import EpisodeRecord, Policy, RowContext
 from .transformer import TrajectoryTransformer, positions_from_mask, select_rows
 
 _KEYS = (
@@ -68,15 +78,21 @@ class TransformerPolicy(Policy):
         device: str | torch.device = "cpu",
         seed: int = 0,
     ):
-        self.model = model.to(device).eval()
         self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
         self.vocab, self.instruction = vocab, instruction
         self.mission_pool = mission_pool or {}
         self.use_context, self.use_cache, self.greedy = use_context, use_cache, greedy
         self.n_actions = model.cfg.n_actions
+        self.n_features = len(model.cfg.feature_sizes)
         self.rnd = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.extra: dict = {}
+        # Rollout state: see begin().
+        self._previous: list[tuple] | None = None
+        self._shown: list[dict[str, list[int]]] = []
+        self._prefix: tuple | None = None
+        self._constants: dict[str, torch.Tensor] = {}
 
     @classmethod
     def load(cls, directory: str | Path, **kwargs) -> TransformerPolicy:
@@ -94,60 +110,118 @@ class TransformerPolicy(Policy):
         return policy
 
     # -- context ---------------------------------------------------------------------------------
-    def _words(self, env_id: str, mission: str) -> list[int]:
-        return self.vocab.encode(
-            shown_mission(mission, self.instruction, self.mission_pool.get(env_id, []), self.rnd)
-        )
+    def _words(self, row: int, env_id: str, mission: str) -> list[int]:
+        """The shown mission's ids, drawn once per row and true mission (see the module doc)."""
+        shown = self._shown[row]
+        if mission not in shown:
+            text = shown_mission(
+                mission, self.instruction, self.mission_pool.get(env_id, []), self.rnd
+            )
+            shown[mission] = self.vocab.encode(text)
+        return shown[mission]
 
-    def begin(self, rows: list[RowContext]) -> None:
-        episodes = [ep for row in rows for ep in (row.episodes if self.use_context else [])]
-        F = len(self.model.cfg.feature_sizes)
-        lengths = [len(ep) for ep in episodes]
+    def _left_padded(
+        self, rows: list[RowContext], episodes: list[list[EpisodeRecord]], query: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+        """Tokens of every row's ``episodes`` (as context), then, if ``query``, its query words.
+
+        Returns left-padded token tensors and their mask, or None when no row has a token.
+        """
+        flat = [ep for eps in episodes for ep in eps]
+        if not flat and not query:
+            return None
+        F = self.n_features
+        lengths = [len(ep) for ep in flat]
         table = StepTable.from_episodes(
-            np.concatenate([ep.obs for ep in episodes]) if episodes else np.zeros((0, F), np.uint8),
-            np.concatenate([ep.actions for ep in episodes]) if episodes else np.zeros(0, np.int64),
-            np.concatenate([ep.rewards for ep in episodes])
-            if episodes
-            else np.zeros(0, np.float32),
+            np.concatenate([ep.obs for ep in flat]) if flat else np.zeros((0, F), np.uint8),
+            np.concatenate([ep.actions for ep in flat]) if flat else np.zeros(0, np.int64),
+            np.concatenate([ep.rewards for ep in flat]) if flat else np.zeros(0, np.float32),
             np.cumsum(lengths, dtype=np.int64) - np.asarray(lengths, dtype=np.int64),
             lengths,
-            [ep.level for ep in episodes],
-            [ep.episode_id for ep in episodes],
+            [ep.level for ep in flat],
+            [ep.episode_id for ep in flat],
         )
         plans, offset = [], 0
-        for row in rows:
+        for i, (row, eps) in enumerate(zip(rows, episodes, strict=True)):
             plan = RowPlan()
-            for ep in row.episodes if self.use_context else []:
+            for ep in eps:
                 plan.add_words(
-                    self._words(row.env_id, ep.mission), ep.level, ep.episode_id, query=False
+                    self._words(i, row.env_id, ep.mission), ep.level, ep.episode_id, query=False
                 )
                 plan.add_steps(range(offset, offset + len(ep)), query=False)
                 offset += len(ep)
-            plan.add_words(self._words(row.env_id, row.mission), row.level, -1, query=True)
+            if query:
+                plan.add_words(self._words(i, row.env_id, row.mission), row.level, -1, query=True)
             plans.append(plan)
         batch = assemble(plans, table, self.n_actions)
         lens = (~batch.pad).sum(1)
         T = batch.shape[1]
+        if T == 0:
+            return None
         # Right padding -> left padding (PAD tokens first), so that every row's last token is real.
         cols = (np.arange(T)[None, :] - (T - lens)[:, None]) % T
-        tokens = {
-            k: torch.from_numpy(
-                np.take_along_axis(
-                    getattr(batch, k),
-                    cols if getattr(batch, k).ndim == 2 else cols[..., None],
-                    axis=1,
-                )
-            )
-            for k in _KEYS
-        }
-        self.tokens = {k: v.to(self.device) for k, v in tokens.items()}
-        self.mask = (
-            torch.from_numpy(np.arange(T)[None, :] >= (T - lens)[:, None]).long().to(self.device)
+        tokens = {}
+        for k in _KEYS:
+            a = getattr(batch, k)
+            a = np.take_along_axis(a, cols if a.ndim == 2 else cols[..., None], axis=1)
+            tokens[k] = torch.from_numpy(a).to(self.device)
+        mask = torch.from_numpy(np.arange(T)[None, :] >= (T - lens)[:, None]).long()
+        return tokens, mask.to(self.device)
+
+    def _continues(self, rows: list[RowContext], episodes: list[list[EpisodeRecord]]) -> bool:
+        """Whether every row's context is its previous context plus exactly one new episode."""
+        prev = self._previous
+        if prev is None or len(prev) != len(rows):
+            return False
+        for row, eps, (env_id, level, mission, old) in zip(rows, episodes, prev, strict=True):
+            if (row.env_id, row.level, row.mission) != (env_id, level, mission):
+                return False
+            if len(eps) != len(old) + 1 or any(a is not b for a, b in zip(eps, old, strict=False)):
+                return False
+        return True
+
+    def _feed(self, tokens, new_mask, cache, mask):
+        """Encode ``tokens`` after ``cache`` (None: start a new cache); returns (cache, mask)."""
+        if cache is None:
+            _, cache = self.model.prefill(tokens, new_mask)
+            return cache, new_mask
+        mask = torch.cat([mask, new_mask], 1)
+        _, cache = self.model.step(tokens, cache, mask)
+        return cache, mask
+
+    @torch.no_grad()
+    def begin(self, rows: list[RowContext]) -> None:
+        episodes = [list(row.episodes) if self.use_context else [] for row in rows]
+        continues = self._continues(rows, episodes) and (
+            not self.use_cache or self._prefix is not None
         )
+        if not continues:
+            self._shown = [{} for _ in rows]
+            self._prefix = None
+        self._previous = [
+            (row.env_id, row.level, row.mission, eps)
+            for row, eps in zip(rows, episodes, strict=True)
+        ]
+        # Draw every shown mission now, in one fixed order, whatever is encoded below.
+        for i, (row, eps) in enumerate(zip(rows, episodes, strict=True)):
+            for ep in eps:
+                self._words(i, row.env_id, ep.mission)
+            self._words(i, row.env_id, row.mission)
         self.rows = np.arange(len(rows))
-        self.cache = None
-        if self.use_cache:
-            _, self.cache = self.model.prefill(self.tokens, self.mask)
+        if not self.use_cache:
+            self.tokens, self.mask = self._left_padded(rows, episodes, query=True)
+            return
+        # The kept context cache (a copy: stepping extends it), plus the new context episodes.
+        cache, mask = (None, None)
+        if continues and self._prefix[0] is not None:
+            cache, mask = copy.deepcopy(self._prefix[0]), self._prefix[1]
+        new = [eps[-1:] for eps in episodes] if continues else episodes
+        context = self._left_padded(rows, new, query=False)
+        if context is not None:
+            cache, mask = self._feed(*context, cache, mask)
+        self._prefix = (None if cache is None else copy.deepcopy(cache), mask)
+        query = self._left_padded(rows, [[] for _ in rows], query=True)
+        self.cache, self.mask = self._feed(*query, cache, mask)
 
     # -- acting ----------------------------------------------------------------------------------
     def _keep(self, rows: np.ndarray) -> None:
@@ -161,33 +235,45 @@ class TransformerPolicy(Policy):
             self.mask = self.mask[keep]
         self.rows = np.asarray(rows)
 
+    def _constant(self, name: str, n: int, value, dtype) -> torch.Tensor:
+        """A cached ``[n, 1]`` tensor filled with ``value`` (the same every step)."""
+        t = self._constants.get(name)
+        if t is None or t.shape[0] < n:
+            t = self._constants[name] = torch.full(
+                (max(n, 64), 1), value, dtype=dtype, device=self.device
+            )
+        return t[:n]
+
     @torch.no_grad()
     def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
         self._keep(np.asarray(rows))
         n = len(rows)
+        dev = self.device
+
+        def column(a, dtype) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(dev).unsqueeze(1)
+
         step = {
-            "kind": torch.full((n, 1), STEP, dtype=torch.int8),
-            "word": torch.zeros((n, 1), dtype=torch.int64),
-            "obs": torch.from_numpy(np.asarray(obs, dtype=np.uint8)[:, None, :]),
-            "prev_action": torch.from_numpy(np.asarray(prev_action, dtype=np.int64)[:, None]),
-            "prev_reward": torch.from_numpy(np.asarray(prev_reward, dtype=np.float32)[:, None]),
-            "shown_action": torch.full((n, 1), hidden_action(self.n_actions), dtype=torch.int64),
-            "shown_reward": torch.zeros((n, 1), dtype=torch.float32),
-            "is_query": torch.ones((n, 1), dtype=torch.bool),
+            "kind": self._constant("kind", n, STEP, torch.int8),
+            "word": self._constant("word", n, 0, torch.int64),
+            "obs": column(obs, np.uint8),
+            "prev_action": column(prev_action, np.int64),
+            "prev_reward": column(prev_reward, np.float32),
+            "shown_action": self._constant(
+                "shown_action", n, hidden_action(self.n_actions), torch.int64
+            ),
+            "shown_reward": self._constant("shown_reward", n, 0.0, torch.float32),
+            "is_query": self._constant("is_query", n, True, torch.bool),
         }
-        step = {k: v.to(self.device) for k, v in step.items()}
-        self.mask = torch.cat(
-            [self.mask, torch.ones((n, 1), dtype=self.mask.dtype, device=self.device)], 1
-        )
+        self.mask = torch.cat([self.mask, self._constant("one", n, 1, self.mask.dtype)], 1)
         if self.use_cache:
             logits, self.cache = self.model.step(step, self.cache, self.mask)
         else:
             self.tokens = {k: torch.cat([self.tokens[k], step[k]], 1) for k in _KEYS}
             logits, _ = self.model(self.tokens, self.mask, positions_from_mask(self.mask))
             logits = logits[:, -1]
-        logits = logits.float().cpu()
+        logits = logits.float()
         if self.greedy:
-            return logits.argmax(-1).numpy()
-        return (
-            torch.multinomial(torch.softmax(logits, -1), 1, generator=self.gen).squeeze(-1).numpy()
-        )
+            return logits.argmax(-1).cpu().numpy()
+        probs = torch.softmax(logits.cpu(), -1)
+        return torch.multinomial(probs, 1, generator=self.gen).squeeze(-1).numpy()

@@ -14,11 +14,11 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from trajbench.envs import env_ids
 
 from trajbench import cli
 from trajbench.collect import CollectConfig
 from trajbench.data import load
+from trajbench.envs import env_ids
 
 BASE = ["collect", "--env", "trajbench/DarkRoom-v0", "--levels", "3,4", "--episodes-per-level", "2"]
 

@@ -13,14 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from trajbench.envs import FAMILIES, NAMESPACE
-from trajbench.envs.dark_room import DarkRoomEnv
-from trajbench.envs.demonstrators import Demonstrator
 
 import trajbench
 import trajbench.collect as collect_mod
 from trajbench.collect import CollectConfig, collect, episode_seeds
 from trajbench.data import ARRAY_FILES, EPISODE_COLUMNS, Episode, load
+from trajbench.envs import FAMILIES, NAMESPACE
+from trajbench.envs.dark_room import DarkRoomEnv
+from trajbench.envs.demonstrators import Demonstrator
 from trajbench.errors import TrajbenchError
 
 ENV = "trajbench/DarkRoom-v0"

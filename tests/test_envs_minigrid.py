@@ -16,12 +16,12 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 from minigrid.core.actions import Actions
 from minigrid.envs.babyai import PutNextLocal
+
+import trajbench  # noqa: F401  (registers the families)
 from trajbench.envs import FAMILIES
 from trajbench.envs.demonstrators import Demonstrator
 from trajbench.envs.minigrid_bot import QuietBot
 from trajbench.envs.minigrid_levels import MINIGRID_ENCODING, encode_minigrid_obs, level_rng
-
-import trajbench  # noqa: F401  (registers the families)
 
 PLANNER = ["FourRooms", "MultiRoom", "SimpleCrossing", "LavaCrossing", "DoorKey", "Unlock"]
 BABYAI = ["GoToLocal", "PickupLoc", "PutNextLocal"]

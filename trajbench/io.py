@@ -16,7 +16,6 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory, then rename."""
     path = Path(path)

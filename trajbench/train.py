@@ -3,8 +3,12 @@
 One file you can read top to bottom. Every knob is a field of :class:`TrainConfig` (its docstrings
 are the ``--help``). CPU or CUDA is picked automatically; on CUDA the step runs under bf16 autocast
 with fused AdamW and optionally ``torch.compile``. Batches are a pure function of (seed, step),
-so ``--resume`` after a crash ends exactly where an uninterrupted run ends, and under ``torchrun``
-every rank takes its slice of the same global batch (DistributedDataParallel, gloo or NCCL).
+and a checkpoint holds the weights, the optimizer and torch's RNG state, so ``--resume`` after a
+crash ends exactly where an uninterrupted run ends (a checkpoint written by another model config,
+training config or dataset is refused). Under ``torchrun`` every rank takes its slice of the same
+global batch (DistributedDataParallel, gloo or NCCL) and the loss is normalised by the global
+number of targets, so N processes train the same model as one. The step (:class:`TrainStep`)
+never waits for the device; the loss is read only when a metrics row is written.
 
 Example:
     trajbench collect --env trajbench/DarkRoom-v0 --levels train --episodes-per-level 20 --out data/dr
@@ -22,8 +26,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-import tyro
 
 from .contexts import ContextBuilder, ContextConfig
 from .errors import TrajbenchError
@@ -103,8 +107,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as err:
-        raise TrajbenchError(f"unknown device {name!r}: {err}") from None
+    except (RuntimeError, TypeError):
+        raise TrajbenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise TrajbenchError(
@@ -130,15 +134,26 @@ class Dist:
         return self.rank == 0
 
 
+def world_size() -> int:
+    """Number of processes of this run (``WORLD_SIZE`` under torchrun, else 1)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise TrajbenchError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
+
+
 def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     """Join the torchrun process group if launched by torchrun, else a single process."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if "RANK" not in os.environ or world_size() == 1:
         return Dist(), resolve_device(device_name)
-    dist = Dist(
-        int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    )
+    dist = Dist(int(os.environ["RANK"]), world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     device = resolve_device(device_name)
     if device.type == "cuda":
+        if dist.local_rank >= torch.cuda.device_count():
+            raise TrajbenchError(
+                f"local rank {dist.local_rank} has no GPU: {torch.cuda.device_count()} CUDA "
+                "device(s) on this node; start fewer processes per node"
+            )
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
@@ -192,6 +207,72 @@ def make_optimizer(
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
+# -- the step ----------------------------------------------------------------------------------
+def batch_tensors(batch, device: torch.device) -> dict[str, torch.Tensor]:
+    """Model inputs and targets of a :class:`~trajbench.batch.Batch` on ``device``.
+
+    On CUDA the host arrays are pinned and copied asynchronously, so the copy does not stall the
+    host while the previous step's kernels run.
+    """
+    if device.type != "cuda":
+        return batch.to_torch(device)
+    from .batch import Batch
+
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(getattr(batch, k)))
+        .pin_memory()
+        .to(device, non_blocking=True)
+        for k in (*Batch.MODEL_INPUTS, "target")
+    }
+
+
+class TrainStep:
+    """One optimizer step: forward, summed cross-entropy / ``normalizer``, backward, clip, AdamW.
+
+    Nothing in it waits for the device: the loss and the gradient norm are returned as tensors and
+    only read (synchronising) when a metrics row is written.
+
+    Args:
+        forward: The module to call (the model, or its DDP / compiled wrapper).
+        model: The underlying model (whose parameters are clipped).
+        optimizer: The optimizer.
+        grad_clip: Clip the global gradient norm to this (0: no clipping; the norm is still
+            computed for the metrics).
+        autocast: Context manager around the forward pass (bf16 autocast on CUDA).
+    """
+
+    def __init__(self, forward, model, optimizer, grad_clip: float, autocast):
+        self.forward, self.optimizer, self.autocast = forward, optimizer, autocast
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.max_norm = grad_clip or float("inf")
+
+    def __call__(
+        self, tokens: dict[str, torch.Tensor], normalizer: float, lr: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from torch.nn.functional import cross_entropy
+
+        from .batch import IGNORE
+
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.autocast:
+            logits, _ = self.forward(tokens)
+        loss = (
+            cross_entropy(
+                logits.float().flatten(0, 1),
+                tokens["target"].flatten(),
+                ignore_index=IGNORE,
+                reduction="sum",
+            )
+            / normalizer
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        self.optimizer.step()
+        return loss.detach(), grad_norm.detach()
+
+
 # -- the run -----------------------------------------------------------------------------------
 def validate(cfg: TrainConfig) -> None:
     for name in ("steps", "batch_size", "log_every"):
@@ -202,27 +283,73 @@ def validate(cfg: TrainConfig) -> None:
             raise TrajbenchError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.lr <= 0:
         raise TrajbenchError(f"lr must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.min_lr_ratio <= 1:
+        raise TrajbenchError(f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
+    if cfg.grad_clip < 0 or cfg.weight_decay < 0:
+        raise TrajbenchError("grad_clip and weight_decay must be >= 0")
     if not cfg.data:
         raise TrajbenchError("--data needs at least one episode store directory")
+    for d in cfg.data:
+        if not Path(d).is_dir():
+            raise TrajbenchError(f"--data {d}: no such directory")
     cfg.context.validate()
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train and save the model to ``cfg.out/model``; returns that directory."""
-    from torch.nn.functional import cross_entropy
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Use ``n`` CPU threads inside the block (0: leave torch's setting), then restore it."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)
 
+
+def train(cfg: TrainConfig, on_checkpoint=None) -> Path:
+    """Train and save the model to ``cfg.out/model``; returns that directory.
+
+    Args:
+        cfg: The training config.
+        on_checkpoint: Optional hook ``on_checkpoint(step, model)``, called on the main process
+            right after each checkpoint is written (every ``checkpoint_every`` steps and at the
+            end) with the number of steps done and the model. It must leave the model's weights,
+            its train/eval mode and torch's RNG state as it found them, so that training goes on
+            exactly as without it (``trajbench analyze phases`` evaluates the model there).
+    """
+    validate(cfg)
+    world = world_size()
+    if cfg.batch_size % world:
+        raise TrajbenchError(
+            f"batch_size {cfg.batch_size} is not divisible by the {world} ranks; "
+            f"use a multiple of {world}"
+        )
+    out = Path(cfg.out)
+    if (out / "model").exists() and not cfg.resume:
+        raise TrajbenchError(
+            f"{out / 'model'} already exists; pass --resume to continue or choose another --out"
+        )
+    if (out / CHECKPOINT).exists() and not cfg.resume:
+        raise TrajbenchError(
+            f"{out / CHECKPOINT} exists (an interrupted run?); pass --resume to continue from it "
+            "or choose another --out"
+        )
+    dist, device = init_distributed(cfg.device)
+    try:
+        with torch_threads(cfg.threads):
+            return _train(cfg, dist, device, on_checkpoint)
+    finally:
+        if dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, dist: Dist, device: torch.device, on_checkpoint=None) -> Path:
     from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
 
     from .data import load
 
-    validate(cfg)
-    dist, device = init_distributed(cfg.device)
-    if cfg.batch_size % dist.world:
-        raise TrajbenchError(
-            f"batch_size {cfg.batch_size} is not divisible by the {dist.world} ranks"
-        )
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     model_dir, ckpt_path = out / "model", out / CHECKPOINT
 
@@ -231,6 +358,8 @@ def train(cfg: TrainConfig) -> Path:
     vocab = builder.vocab
 
     def make_builder():
+        if cfg.workers == 0:
+            return builder
         return ContextBuilder(load(list(cfg.data)), seed=cfg.seed, vocab=vocab, config=cfg.context)
 
     torch.manual_seed(cfg.seed)
@@ -247,27 +376,23 @@ def train(cfg: TrainConfig) -> Path:
     )
     model = TrajectoryTransformer(mcfg).to(device)
     optimizer = make_optimizer(model, cfg, device)
-    start = 0
+    start, rng_state = 0, None
     if cfg.resume and ckpt_path.exists():
-        start = load_checkpoint(ckpt_path, model, optimizer, cfg)
-    elif model_dir.exists() and not cfg.resume:
-        raise TrajbenchError(
-            f"{model_dir} already exists; pass --resume to continue or choose another --out"
-        )
+        start, rng_state = load_checkpoint(ckpt_path, model, optimizer, cfg, store.content_hash)
 
-    ddp_model = model
+    forward = model
     if dist.world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
+        forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    forward_loss = ddp_model
     if cfg.compile:
-        forward_loss = torch.compile(ddp_model)
+        forward = torch.compile(forward)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.type == "cuda" and cfg.bf16
         else contextlib.nullcontext()
     )
+    step_fn = TrainStep(forward, model, optimizer, cfg.grad_clip, autocast)
 
     loader = torch.utils.data.DataLoader(
         BatchStream(make_builder, cfg.batch_size, cfg.seed, start, cfg.steps),
@@ -275,6 +400,9 @@ def train(cfg: TrainConfig) -> Path:
         num_workers=cfg.workers,
         persistent_workers=False,
     )
+    batches = iter(loader)  # draws the loader's base seed from torch's RNG ...
+    if rng_state is not None:
+        torch.set_rng_state(rng_state)  # ... so the checkpoint's RNG state is restored after it
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "train_config.json", config_dict(cfg))
@@ -283,56 +411,43 @@ def train(cfg: TrainConfig) -> Path:
     per_rank = cfg.batch_size // dist.world
     model.train()
     t_last, tokens_since = time.perf_counter(), 0
-    for step, batch in loader:
-        lr = learning_rate(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        n_targets = int(batch.loss_mask.sum())
-        local = batch[dist.rank * per_rank : (dist.rank + 1) * per_rank]
-        tokens = local.to_torch(device)
-        with autocast:
-            # Normalize by the global target count so DDP's gradient average equals one big batch.
-            logits, _ = forward_loss(tokens)
-            loss = cross_entropy(
-                logits.float().flatten(0, 1),
-                tokens["target"].flatten(),
-                ignore_index=-100,
-                reduction="sum",
-            ) / (max(n_targets, 1) / dist.world)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), cfg.grad_clip or float("inf")
-        )
-        optimizer.step()
-        tokens_since += int((~batch.pad).sum())
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            loss_value = float(loss.detach()) * dist.world
-            if dist.world > 1:
-                t = torch.tensor([loss_value], device=device)
-                torch.distributed.all_reduce(t)
-                loss_value = float(t) / dist.world
-            now = time.perf_counter()
-            tps = tokens_since / max(now - t_last, 1e-9)
-            t_last, tokens_since = now, 0
-            log.write(
-                step=done, loss=loss_value, lr=lr, grad_norm=float(grad_norm), tokens_per_s=tps
-            )
+    try:
+        for step, batch in batches:
+            lr = learning_rate(step, cfg)
+            # Normalise by the global target count, so DDP's gradient average equals one big batch.
+            normalizer = max(int(batch.loss_mask.sum()), 1) / dist.world
+            local = batch[dist.rank * per_rank : (dist.rank + 1) * per_rank]
+            loss, grad_norm = step_fn(batch_tensors(local, device), normalizer, lr)
+            tokens_since += int((~batch.pad).sum())  # global tokens: every rank counts them all
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                if dist.world > 1:  # each rank holds its share of the global mean loss
+                    torch.distributed.all_reduce(loss)
+                    loss = loss / dist.world
+                loss_value = float(loss)
+                now = time.perf_counter()
+                tps = tokens_since / max(now - t_last, 1e-9)
+                t_last, tokens_since = now, 0
+                log.write(
+                    step=done, loss=loss_value, lr=lr, grad_norm=float(grad_norm), tokens_per_s=tps
+                )
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}")
             if bar is not None:
-                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:,.0f}")
+                bar.update(1)
+            if (
+                dist.main
+                and cfg.checkpoint_every
+                and done % cfg.checkpoint_every == 0
+                and done < cfg.steps
+            ):
+                save_checkpoint(ckpt_path, model, optimizer, done, cfg, store.content_hash)
+                if on_checkpoint is not None:
+                    on_checkpoint(done, model)
+    finally:
         if bar is not None:
-            bar.update(1)
-        if (
-            dist.main
-            and cfg.checkpoint_every
-            and done % cfg.checkpoint_every == 0
-            and done < cfg.steps
-        ):
-            save_checkpoint(ckpt_path, model, optimizer, done, cfg)
-    if bar is not None:
-        bar.close()
-    log.close()
+            bar.close()
+        log.close()
     if dist.main:
         extra = {
             "vocab": vocab.to_dict(),
@@ -343,7 +458,9 @@ def train(cfg: TrainConfig) -> Path:
             "parameters": model.num_parameters(),
         }
         model.save_pretrained(model_dir, extra=extra)
-        save_checkpoint(ckpt_path, model, optimizer, cfg.steps, cfg)
+        save_checkpoint(ckpt_path, model, optimizer, cfg.steps, cfg, store.content_hash)
+        if on_checkpoint is not None:
+            on_checkpoint(cfg.steps, model)
     if dist.world > 1:
         torch.distributed.barrier()
     return model_dir
@@ -410,8 +527,25 @@ def _progress(cfg: TrainConfig, dist: Dist, start: int):
     )
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig) -> None:
-    """Model, optimizer and step, written atomically (the batch stream needs no state)."""
+#: TrainConfig fields that decide the trained weights; resuming needs a checkpoint that agrees.
+TRAJECTORY_FIELDS = (
+    "context",
+    "model",
+    "steps",
+    "batch_size",
+    "lr",
+    "min_lr_ratio",
+    "warmup_steps",
+    "weight_decay",
+    "grad_clip",
+    "seed",
+)
+
+
+def save_checkpoint(
+    path: Path, model, optimizer, step: int, cfg: TrainConfig, data_hash: str = ""
+) -> None:
+    """Model, optimizer, step and RNG, written atomically (the batch stream needs no state)."""
     import io
 
     from .io import atomic_write_bytes
@@ -425,30 +559,56 @@ def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig) -
             "model_config": asdict(model.cfg),
             "torch_rng": torch.get_rng_state(),
             "config": config_dict(cfg),
+            "data_hash": data_hash,
         },
         buf,
     )
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: Path, model, optimizer, cfg: TrainConfig) -> int:
-    """Restore a checkpoint; refuses one written by a different model config."""
+def load_checkpoint(
+    path: Path, model, optimizer, cfg: TrainConfig, data_hash: str = ""
+) -> tuple[int, torch.Tensor]:
+    """Restore model and optimizer from a checkpoint; returns ``(step, torch RNG state)``.
+
+    Refuses a checkpoint written by a different model config, training config or dataset.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
+        step, rng = int(state["step"]), state["torch_rng"]
     except Exception as err:  # torch raises many types for a truncated or foreign file
         raise TrajbenchError(f"cannot read checkpoint {path}: {err}") from None
     if state.get("model_config") != asdict(model.cfg):
         raise TrajbenchError(
             f"checkpoint {path} was written for another model config; use a new --out"
         )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["step"])
+    saved, now = state.get("config") or {}, config_dict(cfg)
+    changed = [k for k in TRAJECTORY_FIELDS if saved.get(k) != now[k]]
+    if changed:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise TrajbenchError(
+            f"checkpoint {path} was written by another training config ({diff}); "
+            "resume with the same settings or use a new --out"
+        )
+    if data_hash and state.get("data_hash") and state["data_hash"] != data_hash:
+        raise TrajbenchError(
+            f"checkpoint {path} was trained on other data (content hash {state['data_hash'][:12]} "
+            f"!= {data_hash[:12]}); resume with the same --data or use a new --out"
+        )
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise TrajbenchError(f"checkpoint {path} does not fit the model: {err}") from None
+    return step, rng
 
 
 def main(argv: list[str]) -> int:
-    cfg = tyro.cli(TrainConfig, args=argv, prog="trajbench train")
+    from .cliargs import parse_config
+
+    cfg = parse_config(TrainConfig, list(argv), "trajbench train")
+    if cfg is None:  # --help
+        return 0
     model_dir = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"model saved to {model_dir}")

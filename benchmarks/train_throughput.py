@@ -1,0 +1,292 @@
+"""Training throughput: trajbench's training loop vs a plain PyTorch loop, same model and batches.
+
+Measures, in one run on this machine, training tokens per second (non-padding tokens of the
+global batch per second of steady-state training):
+
+- project: :func:`trajbench.train.train` itself -- the whole loop, with the batch built by the
+  prompt builder inside it, the progress/metrics bookkeeping, bf16 autocast and fused AdamW on
+  CUDA -- clocked over its second metrics window (``--steps`` steps after as many warm-up steps);
+- reference: a plain PyTorch loop (forward, mean cross-entropy, backward, clip, AdamW step) over
+  the same model (same initial weights) and the very same batches, built before the clock starts,
+  with the same learning-rate schedule and the same autocast / fused optimizer on CUDA, clocked
+  over the same steps.
+
+Both end on the same weights (checked and printed). Rounds alternate (and alternate which side
+goes first); the ratio is the median of the rounds' paired ratios. On CUDA it is the ratio of
+wall-clock throughputs; on the CPU, of throughputs per CPU-second of the (single-threaded)
+process, because on a shared machine wall-clock time mostly measures the other processes (both
+figures are printed). On a GPU it also prints the model FLOPs utilisation, computed analytically
+from the model's shape: ``6 * N + 6 * L * d * T`` FLOPs per trained token (``N`` matmul
+parameters, ``L`` layers, width ``d``, mean causal context ``T``) against the card's dense bf16
+peak. Ends with ``RESULT train_throughput ratio=<project/reference> target=0.9``.
+
+Example:
+    python benchmarks/train_throughput.py            # about two minutes on 2 busy cores
+    python benchmarks/train_throughput.py --quick    # a few seconds, a sanity check
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+import trajbench
+from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
+from trajbench.batch import IGNORE
+from trajbench.collect import CollectConfig, collect
+from trajbench.contexts import ContextBuilder, ContextConfig
+from trajbench.data import load
+from trajbench.train import (
+    MetricsLog,
+    ModelSize,
+    TrainConfig,
+    batch_seed,
+    batch_tensors,
+    learning_rate,
+    make_optimizer,
+    resolve_device,
+    train,
+)
+
+DARK_ROOM = "trajbench/DarkRoom-v0"
+
+#: Dense bf16 tensor-core peak (FLOP/s) by a substring of the CUDA device name.
+PEAK_BF16 = {
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "4090": 165e12,
+}
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return (
+        f"machine: {cpu}, {cores} cores (load average {load}), {platform.system()}{gpu}\n"
+        f"python {platform.python_version()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} CPU thread(s)), trajbench {trajbench.__version__}, "
+        f"device {device}"
+    )
+
+
+def matmul_parameters(cfg: ModelConfig) -> int:
+    """Parameters that take part in matrix multiplications per token (embeddings excluded)."""
+    d, ff = cfg.d_model, cfg.d_ff
+    per_layer = 4 * d * d + (3 if cfg.backbone == "llama" else 2) * d * ff
+    return cfg.n_layers * per_layer + d * cfg.n_actions
+
+
+def flops_per_token(cfg: ModelConfig, mean_context: float) -> float:
+    """Training FLOPs per token: 6 per matmul parameter, plus causal attention (fwd + bwd)."""
+    return 6 * matmul_parameters(cfg) + 6 * cfg.n_layers * cfg.d_model * mean_context
+
+
+def peak_flops(device: torch.device) -> float | None:
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16.items():
+        if key in name:
+            return value
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per window")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per side")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--n-layers", type=int, default=2)
+    parser.add_argument("--n-heads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="10-step windows, 2 rounds")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 10, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    print(machine(device))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = collect(
+            CollectConfig(
+                env=DARK_ROOM,
+                levels="train",
+                episodes_per_level=20,
+                out=str(Path(tmp) / "dr"),
+                progress=False,
+            )
+        )
+        n = args.steps
+        cfg = TrainConfig(
+            data=(str(data),),
+            out="",
+            context=ContextConfig(mode="bursty", k=4),
+            model=ModelSize(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads),
+            steps=2 * n,
+            batch_size=args.batch_size,
+            warmup_steps=n // 2,
+            device=str(device),
+            threads=args.threads,
+            checkpoint_every=0,
+            log_every=n,
+            progress=False,
+        )
+
+        # The reference: the same model, the same batches, prepared before timing.
+        store = load(data)
+        builder = ContextBuilder(store, seed=cfg.seed, config=cfg.context)
+        batches = [
+            builder.sample(cfg.batch_size, seed=batch_seed(cfg.seed, s)) for s in range(2 * n)
+        ]
+        tokens = [batch_tensors(b, device) for b in batches]
+        n_tokens = [int((~b.pad).sum()) for b in batches]
+        lengths = [float((~b.pad).sum(1).mean()) for b in batches]
+        mcfg = ModelConfig(
+            feature_sizes=tuple(store.encoding.feature_sizes),
+            n_actions=store.encoding.n_actions,
+            vocab_size=len(builder.vocab),
+            d_model=args.d_model,
+            n_layers=args.n_layers,
+            n_heads=args.n_heads,
+            encoding_name=store.encoding.name,
+        )
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda" and cfg.bf16
+            else contextlib.nullcontext()
+        )
+
+        def sync() -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        window_tokens = sum(n_tokens[n:])
+
+        def reference() -> tuple[tuple[float, float], TrajectoryTransformer]:
+            torch.manual_seed(cfg.seed)
+            model = TrajectoryTransformer(mcfg).to(device).train()
+            opt = make_optimizer(model, cfg, device)
+            wall = cpu = 0.0
+            for step, t in enumerate(tokens):
+                if step == n:
+                    sync()
+                    wall, cpu = time.perf_counter(), time.process_time()
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(step, cfg)
+                with autocast:
+                    logits, _ = model(t)
+                loss = F.cross_entropy(
+                    logits.float().flatten(0, 1), t["target"].flatten(), ignore_index=IGNORE
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+            sync()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            return (window_tokens / wall, window_tokens / cpu), model
+
+        def project(r: int) -> tuple[tuple[float, float], TrajectoryTransformer]:
+            # Clock the second metrics window of train() itself (steps n .. 2n - 1): the loop
+            # writes a metrics row at steps n and 2n, right after reading the loss (a sync).
+            marks = []
+            write = MetricsLog.write
+
+            def timed_write(self, **row):
+                marks.append((time.perf_counter(), time.process_time()))
+                write(self, **row)
+
+            cfg.out = str(Path(tmp) / f"run{r}")
+            MetricsLog.write = timed_write
+            try:
+                model_dir = train(cfg)
+            finally:
+                MetricsLog.write = write
+            (w0, c0), (w1, c1) = marks[-2:]
+            model, _ = TrajectoryTransformer.from_pretrained(model_dir)
+            return (window_tokens / (w1 - w0), window_tokens / (c1 - c0)), model
+
+        results = {"ref": [], "proj": []}
+        for r in range(args.rounds):
+            if r % 2 == 0:  # alternate which side goes first
+                ref, ref_model = reference()
+                proj, proj_model = project(r)
+            else:
+                proj, proj_model = project(r)
+                ref, ref_model = reference()
+            results["ref"].append(ref)
+            results["proj"].append(proj)
+            print(
+                f"round {r + 1}: plain loop {ref[0]:9,.0f} tokens/s ({ref[1]:9,.0f} per CPU s)  "
+                f"trajbench train {proj[0]:9,.0f} tokens/s ({proj[1]:9,.0f} per CPU s)"
+            )
+        ref_state, proj_state = ref_model.state_dict(), proj_model.state_dict()
+        diff = max(
+            float((ref_state[k].float().cpu() - proj_state[k].float().cpu()).abs().max())
+            for k in ref_state
+        )
+        print(f"same final weights: max |difference| = {diff:.2e} after {2 * n} steps")
+        if diff > 1e-3:
+            raise SystemExit("the plain loop and trajbench train did not train the same model")
+
+    print(
+        f"model: {args.d_model} wide, {args.n_layers} layers, batch {args.batch_size} sequences "
+        f"of {sum(lengths) / len(lengths):.0f} tokens on average (bursty, k = 4)"
+    )
+    # Median over rounds of each round's paired ratio: robust to the load of a shared machine.
+    # On CUDA the figure is wall-clock throughput; on the CPU it is throughput per CPU-second of
+    # the (single-threaded) process, which the other processes of a busy machine distort far less.
+    column = 0 if device.type == "cuda" else 1
+    ratios = [p[column] / r[column] for p, r in zip(results["proj"], results["ref"], strict=True)]
+    ratio = statistics.median(ratios)
+    best_ref = max(r[0] for r in results["ref"])
+    best_proj = max(p[0] for p in results["proj"])
+    print(f"plain PyTorch loop: {best_ref:10,.0f} tokens/s (best round, wall clock)")
+    print(f"trajbench train:    {best_proj:10,.0f} tokens/s (best round, wall clock)")
+    for name, key in (("plain PyTorch loop", "ref"), ("trajbench train", "proj")):
+        cpu = statistics.median(x[1] for x in results[key])
+        print(f"{name + ':':<19} {cpu:10,.0f} tokens per CPU-second (median)")
+    basis = "wall clock" if device.type == "cuda" else "CPU time"
+    print(f"per-round ratios ({basis}): {', '.join(f'{x:.3f}' for x in ratios)}")
+    if device.type == "cuda":
+        fpt = flops_per_token(mcfg, sum(lengths) / len(lengths) / 2)
+        peak = peak_flops(device)
+        if peak is None:
+            print(f"MFU: n/a (unknown peak for {torch.cuda.get_device_name(device)})")
+        else:
+            print(
+                f"MFU (bf16 peak {peak / 1e12:.0f} TFLOP/s, {fpt / 1e6:.2f} MFLOP/token): "
+                f"trajbench {best_proj * fpt / peak:.2%}, plain loop {best_ref * fpt / peak:.2%}"
+            )
+    else:
+        print("MFU: n/a on CPU")
+    print(f"\nRESULT train_throughput ratio={ratio:.2f} target=0.9")
+
+
+if __name__ == "__main__":
+    main()

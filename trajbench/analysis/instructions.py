@@ -1,0 +1,475 @@
+"""``trajbench analyze instructions``: the instruction ablation split by whether the mission can be
+inferred from the demonstrations, scored against guessing.
+
+The instruction ablation (``full`` / ``empty`` / ``template`` / ``wrong`` mission text) asks how
+much a model reads the mission. The answer should depend on the level: when the demonstrations
+already show unambiguously what to do, the mission text adds little; when they do not, it should
+matter. This analysis computes, from the environment of every evaluated level:
+
+**The demonstrations' final target.** MiniGrid levels fix the layout and the start state, so the
+expert's demonstrations of a level are all the same episode; the analysis replays it and reads
+the object it ends on: for ``GoToLocal`` the object the agent faces at the end, for ``PickupLoc``
+the object it carries at the end, for ``PutNextLocal`` the object it dropped last *and* the
+objects that object ends next to (BabyAI's "next to": one cell up, down, left or right).
+
+**Inferable.** A level's mission is *inferable from the demonstrations* when exactly one object
+of the layout matches the demonstrations' final target, i.e. no other object has the same type
+and color (for ``PutNextLocal``: the moved object has no look-alike, it ends next to exactly one
+object, and that object has no look-alike). Then "do what the demonstrations did" names a single
+object. Otherwise a look-alike exists, and only the mission text (its article "a"/"the", its
+location words "on your left") says whether the look-alike would do as well.
+
+**Chance and the guess-normalized score.** A guesser that picks one of the level's candidate
+objects (keys, balls, boxes and doors in the layout, ``n`` of them) uniformly at random satisfies
+the mission with probability ``chance = |S| / n``, where ``S`` is the set of objects satisfying
+the mission as BabyAI's own verifier resolves it (color, type and location words, at the start
+state); ``chance = 1 / n`` when one object satisfies it. ``PutNextLocal`` guesses an ordered pair
+of distinct objects: ``chance = #{(a, b): a in S_move, b in S_fixed, a != b} / (n (n - 1))``.
+The guess-normalized score of an episode is ``(success - chance) / (1 - chance)``: 0 for a
+guesser, 1 for always succeeding, negative below chance.
+
+Input: a run directory of ``trajbench run`` (its ``records.parquet``), ``records.parquet`` files
+of ``trajbench evaluate``, or model directories (or reference policies) evaluated here on
+``--data``. Only families with object missions (``GoToLocal-v0``, ``PickupLoc-v0``,
+``PutNextLocal-v0``) are analysed; other families in the records are skipped.
+
+Example:
+    trajbench run --preset smoke --out runs/smoke
+    trajbench analyze instructions --run runs/smoke --out runs/instructions
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from trajbench.errors import TrajbenchError
+
+from .common import direction, fmt_ci, parse, pyplot, write_outputs
+
+NAME = "instructions"
+#: Object types a BabyAI mission can name (the candidates of a guess).
+CANDIDATE_TYPES = frozenset({"key", "ball", "box", "door"})
+REQUIRED = ("policy", "train_context", "instruction", "family", "eval_split", "k", "support")
+#: Columns that, when present, also separate conditions (the runner's group and p_bursty).
+OPTIONAL_CONDITION = ("group", "p_bursty")
+INSTRUCTION_ORDER = ("full", "empty", "template", "wrong", "-")
+
+
+@dataclass
+class InstructionsConfig:
+    """The instruction ablation split by whether the mission is inferable from the demonstrations."""
+
+    out: str
+    """Output directory: OUT/instructions.{csv,md,png} and OUT/instructions-levels.csv."""
+    run: str = ""
+    """A run directory of trajbench run (reads RUN/records.parquet)."""
+    records: tuple[str, ...] = ()
+    """records.parquet files (of trajbench run or trajbench evaluate)."""
+    models: tuple[str, ...] = ()
+    """Model directories (or reference policies random / expert / hashmap) to evaluate on --data."""
+    data: tuple[str, ...] = ()
+    """Evaluation episode stores for --models (expert episodes of the levels to score)."""
+    ks: tuple[int, ...] = ()
+    """K values to report (empty: the largest K of the records)."""
+    support: Literal["same", "other", "both"] = "same"
+    """Which demonstrations to report: of the level itself (same), of other levels, or both."""
+    baselines: bool = True
+    """Keep reference policies (instruction '-') in the table."""
+    eval_episodes: int = 2
+    """Online episodes per level and K when evaluating --models."""
+    max_levels: int = 0
+    """When evaluating --models: at most this many levels per family (0: all)."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N (for --models)."""
+    threads: int = 1
+    """CPU threads for torch (0: torch's default)."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+# -- what the level's layout says --------------------------------------------------------------
+def _appearance(obj) -> tuple[str, str]:
+    return (obj.type, obj.color)
+
+
+def _mission_kinds():
+    from minigrid.envs.babyai.core.verifier import GoToInstr, PickupInstr, PutNextInstr
+
+    return GoToInstr | PickupInstr | PutNextInstr
+
+
+def has_object_missions(env_id: str) -> bool:
+    """Whether ``env_id``'s missions name objects (go to / pick up / put next to)."""
+    from trajbench.collect import make_env
+
+    env = make_env(env_id, disable_env_checker=True)
+    try:
+        if not getattr(env.unwrapped, "has_mission", False):
+            return False
+        env.unwrapped.reset(seed=0)
+        return isinstance(getattr(env.unwrapped, "instrs", None), _mission_kinds())
+    finally:
+        env.close()
+
+
+def level_targets(env_id: str, level: int) -> dict:
+    """Chance, inferability and the demonstrations' final target of one level (see the module doc).
+
+    Raises:
+        TrajbenchError: the family has no object missions, or its expert fails on the level.
+    """
+    from minigrid.core.actions import Actions
+    from minigrid.envs.babyai.core.verifier import GoToInstr, PickupInstr, PutNextInstr
+
+    from trajbench.collect import make_env
+
+    env = make_env(env_id, levels=[int(level)], disable_env_checker=True)
+    u = env.unwrapped
+    try:
+        u.reset(seed=0, options={"level": int(level)})
+        instr = getattr(u, "instrs", None)
+        if not isinstance(instr, _mission_kinds()):
+            raise TrajbenchError(
+                f"{env_id} has no object mission (go to / pick up / put next to); the instruction "
+                "analysis covers GoToLocal-v0, PickupLoc-v0 and PutNextLocal-v0"
+            )
+        objs = [o for o in u.grid.grid if o is not None and o.type in CANDIDATE_TYPES]
+        n = len(objs)
+        count = {a: sum(_appearance(o) == a for o in objs) for a in map(_appearance, objs)}
+        mission = str(u.mission)
+        if isinstance(instr, PutNextInstr):
+            move = {id(o) for o in instr.desc_move.obj_set}
+            fixed = {id(o) for o in instr.desc_fixed.obj_set}
+            pairs = sum(id(a) in move and id(b) in fixed for a in objs for b in objs if a is not b)
+            chance, satisfying = pairs / (n * (n - 1)), pairs
+        else:
+            satisfying = len(instr.desc.obj_set)
+            chance = satisfying / n
+        moved, done, info = None, False, {}
+        for _ in range(10 * int(u.max_steps)):
+            action = int(u.expert_action())
+            if action == int(Actions.drop) and u.carrying is not None:
+                moved = u.carrying
+            _, _, terminated, truncated, info = u.step(action)
+            done = terminated or truncated
+            if done:
+                break
+        if not info.get("success", False):
+            raise TrajbenchError(f"the expert does not solve {env_id} level {level}")
+        if isinstance(instr, GoToInstr):
+            targets = [u.grid.get(*u.front_pos)]
+            inferable = count[_appearance(targets[0])] == 1
+        elif isinstance(instr, PickupInstr):
+            targets = [u.carrying]
+            inferable = count[_appearance(targets[0])] == 1
+        else:
+            x, y = moved.cur_pos
+            near = [
+                o
+                for o in objs
+                if o is not moved and abs(o.cur_pos[0] - x) + abs(o.cur_pos[1] - y) == 1
+            ]
+            targets = [moved, *near]
+            inferable = (
+                count[_appearance(moved)] == 1
+                and len(near) == 1
+                and count[_appearance(near[0])] == 1
+            )
+    finally:
+        env.close()
+    return {
+        "family": env_id,
+        "level": int(level),
+        "mission": mission,
+        "n_objects": n,
+        "n_satisfying": int(satisfying),
+        "chance": float(chance),
+        "inferable": bool(inferable),
+        "target": " + ".join(f"{o.color} {o.type}" for o in targets),
+        "lookalikes": int(max(count[_appearance(o)] for o in targets) - 1),
+    }
+
+
+def levels_table(pairs: Iterable[tuple[str, int]], progress: bool = False) -> pd.DataFrame:
+    """:func:`level_targets` of every (family, level)."""
+    from tqdm.auto import tqdm
+
+    pairs = sorted(set(pairs))
+    rows = [
+        level_targets(f, lv)
+        for f, lv in tqdm(pairs, desc="instructions: levels", disable=not progress)
+    ]
+    return pd.DataFrame(rows)
+
+
+def guess_normalized(success, chance):
+    """``(success - chance) / (1 - chance)``: 0 at chance, 1 at certain success.
+
+    Example:
+        >>> guess_normalized(np.array([1.0, 0.25, 0.0]), 0.25)
+        array([ 1.        ,  0.        , -0.33333333])
+    """
+    success = np.asarray(success, dtype=float)
+    chance = np.asarray(chance, dtype=float)
+    if ((chance < 0) | (chance >= 1)).any():
+        raise TrajbenchError("chance must be in [0, 1) for a guess-normalized score")
+    out = (success - chance) / (1.0 - chance)
+    return float(out) if out.ndim == 0 else out
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def load_records(cfg: InstructionsConfig) -> pd.DataFrame:
+    """The evaluation records named by ``--run``, ``--records`` or ``--models`` + ``--data``."""
+    sources = sum(bool(x) for x in (cfg.run, cfg.records, cfg.models))
+    if sources != 1:
+        raise TrajbenchError("give exactly one of --run, --records or --models (with --data)")
+    if cfg.models:
+        return evaluate_models(cfg)
+    paths = [Path(cfg.run) / "records.parquet"] if cfg.run else [Path(p) for p in cfg.records]
+    frames = []
+    for p in paths:
+        if not p.is_file():
+            where = f"--run {cfg.run}: no records.parquet there (has the run finished?)"
+            raise TrajbenchError(where if cfg.run else f"--records {p}: no such file")
+        try:
+            frames.append(pd.read_parquet(p))
+        except Exception as err:  # pyarrow raises several types for a corrupt file
+            raise TrajbenchError(f"cannot read {p}: {err}") from None
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate_models(cfg: InstructionsConfig) -> pd.DataFrame:
+    """Evaluate every ``--models`` entry on ``--data`` with ``trajbench evaluate``."""
+    from trajbench.evaluate import EvalConfig, evaluate
+
+    if not cfg.data:
+        raise TrajbenchError("--models needs --data: episode stores of the levels to evaluate on")
+    frames = []
+    for i, model in enumerate(cfg.models):
+        online, _ = evaluate(
+            EvalConfig(
+                policy=model,
+                data=tuple(cfg.data),
+                out=str(Path(cfg.out) / "eval" / f"model{i}"),
+                ks=tuple(cfg.ks) or (0, 4),
+                episodes=cfg.eval_episodes,
+                support=cfg.support,
+                max_levels=cfg.max_levels,
+                offline=False,
+                device=cfg.device,
+                progress=cfg.progress,
+            )
+        )
+        frames.append(online)
+    return pd.concat(frames, ignore_index=True)
+
+
+# -- the analysis ------------------------------------------------------------------------------
+def instructions(cfg: InstructionsConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Returns (table, per-level table); see the module docstring."""
+    import torch
+
+    from trajbench.metrics import aggregate
+
+    if cfg.threads < 0 or cfg.eval_episodes < 1 or cfg.max_levels < 0:
+        raise TrajbenchError("threads and max_levels must be >= 0 and eval_episodes >= 1")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    records = load_records(cfg)
+    missing = [c for c in (*REQUIRED, "seed", "level", "success") if c not in records.columns]
+    if missing:
+        raise TrajbenchError(f"records lack column(s) {missing}; they have {list(records.columns)}")
+    if not cfg.baselines:
+        records = records[records.instruction != "-"]
+    supports = ["same", "other"] if cfg.support == "both" else [cfg.support]
+    records = records[records.support.isin(supports)]
+    ks = list(cfg.ks) or ([int(records.k.max())] if len(records) else [])
+    records = records[records.k.isin(ks)]
+    if records.empty:
+        raise TrajbenchError(f"no records with k in {ks} and support {cfg.support}")
+    families = [f for f in sorted(records.family.unique()) if has_object_missions(f)]
+    if not families:
+        raise TrajbenchError(
+            f"none of the records' families ({', '.join(sorted(records.family.unique()))}) has object "
+            "missions; the instruction analysis covers GoToLocal-v0, PickupLoc-v0 and PutNextLocal-v0"
+        )
+    records = records[records.family.isin(families)]
+    levels = levels_table(
+        zip(records.family, records.level.astype(int), strict=True), progress=cfg.progress
+    )
+    degenerate = levels[levels.chance >= 1.0]
+    levels = levels[levels.chance < 1.0]
+    records = records.merge(
+        levels[["family", "level", "chance", "inferable"]], on=["family", "level"]
+    )
+    records = records.assign(
+        inferable=np.where(records.inferable, "inferable", "not inferable"),
+        success=records.success.astype(float),
+        guess_normalized=guess_normalized(records.success.astype(float), records.chance),
+    )
+    group = [*REQUIRED, *(c for c in OPTIONAL_CONDITION if c in records.columns), "inferable"]
+    table = aggregate(records, ["success", "guess_normalized", "chance"], group)
+    table["instruction"] = pd.Categorical(table["instruction"], INSTRUCTION_ORDER, ordered=True)
+    table = table.sort_values(
+        ["family", "eval_split", "k", "support", "train_context", "instruction", "inferable"]
+    )
+    table["instruction"] = table["instruction"].astype(str)
+    levels = levels.assign(skipped=False)
+    if len(degenerate):
+        levels = pd.concat([levels, degenerate.assign(skipped=True)], ignore_index=True)
+    return table.reset_index(drop=True), levels
+
+
+# -- report ------------------------------------------------------------------------------------
+def _label(row) -> str:
+    if row["instruction"] == "-":
+        return f"{row['policy']} (reference)"
+    return f"{row['train_context']} / {row['instruction']}"
+
+
+def render(
+    table: pd.DataFrame, levels: pd.DataFrame, cfg: InstructionsConfig, wall_s: float
+) -> str:
+    n_seeds = int(table["n_seeds"].max())
+    lines = [
+        "# Instruction content: inferable vs not inferable missions",
+        "",
+        f"Success and guess-normalized score ((success - chance) / (1 - chance)), IQM over "
+        f"{n_seeds} seed(s) x levels with 95% stratified-bootstrap CIs. A mission is *inferable* "
+        "when exactly one object of the layout matches the demonstrations' final target (no "
+        "look-alike of the same type and color); chance = satisfying objects / candidate objects "
+        f"of the layout. Wall time {wall_s:.0f} s.",
+        "",
+    ]
+    used = levels[~levels.skipped]
+    for fam, lv in used.groupby("family"):
+        lines.append(
+            f"- {fam}: {int(lv.inferable.sum())} of {len(lv)} evaluated levels inferable; mean "
+            f"chance {lv.chance.mean():.3f} (inferable {lv[lv.inferable].chance.mean():.3f}, not "
+            f"inferable {lv[~lv.inferable].chance.mean():.3f})."
+        )
+    if levels.skipped.any():
+        lines.append(
+            f"- {int(levels.skipped.sum())} level(s) where every object satisfies the mission were left out."
+        )
+    lines.append("")
+    keys = ["family", "eval_split", "k", "support"]
+    for (fam, split, k, support), sub in table.groupby(keys, sort=False):
+        lines += [
+            f"## {fam.split('/')[-1]}, {split.replace('_', ' ')}, K={k} ({support}-level demonstrations)",
+            "",
+            "| training context / instruction | inferable: success | inferable: guess-normalized "
+            "| not inferable: success | not inferable: guess-normalized |",
+            "|---|---|---|---|---|",
+        ]
+        for label, rows in sub.groupby(sub.apply(_label, axis=1), sort=False):
+            by = {r["inferable"]: r for r in rows.to_dict("records")}
+            cells = []
+            for part in ("inferable", "not inferable"):
+                r = by.get(part)
+                cells += (
+                    ["—", "—"]
+                    if r is None
+                    else [
+                        f"{fmt_ci(r)} (n={r['n_levels']})",
+                        fmt_ci(r, "guess_normalized"),
+                    ]
+                )
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += ["", *_reading(sub), ""]
+    lines += [f"![{NAME}]({NAME}.png)", ""]
+    return "\n".join(lines)
+
+
+def _reading(sub: pd.DataFrame) -> list[str]:
+    """For every training context: each instruction against ``full`` on both sides of the split."""
+    out = []
+    metric = "guess_normalized"
+    for mode, rows in sub[sub.instruction != "-"].groupby("train_context", sort=False):
+        sides, drops = [], {}
+        for part in ("inferable", "not inferable"):
+            side = rows[rows.inferable == part]
+            full = side[side.instruction == "full"]
+            if full.empty:
+                continue
+            f = full.iloc[0]
+            cells = []
+            for r in side[side.instruction != "full"].to_dict("records"):
+                drops.setdefault(r["instruction"], {})[part] = (
+                    f[f"{metric}_iqm"] - r[f"{metric}_iqm"]
+                )
+                d = direction(r, f, metric)
+                mark = "CIs overlap" if d == "overlap" else f"{d}, CIs separated"
+                cells.append(f"`{r['instruction']}` {r[f'{metric}_iqm']:.2f} ({mark})")
+            if cells:
+                sides.append(
+                    f"on {part} levels `full` scores {f[f'{metric}_iqm']:.2f}, " + ", ".join(cells)
+                )
+        if not sides:
+            continue
+        both = [
+            f"`{i}` {d['not inferable']:+.2f} vs {d['inferable']:+.2f}"
+            for i, d in drops.items()
+            if len(d) == 2
+        ]
+        text = f"- `{mode}` training, guess-normalized IQM: " + "; ".join(sides) + "."
+        if both:
+            text += (
+                " Drop from `full` where the mission is not inferable vs where it is: "
+                + ", ".join(both)
+                + "."
+            )
+        out.append(text)
+    return out
+
+
+def plot(table: pd.DataFrame):
+    """Guess-normalized IQM per condition, inferable vs not, one panel per (family, split, K)."""
+    plt = pyplot()
+    keys = list(table.groupby(["family", "eval_split", "k", "support"], sort=False))
+    fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 3.8), squeeze=False)
+    for ax, ((fam, split, k, support), sub) in zip(axes[0], keys, strict=True):
+        labels = list(dict.fromkeys(sub.apply(_label, axis=1)))
+        x = np.arange(len(labels))
+        for i, part in enumerate(("inferable", "not inferable")):
+            side = sub[sub.inferable == part].assign(label=lambda d: d.apply(_label, axis=1))
+            side = side.set_index("label").reindex(labels)
+            y = side["guess_normalized_iqm"].to_numpy()
+            err = np.vstack(
+                [
+                    y - side["guess_normalized_ci_low"].to_numpy(),
+                    side["guess_normalized_ci_high"].to_numpy() - y,
+                ]
+            )
+            ax.bar(x + (i - 0.5) * 0.4, y, 0.4, yerr=err, capsize=3, label=part)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=7)
+        ax.set_ylabel("guess-normalized score (IQM)")
+        ax.set_title(f"{fam.split('/')[-1]} {split.replace('_', ' ')}, K={k} {support}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse(InstructionsConfig, argv, NAME)
+    if cfg is None:
+        return 0
+    from trajbench.io import atomic_write_text
+
+    started = time.perf_counter()
+    table, levels = instructions(cfg)
+    atomic_write_text(Path(cfg.out) / f"{NAME}-levels.csv", levels.to_csv(index=False))
+    md = write_outputs(
+        cfg.out, NAME, table, render(table, levels, cfg, time.perf_counter() - started), plot(table)
+    )
+    print(md.read_text())
+    print(f"written: {md}, {md.with_suffix('.csv')}, {md.with_suffix('.png')}")
+    return 0
