@@ -131,7 +131,7 @@ knobs = st.fixed_dictionaries(
 )
 
 
-# -- reading a batch back ---------------------------------------------------------------------------
+# -- reading a batch back --------------------------------------------------------------------------
 class View:
     """A batch read back against its store: per-token episode rows and per-row structure."""
 
@@ -406,17 +406,35 @@ def test_p_bursty_zero_and_one_are_the_two_modes(params, kw, seed):
         check_mode(check_contract(store, mixed), mode, ContextConfig(**kw))
 
 
-def test_p_bursty_mixes_the_two_modes_per_sequence():
-    store = make_store(5, n_levels=6)
-    batch = ContextBuilder(store, mode="trajectories", p_bursty=0.3, k=2, seed=0).sample(600)
+@PROPS
+@given(store_params, knobs, st.integers(0, 2**31 - 1))
+def test_p_bursty_mixes_the_two_modes_per_sequence(params, kw, seed):
+    store = make_store(**params)
+    p = 0.3
+    batch = ContextBuilder(store, mode="trajectories", p_bursty=p, seed=0, **kw).sample(
+        400, seed=seed
+    )
     view = check_contract(store, batch)
+    pure = {
+        mode: View(store, ContextBuilder(store, mode=mode, seed=0, **kw).sample(400, seed=seed))
+        for mode in ("bursty", "trajectories")
+    }
     kinds = []
-    for r in view.rows():
+    for i, r in enumerate(view.rows()):
         qlevel = view.level[view.ep_row(r.query.ep)]
         same = {view.level[view.ep_row(e)] == qlevel for e, _ in r.ctx_steps}
         assert len(same) == 1, "a sequence is wholly bursty or wholly trajectories"
         kinds.append(same.pop())
-    assert 0.3 - 0.07 < np.mean(kinds) < 0.3 + 0.07  # 600 rows: sd 0.019
+        # The same query and budget as either pure mode; a bursty row is the bursty row.
+        b = pure["bursty"].parse(i)
+        assert r.query.ep == b.query.ep and len(r.ctx_steps) == len(b.ctx_steps)
+        if kinds[-1]:
+            assert r.ctx_steps == b.ctx_steps
+    for mode, rows in (("bursty", kinds), ("trajectories", [not k for k in kinds])):
+        sub = View(store, batch[np.flatnonzero(rows)]) if any(rows) else None
+        if sub is not None:
+            check_mode(sub, mode, ContextConfig(**kw))
+    assert p - 0.1 < np.mean(kinds) < p + 0.1  # 400 rows: sd 0.023
 
 
 @PROPS
@@ -622,7 +640,7 @@ def test_pad_to_and_levels_restriction():
     assert qlevels == set(keep)
 
 
-# -- the assembler used by evaluation ---------------------------------------------------------------
+# -- the assembler used by evaluation --------------------------------------------------------------
 @PROPS
 @given(store_params, st.sampled_from(MODES), knobs, st.integers(0, 2**31 - 1))
 def test_assemble_of_row_plans_rebuilds_the_builders_batch(params, mode, kw, seed):
@@ -701,7 +719,7 @@ def test_assemble_handles_word_only_rows_and_explicit_steps():
     assert only.kind.tolist() == [[1, 0, 0]] * 2 and only.obs.shape == (2, 3, 2)
 
 
-# -- bad knobs ------------------------------------------------------------------------------------------
+# -- bad knobs -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "knob",
     [
@@ -835,7 +853,7 @@ def test_shown_mission_modes():
         shown_mission(pool[0], "loud", pool, rng)
 
 
-# -- real stores ---------------------------------------------------------------------------------------
+# -- real stores -----------------------------------------------------------------------------------
 def _collect(tmp_path_factory, env: str, levels: str, episodes: int):
     from trajbench.collect import CollectConfig, collect
     from trajbench.data import load

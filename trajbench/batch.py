@@ -82,22 +82,3 @@ class Batch:
     def __getitem__(self, rows) -> Batch:
         """Select rows, e.g. ``batch[:8]`` or ``batch[[0, 3]]``."""
         return Batch(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
-
-    @staticmethod
-    def concat(batches: list[Batch]) -> Batch:
-        """Stack batches row-wise, right-padding to the longest."""
-        T = max(b.shape[1] for b in batches)
-        out = {}
-        for f in fields(Batch):
-            parts = []
-            for b in batches:
-                a = getattr(b, f.name)
-                if a.shape[1] < T:
-                    pad_width = [(0, 0), (0, T - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
-                    a = np.pad(a, pad_width, constant_values=_PAD_VALUE.get(f.name, 0))
-                parts.append(a)
-            out[f.name] = np.concatenate(parts)
-        return Batch(**out)
-
-
-_PAD_VALUE = {"target": IGNORE, "pad": True, "level": -1, "episode_id": -1, "t": -1}

@@ -239,9 +239,9 @@ class RowPlan:
     """The tokens of one sequence before gathering, as runs of words and runs of steps.
 
     ``add_words`` appends a run of mission words, ``add_steps`` a run of steps (indices into the
-    :class:`StepTable`; a ``range`` is kept as a run, anything else as a list). The per-token views
-    ``kind``, ``word``, ``step``, ``query``, ``level``, ``episode`` list one entry per token (``step``
-    is -1 on words; ``level`` / ``episode`` are the words' own and -1 on steps).
+    :class:`StepTable`; a ``range`` is kept as a run, anything else as a list). The per-token
+    views ``kind``, ``word``, ``step``, ``query``, ``level``, ``episode`` list one entry per token
+    (``step`` is -1 on words; ``level`` / ``episode`` are the words' own and -1 on steps).
     """
 
     segments: list[tuple] = field(default_factory=list)
