@@ -127,7 +127,7 @@ PRESETS: dict[str, Preset] = {
                 modes=("bursty", "isolated"),
                 instructions=("full", "empty", "template", "wrong"),
                 context_demonstrators=("expert", "noisy"),
-                steps=150,
+                steps=400,
                 ks=(0, 4),
                 eval_episodes=1,
             ),
