@@ -23,8 +23,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe
 
 import trajbench
 from trajbench.collect import CollectConfig, collect
@@ -44,19 +43,8 @@ TARGET_DATA_SHARE = 0.05
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (
-        f"machine: {cpu}, {cores} cores (load average {load}), {platform.system()}\n"
-        f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
+    return describe(
+        f"numpy {np.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} CPU thread(s)), trajbench {trajbench.__version__}"
     )
 

@@ -23,8 +23,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from machine import describe
 
 import trajbench
 from trajbench.collect import CollectConfig, collect
@@ -46,20 +45,8 @@ N_ENVS = 1024
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (
-        f"machine: {cpu}, {cores} cores (load average {load}), {platform.system()}\n"
-        f"python {platform.python_version()}, numpy {np.__version__}, "
-        f"gymnasium {gym.__version__}, minigrid {version('minigrid')}, "
+    return describe(
+        f"numpy {np.__version__}, gymnasium {gym.__version__}, minigrid {version('minigrid')}, "
         f"trajbench {trajbench.__version__}"
     )
 

@@ -25,14 +25,13 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe
 
 import trajbench
 from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
@@ -47,22 +46,11 @@ DARK_ROOM = "trajbench/DarkRoom-v0"
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (
-        f"machine: {cpu}, {cores} cores (load average {load}), {platform.system()}{gpu}\n"
-        f"python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} CPU thread(s)), trajbench {trajbench.__version__}, "
-        f"device {device}"
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return describe(
+        f"torch {torch.__version__} ({torch.get_num_threads()} CPU thread(s)), "
+        f"trajbench {trajbench.__version__}, device {device}",
+        gpu,
     )
 
 

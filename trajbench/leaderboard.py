@@ -505,7 +505,8 @@ def make_submissions(
     """One checked :class:`Submission` per trained condition of a run directory.
 
     A run with a single condition gives the entry ``name``; otherwise every entry is named
-    ``<name>-<policy>[-<train_context>-<instruction>][-p<p_bursty>]``.
+    ``<name>[-<group>]-<policy>[-<train_context>-<instruction>][-p<p_bursty>]`` (the group when
+    the run has several, since each group trains its own models).
 
     Raises:
         TrajbenchError: the run directory is missing, inconsistent or gives an invalid entry.
@@ -521,9 +522,14 @@ def make_submissions(
     if not command:
         raise TrajbenchError(f"{run_dir}/results.json records no command or preset: pass --command")
     boot = Bootstrap(reps=reps, confidence=0.95, seed=seed)
-    groups = list(records.groupby(list(CONDITION_COLS), sort=True, dropna=False))
+    # A run's groups (e.g. dark-room, babyai-goto) train separate models: one entry per group.
+    by_group = "group" in records and records["group"].nunique() > 1
+    split_cols = ["group", *CONDITION_COLS] if by_group else list(CONDITION_COLS)
+    groups = list(records.groupby(split_cols, sort=True, dropna=False))
     subs = []
     for values, frame in groups:
+        prefix = f"{name}-{values[0]}" if by_group else name
+        values = values[1:] if by_group else values
         condition = {c: _plain(v) for c, v in zip(CONDITION_COLS, values, strict=True)}
         params = frame["model_params"].unique()
         if len(params) != 1:
@@ -544,7 +550,7 @@ def make_submissions(
         except ValueError as err:
             raise TrajbenchError(f"{run_dir} {condition}: {err}") from None
         _cross_check(results, condition, aggregates, run_dir / "results.json")
-        entry = name if len(groups) == 1 else f"{name}-{_slug(condition)}"
+        entry = name if len(groups) == 1 else f"{prefix}-{_slug(condition)}"
         obj = {
             "schema_version": 1,
             "name": entry,

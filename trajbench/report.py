@@ -32,7 +32,7 @@ MODE_ORDER = ["bursty", "trajectories", "shuffled", "isolated", "none"]
 
 def conditions_table(records: pd.DataFrame) -> pd.DataFrame:
     """One row per condition: success and normalized-return IQM with CIs, seeds, levels."""
-    records = _labelled(records)
+    records = label_p_bursty(records)
     agg = aggregate(records, ["success", "normalized_return"], CONDITION)
     params = records.groupby(CONDITION)["model_params"].max().reset_index()
     agg = agg.merge(params, on=CONDITION)
@@ -45,7 +45,7 @@ def conditions_table(records: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _labelled(records: pd.DataFrame) -> pd.DataFrame:
+def label_p_bursty(records: pd.DataFrame) -> pd.DataFrame:
     """``p_bursty`` as a label ('-' when the condition does not mix modes), for grouping."""
     return records.assign(
         p_bursty=records["p_bursty"].map(lambda p: "-" if pd.isna(p) else f"{p:g}")
@@ -68,7 +68,9 @@ def write_report(out: Path, records: pd.DataFrame, meta: dict) -> Path:
     results = {**meta, "suite": SUITE, "suite_version": SUITE_VERSION, "conditions": conditions}
     atomic_write_json(out / "results.json", results)
     plots = write_plots(out / "plots", table)
-    atomic_write_text(out / "report.md", render_markdown(_labelled(records), table, meta, plots))
+    atomic_write_text(
+        out / "report.md", render_markdown(label_p_bursty(records), table, meta, plots)
+    )
     return out / "results.json"
 
 

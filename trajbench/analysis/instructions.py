@@ -242,7 +242,12 @@ def load_records(cfg: InstructionsConfig) -> pd.DataFrame:
             frames.append(pd.read_parquet(p))
         except Exception as err:  # pyarrow raises several types for a corrupt file
             raise TrajbenchError(f"cannot read {p}: {err}") from None
-    return pd.concat(frames, ignore_index=True)
+    records = pd.concat(frames, ignore_index=True)
+    if "p_bursty" in records.columns:  # the runner writes NaN for conditions that do not mix modes
+        from trajbench.report import label_p_bursty
+
+        records = label_p_bursty(records)
+    return records
 
 
 def evaluate_models(cfg: InstructionsConfig) -> pd.DataFrame:

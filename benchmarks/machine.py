@@ -1,0 +1,26 @@
+"""The machine line every benchmark prints above its figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def describe(versions: str, gpu: str = "") -> str:
+    """CPU model, cores, load average and OS, then Python and the given package ``versions``."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    gpu = f", GPU {gpu}" if gpu else ""
+    return (
+        f"machine: {cpu}, {cores} cores (load average {load}), {platform.system()}{gpu}\n"
+        f"python {platform.python_version()}, {versions}"
+    )
