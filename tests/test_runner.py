@@ -152,3 +152,27 @@ def test_bad_input_is_one_clear_error(argv, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip()
     assert not (tmp_path / "x" / "results.json").exists()
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_well_formed(name):
+    """Every preset names registered families, known modes, and levels that exist in its splits."""
+    import gymnasium as gym
+
+    from trajbench.contexts import MODES
+    from trajbench.envs import env_ids
+    from trajbench.vocab import INSTRUCTIONS
+
+    preset = PRESETS[name]
+    assert jobs_of(preset, preset.seeds)
+    for group in preset.groups:
+        assert set(group.modes) <= set(MODES) and set(group.instructions) <= set(INSTRUCTIONS)
+        train_envs = {s.env for s in group.train_data}
+        encodings = set()
+        for spec in (*group.train_data, *group.test_data, *group.heldout_family_data):
+            assert spec.env in env_ids(), spec.env
+            env = gym.make(spec.env).unwrapped
+            encodings.add(env.encoding.feature_sizes)
+            assert len(env.resolve_levels(spec.levels)) >= max(spec.max_levels, 1)
+        assert len(encodings) == 1, f"{group.name}: families must share one observation encoding"
+        assert not {s.env for s in group.heldout_family_data} & train_envs

@@ -77,6 +77,12 @@ DKTD = "trajbench/DarkKeyToDoor-v0"
 GOTO = "trajbench/GoToLocal-v0"
 PICKUP = "trajbench/PickupLoc-v0"
 PUTNEXT = "trajbench/PutNextLocal-v0"
+FOUR_ROOMS = "trajbench/FourRooms-v0"
+MULTI_ROOM = "trajbench/MultiRoom-v0"
+SIMPLE_CROSSING = "trajbench/SimpleCrossing-v0"
+LAVA_CROSSING = "trajbench/LavaCrossing-v0"
+DOOR_KEY = "trajbench/DoorKey-v0"
+UNLOCK = "trajbench/Unlock-v0"
 
 
 def _dark_room(steps: int, n_train: int, n_test: int, **kw) -> Group:
@@ -155,6 +161,25 @@ PRESETS: dict[str, Preset] = {
                 n_layers=4,
                 batch_size=64,
                 eval_episodes=2,
+            ),
+            Group(
+                name="minigrid-navigation",
+                train_data=tuple(
+                    DataSpec(e, "train", 2, d, max_levels=3000)
+                    for e in (FOUR_ROOMS, MULTI_ROOM, SIMPLE_CROSSING, DOOR_KEY, UNLOCK)
+                    for d in ("expert", "noisy")
+                ),
+                test_data=tuple(
+                    DataSpec(e, "test", 4, seed=1, max_levels=100)
+                    for e in (FOUR_ROOMS, MULTI_ROOM, SIMPLE_CROSSING, DOOR_KEY, UNLOCK)
+                ),
+                heldout_family_data=(DataSpec(LAVA_CROSSING, "test", 4, seed=1, max_levels=100),),
+                context_demonstrators=("expert", "noisy"),
+                steps=10000,
+                d_model=256,
+                n_layers=6,
+                n_heads=8,
+                batch_size=64,
             ),
             Group(
                 name="babyai",
