@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trajbench.batch import STEP, hidden_action
+from trajbench.batch import STEP, Batch, hidden_action
 from trajbench.contexts import RowPlan, StepTable, assemble
 from trajbench.errors import TrajbenchError
 from trajbench.vocab import MissionVocab, shown_mission
@@ -37,16 +37,7 @@ from trajbench.vocab import MissionVocab, shown_mission
 from .base import EpisodeRecord, Policy, RowContext
 from .transformer import TrajectoryTransformer, positions_from_mask, select_rows
 
-_KEYS = (
-    "kind",
-    "word",
-    "obs",
-    "prev_action",
-    "prev_reward",
-    "shown_action",
-    "shown_reward",
-    "is_query",
-)
+_KEYS = Batch.MODEL_INPUTS
 
 
 class TransformerPolicy(Policy):
