@@ -24,3 +24,17 @@ def describe(versions: str, gpu: str = "") -> str:
         f"machine: {cpu}, {cores} cores (load average {load}), {platform.system()}{gpu}\n"
         f"python {platform.python_version()}, {versions}"
     )
+
+
+def describe_torch(device) -> str:
+    """:func:`describe` for the torch benchmarks: torch version, CPU threads, device (and GPU)."""
+    import torch
+
+    import trajbench
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    return describe(
+        f"torch {torch.__version__} ({torch.get_num_threads()} CPU thread(s)), "
+        f"trajbench {trajbench.__version__}, device {device}",
+        gpu,
+    )

@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import describe
+from machine import describe_torch
 
-import trajbench
 from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.collect import CollectConfig, collect
@@ -43,15 +42,6 @@ from trajbench.train import resolve_device
 from trajbench.vocab import MissionVocab
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
-
-
-def machine(device: torch.device) -> str:
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    return describe(
-        f"torch {torch.__version__} ({torch.get_num_threads()} CPU thread(s)), "
-        f"trajbench {trajbench.__version__}, device {device}",
-        gpu,
-    )
 
 
 def main() -> None:
@@ -72,7 +62,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    print(machine(device))
+    print(describe_torch(device))
 
     with tempfile.TemporaryDirectory() as tmp:
         store_dir = collect(

@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe
+from machine import describe_torch
 from torch.nn import functional as F
 
-import trajbench
 from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
 from trajbench.batch import IGNORE
 from trajbench.collect import CollectConfig, collect
@@ -69,15 +68,6 @@ PEAK_BF16 = {
     "A10": 125e12,
     "4090": 165e12,
 }
-
-
-def machine(device: torch.device) -> str:
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    return describe(
-        f"torch {torch.__version__} ({torch.get_num_threads()} CPU thread(s)), "
-        f"trajbench {trajbench.__version__}, device {device}",
-        gpu,
-    )
 
 
 def matmul_parameters(cfg: ModelConfig) -> int:
@@ -117,7 +107,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    print(machine(device))
+    print(describe_torch(device))
 
     with tempfile.TemporaryDirectory() as tmp:
         data = collect(

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from trajbench.analysis import burstiness as B
 from trajbench.analysis import main as analyze
@@ -16,7 +15,6 @@ from trajbench.errors import TrajbenchError
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("burst") / "out"
     assert analyze(["burstiness", "--out", str(out), "--quick", "--no-progress"]) == 0
     return out

@@ -9,7 +9,6 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import trajbench  # noqa: F401  (registers the families)
 from trajbench.analysis import failures as F
@@ -113,7 +112,6 @@ def tiny_model(tmp_path_factory) -> str:
     from trajbench.contexts import ContextConfig
     from trajbench.train import ModelSize, TrainConfig, train
 
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("failures")
     data = collect(
         CollectConfig(

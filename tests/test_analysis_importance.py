@@ -221,7 +221,6 @@ def tiny(tmp_path_factory):
     from trajbench.collect import CollectConfig, collect
     from trajbench.vocab import MissionVocab
 
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("importance")
     data = collect(
         CollectConfig(

@@ -8,7 +8,6 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 import trajbench  # noqa: F401  (registers the families)
 from trajbench.analysis import instructions as I
@@ -151,7 +150,6 @@ def test_records_end_to_end_split_and_score(tmp_path: Path):
 def test_models_end_to_end_with_reference_policies(tmp_path: Path):
     from trajbench.collect import CollectConfig, collect
 
-    torch.set_num_threads(1)
     data = collect(
         CollectConfig(
             env=GOTO,

@@ -149,7 +149,6 @@ def test_detector_refuses_bad_input():
 def stores(tmp_path_factory):
     from trajbench.collect import CollectConfig, collect
 
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("phases")
 
     def make(levels: str, n: int, name: str, env: str = DARK_ROOM):

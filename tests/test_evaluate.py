@@ -36,15 +36,6 @@ DARK_ROOM = "trajbench/DarkRoom-v0"
 GOTO = "trajbench/GoToLocal-v0"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two OpenMP threads on a busy 2-core machine are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dr_test(tmp_path_factory) -> str:
     """Expert episodes of Dark Room's 16 held-out levels."""

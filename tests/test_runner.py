@@ -42,9 +42,6 @@ TOP_FIELDS = {
 
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory) -> Path:
-    import torch
-
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run") / "ci"
     run(RunConfig(preset="ci", out=str(out), workers=1, progress=False))
     return out

@@ -28,15 +28,6 @@ from trajbench.train import CHECKPOINT, ModelSize, TrainConfig, train
 LEVELS = ",".join(str(i) for i in range(20))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two OpenMP threads on a busy 2-core machine are many times slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("data") / "dr"

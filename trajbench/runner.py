@@ -132,7 +132,7 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     records_path = jdir / "records.parquet"
     if records_path.exists():
         return records_path
-    policy = f"{job.baseline}"
+    policy = job.baseline
     if not job.baseline:
         model_dir = jdir / "model"
         if not model_dir.exists():
@@ -229,7 +229,7 @@ def run(cfg: RunConfig) -> Path:
     if cfg.device:
         preset = replace(preset, device=cfg.device)
     seeds = tuple(cfg.seeds) or preset.seeds
-    if len(set(seeds)) < 1 or any(s < 0 for s in seeds):
+    if any(s < 0 for s in seeds):
         raise TrajbenchError(f"seeds must be non-negative integers, got {seeds}")
     workers = cfg.workers or preset.workers
     if workers < 1:
