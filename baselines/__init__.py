@@ -1,6 +1,9 @@
-"""Policies behind one interface (installed as ``trajbench.baselines``)."""
+"""Policies behind one interface (installed as ``trajbench.baselines``).
 
-from .base import EpisodeRecord, Policy, RowContext
+The interface itself (:class:`~trajbench.policy.Policy`) lives in the core package, so that
+evaluation and any outside agent depend on it without depending on these baselines.
+"""
+
 from .reference import ExpertPolicy, HashmapPolicy, RandomPolicy
 
-__all__ = ["EpisodeRecord", "ExpertPolicy", "HashmapPolicy", "Policy", "RandomPolicy", "RowContext"]
+__all__ = ["ExpertPolicy", "HashmapPolicy", "RandomPolicy"]

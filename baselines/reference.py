@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from .base import Policy, RowContext
+from trajbench.policy import Policy, RowContext
 
 
 class RandomPolicy(Policy):

@@ -2,7 +2,7 @@
 
 Read top to bottom:
 
-1. :class:`ModelConfig` -- every hyper-parameter, documented.
+1. :class:`ModelConfig` -- the architecture, documented field by field.
 2. :class:`TrajectoryTransformer` -- token embedding (see :mod:`trajbench.batch` for the token
    contract), a causal backbone built from a ``transformers`` config (``LlamaModel`` with sdpa
    attention by default, ``GPT2Model`` as an option) fed ``inputs_embeds``, and a linear head to
@@ -42,9 +42,9 @@ import contextlib
 import inspect
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +55,15 @@ from transformers.cache_utils import Cache
 from transformers.utils import logging as hf_logging
 
 from trajbench.batch import IGNORE, STEP, WORD
+from trajbench.configs import from_dict, to_dict
+from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_directory
+from trajbench.vocab import MissionVocab
 
 #: Marker written into ``trajbench_model.json``; a directory without it is not a trajbench model.
 MODEL_FORMAT = "trajbench-model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 CONFIG_FILE = "trajbench_model.json"
 POLICY_FILE = "policy.safetensors"
 BACKBONE_DIR = "backbone"
@@ -68,50 +71,36 @@ BACKBONE_DIR = "backbone"
 
 @dataclass
 class ModelConfig:
-    """Hyper-parameters of a :class:`TrajectoryTransformer`."""
+    """The policy network's architecture. What it reads (the observation encoding, the mission
+    vocabulary) comes from the data it is trained on, not from here."""
 
-    feature_sizes: tuple[int, ...]
-    """Number of distinct values of each observation feature (``ObsEncoding.feature_sizes``)."""
-    n_actions: int
-    """Size of the discrete action space (``ObsEncoding.n_actions``)."""
-    vocab_size: int
-    """Number of mission words (the suite's word vocabulary, special words included)."""
-    d_model: int = 128
+    backbone: Literal["llama", "gpt2"] = "llama"
+    """Causal backbone from transformers: llama (pre-norm RMSNorm, RoPE, SwiGLU, sdpa) or gpt2
+    (LayerNorm, learned positions, GELU)."""
+    d_model: int = 64
     """Width of the residual stream (token embedding size)."""
-    n_layers: int = 4
+    n_layers: int = 2
     """Number of transformer blocks."""
     n_heads: int = 4
-    """Attention heads per block; must divide ``d_model``."""
+    """Attention heads per block; must divide d_model."""
     d_ff: int | None = None
-    """Hidden width of the feed-forward layers; ``None`` means ``4 * d_model``."""
+    """Hidden width of the feed-forward layers; None means 4 * d_model."""
     max_positions: int = 2048
-    """Longest sequence the model accepts (GPT-2: size of its learned position table; Llama: the
-    RoPE config's ``max_position_embeddings``)."""
-    backbone: Literal["llama", "gpt2"] = "llama"
-    """``"llama"``: pre-norm RMSNorm, RoPE, SwiGLU; ``"gpt2"``: LayerNorm, learned positions, GELU."""
+    """Longest sequence the model accepts (GPT-2: its learned position table; Llama: RoPE's
+    max_position_embeddings)."""
     dropout: float = 0.0
-    """Dropout on the token embeddings and inside the backbone (Llama: attention probabilities;
-    GPT-2: embeddings, residuals and attention)."""
-    encoding_name: str = ""
-    """Name of the observation encoding trained on (``ObsEncoding.name``), so that evaluation can
-    refuse a family with another encoding."""
+    """Dropout on the token embeddings and inside the backbone."""
 
-    def __post_init__(self) -> None:
-        self.feature_sizes = tuple(int(s) for s in self.feature_sizes)
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
+    @property
+    def ff_width(self) -> int:
+        return 4 * self.d_model if self.d_ff is None else self.d_ff
+
+    def validate(self) -> None:
+        """Raise :class:`TrajbenchError` listing every bad field."""
         problems = []
-        if not self.feature_sizes or min(self.feature_sizes) < 1:
-            problems.append(
-                f"feature_sizes must be non-empty and positive, got {self.feature_sizes}"
-            )
-        if self.n_actions < 1 or self.vocab_size < 1:
-            problems.append(
-                f"n_actions and vocab_size must be >= 1, got {self.n_actions}, {self.vocab_size}"
-            )
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
             problems.append(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
-        if self.n_layers < 1 or self.d_ff < 1 or self.max_positions < 1:
+        if self.n_layers < 1 or self.ff_width < 1 or self.max_positions < 1:
             problems.append("n_layers, d_ff and max_positions must be >= 1")
         if self.backbone not in ("llama", "gpt2"):
             problems.append(f"backbone must be 'llama' or 'gpt2', got {self.backbone!r}")
@@ -131,7 +120,7 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
     if cfg.backbone == "llama":
         config = LlamaConfig(
             hidden_size=cfg.d_model,
-            intermediate_size=cfg.d_ff,
+            intermediate_size=cfg.ff_width,
             num_hidden_layers=cfg.n_layers,
             num_attention_heads=cfg.n_heads,
             num_key_value_heads=cfg.n_heads,
@@ -142,7 +131,7 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
         return LlamaModel(config)
     config = GPT2Config(
         n_embd=cfg.d_model,
-        n_inner=cfg.d_ff,
+        n_inner=cfg.ff_width,
         n_layer=cfg.n_layers,
         n_head=cfg.n_heads,
         n_positions=cfg.max_positions,
@@ -174,9 +163,10 @@ class TrajectoryTransformer(nn.Module):
     """Token embedding -> causal backbone -> action logits.
 
     Example:
-        >>> cfg = ModelConfig(feature_sizes=(9, 9), n_actions=5, vocab_size=10, d_model=32,
-        ...                   n_layers=1, n_heads=2)
-        >>> model = TrajectoryTransformer(cfg)
+        >>> from trajbench.envs import ObsEncoding
+        >>> from trajbench.vocab import MissionVocab
+        >>> model = TrajectoryTransformer(ModelConfig(d_model=32, n_layers=1, n_heads=2),
+        ...                               ObsEncoding("dark-room", (9, 9), 5), MissionVocab.build([]))
         >>> B, T = 2, 7
         >>> tokens = {
         ...     "kind": torch.full((B, T), STEP), "word": torch.zeros(B, T, dtype=torch.long),
@@ -189,25 +179,27 @@ class TrajectoryTransformer(nn.Module):
         (2, 7, 5)
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, encoding: ObsEncoding, vocab: MissionVocab) -> None:
         super().__init__()
-        self.cfg = cfg
+        cfg.validate()
+        self.cfg, self.encoding, self.vocab = cfg, encoding, vocab
         d = cfg.d_model
+        sizes, n_actions = encoding.feature_sizes, encoding.n_actions
         # Observation: one table for all features; feature i's value v is row offsets[i] + v.
         # Summing the rows is a linear layer on the concatenated one-hots, without building them.
-        self.obs_embed = nn.EmbeddingBag(sum(cfg.feature_sizes), d, mode="sum")
-        offsets = torch.tensor([0, *cfg.feature_sizes[:-1]]).cumsum(0)
+        self.obs_embed = nn.EmbeddingBag(sum(sizes), d, mode="sum")
+        offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0)
         self.register_buffer("obs_offsets", offsets, persistent=False)
         # Actions: the real ones, then start_action (n_actions) and hidden_action (n_actions + 1).
-        self.prev_action_embed = nn.Embedding(cfg.n_actions + 2, d)
-        self.shown_action_embed = nn.Embedding(cfg.n_actions + 2, d)
+        self.prev_action_embed = nn.Embedding(n_actions + 2, d)
+        self.shown_action_embed = nn.Embedding(n_actions + 2, d)
         self.prev_reward_proj = nn.Linear(1, d, bias=False)
         self.shown_reward_proj = nn.Linear(1, d, bias=False)
-        self.word_embed = nn.Embedding(cfg.vocab_size, d)
+        self.word_embed = nn.Embedding(len(vocab), d)
         self.segment_embed = nn.Embedding(2, d)  # 0: context, 1: query
         self.drop = nn.Dropout(cfg.dropout)
         self.backbone = build_backbone(cfg)
-        self.head = nn.Linear(d, cfg.n_actions)
+        self.head = nn.Linear(d, n_actions)
         embeddings = (self.obs_embed, self.prev_action_embed, self.shown_action_embed)
         embeddings += (self.word_embed, self.segment_embed)
         for module in (*embeddings, self.prev_reward_proj, self.shown_reward_proj, self.head):
@@ -340,13 +332,15 @@ class TrajectoryTransformer(nn.Module):
 
     # ---- checkpoints ------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
+    def save_pretrained(
+        self, directory: str | Path, extra_files: dict[str, str] | None = None
+    ) -> None:
         """Write the model to ``directory`` atomically (replacing an earlier trajbench model).
 
         Layout: ``backbone/`` (the backbone's own ``save_pretrained``, safetensors),
         ``policy.safetensors`` (embeddings and head), ``trajbench_model.json`` (the
-        :class:`ModelConfig` and ``extra``, e.g. the mission vocabulary and the training config;
-        it must be JSON-serialisable).
+        :class:`ModelConfig`, the observation encoding and the mission vocabulary), and
+        ``extra_files`` (name -> text, e.g. the training record written by ``trajbench train``).
         """
         directory = Path(directory)
         replaceable = directory.is_dir() and (
@@ -359,8 +353,9 @@ class TrajectoryTransformer(nn.Module):
         meta = {
             "format": MODEL_FORMAT,
             "format_version": MODEL_FORMAT_VERSION,
-            "config": asdict(self.cfg),
-            "extra": extra or {},
+            "model": to_dict(self.cfg),
+            "encoding": to_dict(self.encoding),
+            "vocab": self.vocab.itos,
         }
         text = json.dumps(meta, indent=2, allow_nan=False) + "\n"  # fails before writing anything
         policy = {
@@ -372,13 +367,12 @@ class TrajectoryTransformer(nn.Module):
             self.backbone.save_pretrained(tmp / BACKBONE_DIR, safe_serialization=True)
             save_file(policy, tmp / POLICY_FILE, metadata={"format": MODEL_FORMAT})
             (tmp / CONFIG_FILE).write_text(text)
+            for name, content in (extra_files or {}).items():
+                (tmp / name).write_text(content)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> tuple[TrajectoryTransformer, dict[str, Any]]:
-        """Load a model written by :meth:`save_pretrained`.
-
-        Returns:
-            ``(model on the CPU in eval mode, extra)``.
+    def from_pretrained(cls, directory: str | Path) -> TrajectoryTransformer:
+        """Load a model written by :meth:`save_pretrained`, on the CPU in eval mode.
 
         Raises:
             TrajbenchError: The directory is missing, is not a trajbench model, or its weights do
@@ -402,14 +396,14 @@ class TrajectoryTransformer(nn.Module):
                 f"{directory}: model format version {meta.get('format_version')}, "
                 f"this trajbench reads version {MODEL_FORMAT_VERSION}"
             )
-        known = {f.name for f in fields(ModelConfig)}
-        config = meta.get("config")
-        if not isinstance(config, dict) or set(config) - known:
-            raise TrajbenchError(f"{directory}: bad model config in {CONFIG_FILE}: {config!r}")
+        where = f"{directory / CONFIG_FILE}"
+        cfg = from_dict(ModelConfig, meta.get("model"), f"{where}: model")
+        encoding = from_dict(ObsEncoding, meta.get("encoding"), f"{where}: encoding")
         try:
-            model = cls(ModelConfig(**config))
-        except TypeError as e:
-            raise TrajbenchError(f"{directory}: bad model config in {CONFIG_FILE}: {e}") from e
+            vocab = MissionVocab(list(meta.get("vocab") or []))
+        except ValueError as e:
+            raise TrajbenchError(f"{where}: bad mission vocabulary: {e}") from e
+        model = cls(cfg, encoding, vocab)
         try:
             with _no_progress_bars():
                 backbone, info = _backbone_class(model.cfg).from_pretrained(
@@ -427,12 +421,27 @@ class TrajectoryTransformer(nn.Module):
             raise TrajbenchError(
                 f"{directory}: weights missing or not matching the model config: {e}"
             ) from e
-        return model.eval(), meta.get("extra") or {}
+        return model.eval()
+
+
+def training_flops_per_token(cfg: ModelConfig, n_actions: int, mean_context: float) -> float:
+    """Training FLOPs per token: 6 per parameter that takes part in a matrix multiplication
+    (embedding lookups excluded), plus causal attention over ``mean_context`` earlier tokens
+    (forward and backward), as in the PaLM/Chinchilla accounting.
+
+    Example:
+        >>> training_flops_per_token(ModelConfig(d_model=64, n_layers=2), 5, 0.0)
+        788352.0
+    """
+    d, ff = cfg.d_model, cfg.ff_width
+    per_layer = 4 * d * d + (3 if cfg.backbone == "llama" else 2) * d * ff
+    matmul = cfg.n_layers * per_layer + d * n_actions
+    return 6 * matmul + 6 * cfg.n_layers * d * mean_context
 
 
 def action_loss(logits: Tensor, target: Tensor, normalizer: float | Tensor | None = None) -> Tensor:
     """Summed float32 cross-entropy over positions with a target, divided by ``normalizer``
-    (default: their number). Shared by :meth:`TrajectoryTransformer.loss` and the training loop,
+    (default: their number). Shared by :meth:`TrajectoryTransformer.loss` and the training step,
     which calls the (possibly DDP-wrapped or compiled) model itself and then this."""
     total = F.cross_entropy(
         logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE, reduction="sum"

@@ -30,11 +30,10 @@ import numpy as np
 import torch
 
 from trajbench.batch import STEP, Batch, hidden_action
-from trajbench.contexts import RowPlan, StepTable, assemble
-from trajbench.errors import TrajbenchError
-from trajbench.vocab import MissionVocab, shown_mission
+from trajbench.contexts.tokens import RowPlan, StepTable, assemble
+from trajbench.policy import EpisodeRecord, Policy, RowContext
+from trajbench.vocab import shown_mission
 
-from .base import EpisodeRecord, Policy, RowContext
 from .transformer import TrajectoryTransformer, positions_from_mask, select_rows
 
 _KEYS = Batch.MODEL_INPUTS
@@ -44,8 +43,7 @@ class TransformerPolicy(Policy):
     """Acts with a trained :class:`TrajectoryTransformer`.
 
     Args:
-        model: The trained model.
-        vocab: Its mission vocabulary.
+        model: The trained model (it carries its mission vocabulary).
         instruction: How missions are shown (the training condition's instruction mode).
         mission_pool: Missions of each family, the source of ``wrong`` missions.
         use_context: False for the no-context baseline: only the query's own mission is shown.
@@ -60,7 +58,6 @@ class TransformerPolicy(Policy):
     def __init__(
         self,
         model: TrajectoryTransformer,
-        vocab: MissionVocab,
         instruction: str = "full",
         mission_pool: dict[str, list[str]] | None = None,
         use_context: bool = True,
@@ -71,14 +68,13 @@ class TransformerPolicy(Policy):
     ):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.vocab, self.instruction = vocab, instruction
+        self.vocab, self.instruction = model.vocab, instruction
         self.mission_pool = mission_pool or {}
         self.use_context, self.use_cache, self.greedy = use_context, use_cache, greedy
-        self.n_actions = model.cfg.n_actions
-        self.n_features = len(model.cfg.feature_sizes)
+        self.n_actions = model.encoding.n_actions
+        self.n_features = model.encoding.n_features
         self.rnd = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
-        self.extra: dict = {}
         # Rollout state: see begin().
         self._previous: list[tuple] | None = None
         self._shown: list[dict[str, list[int]]] = []
@@ -87,18 +83,12 @@ class TransformerPolicy(Policy):
 
     @classmethod
     def load(cls, directory: str | Path, **kwargs) -> TransformerPolicy:
-        """Load a model directory written by ``trajbench train``."""
-        model, extra = TrajectoryTransformer.from_pretrained(directory)
-        if "vocab" not in extra:
-            raise TrajbenchError(
-                f"{directory} has no mission vocabulary; was it written by trajbench train?"
-            )
-        context = (extra.get("train_config") or {}).get("context", {})
-        kwargs.setdefault("instruction", context.get("instruction", "full"))
-        kwargs.setdefault("use_context", context.get("mode", "bursty") != "none")
-        policy = cls(model, MissionVocab.from_dict(extra["vocab"]), **kwargs)
-        policy.extra = extra
-        return policy
+        """A policy acting with the model saved in ``directory`` (``trajbench train``'s ``model/``).
+
+        Keyword arguments go to the constructor; ``trajbench.pipeline.policies`` passes the
+        training condition's instruction mode and whether it saw any context.
+        """
+        return cls(TrajectoryTransformer.from_pretrained(directory), **kwargs)
 
     # -- context ---------------------------------------------------------------------------------
     def _words(self, row: int, env_id: str, mission: str) -> list[int]:

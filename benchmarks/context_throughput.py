@@ -34,9 +34,9 @@ from machine import describe
 
 import trajbench
 from trajbench.collect import CollectConfig, collect
-from trajbench.contexts import MODES, ContextBuilder
+from trajbench.contexts import MODE_NAMES, ContextBuilder
 from trajbench.data import load
-from trajbench.train import BatchStream, batch_seed
+from trajbench.pipeline.train import BatchStream, batch_seed
 
 TARGET_SEQ_PER_S = 20_000
 TARGET_DATA_SHARE = 0.05
@@ -82,14 +82,7 @@ def data_share(store, steps: int, batch: int, workers: int) -> dict:
     builder = ContextBuilder(store, mode="bursty", k=4, seed=0)
     torch.manual_seed(0)
     model = TrajectoryTransformer(
-        ModelConfig(
-            feature_sizes=tuple(store.encoding.feature_sizes),
-            n_actions=store.encoding.n_actions,
-            vocab_size=len(builder.vocab),
-            d_model=64,
-            n_layers=2,
-            n_heads=4,
-        )
+        ModelConfig(d_model=64, n_layers=2, n_heads=4), store.encoding, builder.vocab
     )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01)
 
@@ -166,7 +159,7 @@ def main() -> None:
                 f"{store.episodes['level'].nunique()} levels"
             )
             rates = {}
-            for mode in MODES:
+            for mode in MODE_NAMES:
                 builder = ContextBuilder(store, mode=mode, k=4, seed=0)
                 rate, tokens, _ = seq_per_s(builder, args.batch_size, args.seconds, args.rounds)
                 rates[mode] = rate

@@ -1,7 +1,7 @@
 """Rollout throughput: batched KV-cached rollouts vs re-encoding the whole sequence every step.
 
 Measures, in one run on this machine, environment steps per second of
-:func:`trajbench.evaluate.rollout` driving a :class:`TransformerPolicy` on Dark Room with K = 4
+:func:`trajbench.pipeline.evaluate.rollout` driving a :class:`TransformerPolicy` on Dark Room with K = 4
 expert demonstrations of each level in the context, then ``--episodes`` episodes per level (the
 policy's own earlier episodes stay in its context, so the context grows from ~85 to ~200+ tokens):
 
@@ -37,8 +37,8 @@ from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.collect import CollectConfig, collect
 from trajbench.data import load
-from trajbench.evaluate import Demonstrations, rollout
-from trajbench.train import resolve_device
+from trajbench.device import resolve_device
+from trajbench.rollout import Demonstrations, rollout
 from trajbench.vocab import MissionVocab
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
@@ -83,17 +83,8 @@ def main() -> None:
         )
         vocab = MissionVocab.build(store.episodes["mission"].unique())
         torch.manual_seed(0)
-        model = TrajectoryTransformer(
-            ModelConfig(
-                feature_sizes=tuple(store.encoding.feature_sizes),
-                n_actions=store.encoding.n_actions,
-                vocab_size=len(vocab),
-                d_model=args.d_model,
-                n_layers=args.n_layers,
-                n_heads=args.n_heads,
-                encoding_name=store.encoding.name,
-            )
-        )
+        shape = ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads)
+        model = TrajectoryTransformer(shape, store.encoding, vocab)
         print(
             f"model: llama, d_model {args.d_model}, {args.n_layers} layers, "
             f"{model.num_parameters():,} parameters; {len(levels)} levels x {args.episodes} "
@@ -101,7 +92,7 @@ def main() -> None:
         )
 
         def run(use_cache: bool) -> tuple[float, list[dict]]:
-            policy = TransformerPolicy(model, vocab, use_cache=use_cache, device=device)
+            policy = TransformerPolicy(model, use_cache=use_cache, device=device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()

@@ -3,7 +3,7 @@
 Measures, in one run on this machine, training tokens per second (non-padding tokens of the
 global batch per second of steady-state training):
 
-- project: :func:`trajbench.train.train` itself -- the whole loop, with the batch built by the
+- project: :func:`trajbench.pipeline.train.train` itself -- the whole loop, with the batch built by the
   prompt builder inside it, the progress/metrics bookkeeping, bf16 autocast and fused AdamW on
   CUDA -- clocked over its second metrics window (``--steps`` steps after as many warm-up steps);
 - reference: a plain PyTorch loop (forward, mean cross-entropy, backward, clip, AdamW step) over
@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
@@ -38,20 +37,23 @@ import torch
 from machine import describe_torch
 from torch.nn import functional as F
 
-from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
+from trajbench.baselines.transformer import (
+    ModelConfig,
+    TrajectoryTransformer,
+    training_flops_per_token,
+)
 from trajbench.batch import IGNORE
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextBuilder, ContextConfig
 from trajbench.data import load
-from trajbench.train import (
+from trajbench.device import autocast, resolve_device
+from trajbench.pipeline.train import (
     MetricsLog,
-    ModelSize,
     TrainConfig,
     batch_seed,
     batch_tensors,
     learning_rate,
     make_optimizer,
-    resolve_device,
     train,
 )
 
@@ -68,18 +70,6 @@ PEAK_BF16 = {
     "A10": 125e12,
     "4090": 165e12,
 }
-
-
-def matmul_parameters(cfg: ModelConfig) -> int:
-    """Parameters that take part in matrix multiplications per token (embeddings excluded)."""
-    d, ff = cfg.d_model, cfg.d_ff
-    per_layer = 4 * d * d + (3 if cfg.backbone == "llama" else 2) * d * ff
-    return cfg.n_layers * per_layer + d * cfg.n_actions
-
-
-def flops_per_token(cfg: ModelConfig, mean_context: float) -> float:
-    """Training FLOPs per token: 6 per matmul parameter, plus causal attention (fwd + bwd)."""
-    return 6 * matmul_parameters(cfg) + 6 * cfg.n_layers * cfg.d_model * mean_context
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -124,7 +114,7 @@ def main() -> None:
             data=(str(data),),
             out="",
             context=ContextConfig(mode="bursty", k=4),
-            model=ModelSize(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads),
+            model=ModelConfig(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads),
             steps=2 * n,
             batch_size=args.batch_size,
             warmup_steps=n // 2,
@@ -144,20 +134,7 @@ def main() -> None:
         tokens = [batch_tensors(b, device) for b in batches]
         n_tokens = [int((~b.pad).sum()) for b in batches]
         lengths = [float((~b.pad).sum(1).mean()) for b in batches]
-        mcfg = ModelConfig(
-            feature_sizes=tuple(store.encoding.feature_sizes),
-            n_actions=store.encoding.n_actions,
-            vocab_size=len(builder.vocab),
-            d_model=args.d_model,
-            n_layers=args.n_layers,
-            n_heads=args.n_heads,
-            encoding_name=store.encoding.name,
-        )
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if device.type == "cuda" and cfg.bf16
-            else contextlib.nullcontext()
-        )
+        mixed_precision = autocast(device, cfg.bf16)
 
         def sync() -> None:
             if device.type == "cuda":
@@ -167,7 +144,8 @@ def main() -> None:
 
         def reference() -> tuple[tuple[float, float], TrajectoryTransformer]:
             torch.manual_seed(cfg.seed)
-            model = TrajectoryTransformer(mcfg).to(device).train()
+            model = TrajectoryTransformer(cfg.model, store.encoding, builder.vocab)
+            model = model.to(device).train()
             opt = make_optimizer(model, cfg, device)
             wall = cpu = 0.0
             for step, t in enumerate(tokens):
@@ -176,7 +154,7 @@ def main() -> None:
                     wall, cpu = time.perf_counter(), time.process_time()
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(step, cfg)
-                with autocast:
+                with mixed_precision:
                     logits, _ = model(t)
                 loss = F.cross_entropy(
                     logits.float().flatten(0, 1), t["target"].flatten(), ignore_index=IGNORE
@@ -206,7 +184,7 @@ def main() -> None:
             finally:
                 MetricsLog.write = write
             (w0, c0), (w1, c1) = marks[-2:]
-            model, _ = TrajectoryTransformer.from_pretrained(model_dir)
+            model = TrajectoryTransformer.from_pretrained(model_dir)
             return (window_tokens / (w1 - w0), window_tokens / (c1 - c0)), model
 
         results = {"ref": [], "proj": []}
@@ -252,7 +230,9 @@ def main() -> None:
     basis = "wall clock" if device.type == "cuda" else "CPU time"
     print(f"per-round ratios ({basis}): {', '.join(f'{x:.3f}' for x in ratios)}")
     if device.type == "cuda":
-        fpt = flops_per_token(mcfg, sum(lengths) / len(lengths) / 2)
+        fpt = training_flops_per_token(
+            cfg.model, store.encoding.n_actions, sum(lengths) / len(lengths) / 2
+        )
         peak = peak_flops(device)
         if peak is None:
             print(f"MFU: n/a (unknown peak for {torch.cuda.get_device_name(device)})")

@@ -69,7 +69,7 @@ def test_a_model_trained_with_other_settings_is_refused(quick_run: Path, tmp_pat
     tcfg = B.train_config(cfg, tmp_path, tmp_path / "data", 1.0, 0.0, 0)
     run = Path(tcfg.out)
     run.mkdir(parents=True)
-    from trajbench.train import config_dict
+    from trajbench.configs import to_dict as config_dict
 
     there = config_dict(tcfg)
     (run / "train_config.json").write_text(json.dumps(there))

@@ -108,9 +108,10 @@ def test_gotolocal_expert_episode_counts_down_to_zero():
 # -- end to end ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
+    from trajbench.baselines.transformer import ModelConfig
     from trajbench.collect import CollectConfig, collect
     from trajbench.contexts import ContextConfig
-    from trajbench.train import ModelSize, TrainConfig, train
+    from trajbench.pipeline.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("failures")
     data = collect(
@@ -122,7 +123,7 @@ def tiny_model(tmp_path_factory) -> str:
         data=(str(data),),
         out=str(root / "run"),
         context=ContextConfig(mode="bursty", k=1),
-        model=ModelSize(d_model=16, n_layers=1, n_heads=2),
+        model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
         steps=3,
         batch_size=4,
         warmup_steps=1,

@@ -219,6 +219,14 @@ def tiny(tmp_path_factory):
     """A 3-level Dark Room store and an untrained tiny model saved as trajbench train would."""
     from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
     from trajbench.collect import CollectConfig, collect
+    from trajbench.contexts import ContextConfig
+    from trajbench.data import load
+    from trajbench.pipeline.train import (
+        TrainConfig,
+        TrainingRecord,
+        save_trained_model,
+        trained_levels,
+    )
     from trajbench.vocab import MissionVocab
 
     root = tmp_path_factory.mktemp("importance")
@@ -227,21 +235,14 @@ def tiny(tmp_path_factory):
             env=DARK_ROOM, levels="3,40,77", episodes_per_level=3, out=root / "d", progress=False
         )
     )
-    vocab = MissionVocab.build([""])
+    store = load(data)
     torch.manual_seed(0)
     model = TrajectoryTransformer(
-        ModelConfig(
-            feature_sizes=(9, 9),
-            n_actions=5,
-            vocab_size=len(vocab),
-            d_model=16,
-            n_layers=2,
-            n_heads=2,
-            encoding_name="dark-room",
-        )
+        ModelConfig(d_model=16, n_layers=2, n_heads=2), store.encoding, MissionVocab.build([""])
     )
-    extra = {"vocab": vocab.to_dict(), "train_config": {"context": {"mode": "bursty", "k": 1}}}
-    model.save_pretrained(root / "model", extra=extra)
+    config = TrainConfig(data=(str(data),), context=ContextConfig(mode="bursty", k=1))
+    record = TrainingRecord(config, store.content_hash, trained_levels(store), 0, "test")
+    save_trained_model(model, root / "model", record)
     return root, str(data), str(root / "model")
 
 
@@ -266,7 +267,6 @@ def test_end_to_end_tables_and_a_deletion_recomputed_by_hand(tiny):
     from trajbench.baselines.transformer import TrajectoryTransformer
     from trajbench.contexts import RowPlan, StepTable, assemble
     from trajbench.data import load
-    from trajbench.vocab import MissionVocab
 
     result = importance(_cfg(tiny))
     steps, episodes = result.steps, result.episodes
@@ -284,8 +284,8 @@ def test_end_to_end_tables_and_a_deletion_recomputed_by_hand(tiny):
     # Deleting the only context episode leaves the query alone: recompute that KL by hand.
     store = load(tiny[1])
     eps = store.episodes
-    model, extra = TrajectoryTransformer.from_pretrained(tiny[2])
-    vocab = MissionVocab.from_dict(extra["vocab"])
+    model = TrajectoryTransformer.from_pretrained(tiny[2])
+    vocab = model.vocab
     table = StepTable.from_episodes(
         np.asarray(store.obs),
         np.asarray(store.actions),

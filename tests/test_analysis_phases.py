@@ -18,9 +18,9 @@ from trajbench.analysis.phases import (
     phases,
     summarize_predictions,
 )
+from trajbench.baselines.transformer import ModelConfig
 from trajbench.contexts import ContextConfig
 from trajbench.errors import TrajbenchError
-from trajbench.train import ModelSize
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
 NOOP, UP, DOWN, LEFT, RIGHT = range(5)
@@ -167,7 +167,7 @@ def _cfg(stores, out, **kw) -> PhasesConfig:
         eval_data=(test,),
         out=str(root / out),
         context=ContextConfig(mode="bursty", k=1),
-        model=ModelSize(d_model=16, n_layers=1, n_heads=2),
+        model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
         steps=4,
         every=2,
         batch_size=4,
@@ -210,14 +210,14 @@ def test_the_evaluation_hook_leaves_training_unchanged(stores):
     the steps after the mid-run evaluations."""
     from trajbench.analysis.phases import train_config
     from trajbench.baselines.transformer import TrajectoryTransformer
-    from trajbench.train import train
+    from trajbench.pipeline.train import train
 
     root = stores[0]
-    size = ModelSize(d_model=16, n_layers=1, n_heads=2, dropout=0.2)
+    size = ModelConfig(d_model=16, n_layers=1, n_heads=2, dropout=0.2)
     assert len(phases(_cfg(stores, "hooked", model=size, steps=6)).evaluations) == 3
     train(train_config(_cfg(stores, "plain", model=size, steps=6)))
-    a, _ = TrajectoryTransformer.from_pretrained(root / "hooked" / "run" / "model")
-    b, _ = TrajectoryTransformer.from_pretrained(root / "plain" / "run" / "model")
+    a = TrajectoryTransformer.from_pretrained(root / "hooked" / "run" / "model")
+    b = TrajectoryTransformer.from_pretrained(root / "plain" / "run" / "model")
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
 

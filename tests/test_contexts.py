@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import trajbench  # noqa: F401  (registers the families in Gymnasium)
 from trajbench.batch import IGNORE, PAD, STEP, WORD, hidden_action, start_action
 from trajbench.contexts import (
-    MODES,
+    MODE_NAMES,
     ContextBuilder,
     ContextConfig,
     RowPlan,
@@ -330,7 +330,8 @@ def check_mode(view: View, mode: str, cfg: ContextConfig) -> None:
 def sample_all(store, n: int, seed: int, **kw) -> dict:
     """One batch of every mode, same knobs, same sample seed."""
     return {
-        mode: ContextBuilder(store, mode=mode, seed=7, **kw).sample(n, seed=seed) for mode in MODES
+        mode: ContextBuilder(store, mode=mode, seed=7, **kw).sample(n, seed=seed)
+        for mode in MODE_NAMES
     }
 
 
@@ -346,10 +347,10 @@ def test_every_mode_keeps_its_property_and_the_budget(params, kw, seed):
     for mode, batch in batches.items():
         views[mode] = check_contract(store, batch, vocab)
         check_mode(views[mode], mode, cfg)
-    parsed = {mode: views[mode].rows() for mode in MODES}
+    parsed = {mode: views[mode].rows() for mode in MODE_NAMES}
     for i in range(12):
         # Same seed: the same query everywhere, and the same context budget in every mode.
-        assert len({parsed[m][i].query.ep for m in MODES}) == 1
+        assert len({parsed[m][i].query.ep for m in MODE_NAMES}) == 1
         budgets = {m: len(parsed[m][i].ctx_steps) for m in CONTEXT_MODES}
         assert len(set(budgets.values())) == 1, budgets
         # shuffled shows exactly bursty's steps, only in another order.
@@ -438,7 +439,7 @@ def test_p_bursty_mixes_the_two_modes_per_sequence(params, kw, seed):
 
 
 @PROPS
-@given(store_params, st.sampled_from(MODES), st.integers(0, 2**31 - 1))
+@given(store_params, st.sampled_from(MODE_NAMES), st.integers(0, 2**31 - 1))
 def test_instruction_modes(params, mode, seed):
     store = make_store(**params)
     vocab = MissionVocab.build(store.episodes["mission"])
@@ -574,7 +575,7 @@ def test_zipf_exponent_skews_level_frequencies(zipf):
 
 
 @PROPS
-@given(store_params, st.sampled_from(MODES), knobs, st.integers(0, 2**31 - 1))
+@given(store_params, st.sampled_from(MODE_NAMES), knobs, st.integers(0, 2**31 - 1))
 def test_sample_is_a_pure_function_of_its_seed(params, mode, kw, seed):
     store = make_store(**params)
     a = ContextBuilder(store, mode=mode, seed=1, **kw)
@@ -642,7 +643,7 @@ def test_pad_to_and_levels_restriction():
 
 # -- the assembler used by evaluation --------------------------------------------------------------
 @PROPS
-@given(store_params, st.sampled_from(MODES), knobs, st.integers(0, 2**31 - 1))
+@given(store_params, st.sampled_from(MODE_NAMES), knobs, st.integers(0, 2**31 - 1))
 def test_assemble_of_row_plans_rebuilds_the_builders_batch(params, mode, kw, seed):
     store = make_store(**params)
     builder = ContextBuilder(store, mode=mode, seed=0, **kw)
@@ -879,7 +880,7 @@ def babyai(tmp_path_factory):
     return _collect(tmp_path_factory, "trajbench/GoToLocal-v0", "0,1,2,3,4,5,6,7", 4)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODE_NAMES)
 def test_every_mode_on_dark_room(dark_room, mode):
     for instruction in ("full", "empty", "template"):
         for partial in (False, True):
@@ -891,7 +892,7 @@ def test_every_mode_on_dark_room(dark_room, mode):
         ContextBuilder(dark_room, mode=mode, instruction="wrong")
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODE_NAMES)
 def test_every_mode_on_a_babyai_family(babyai, mode):
     for instruction in ("full", "empty", "template", "wrong"):
         cfg = ContextConfig(mode=mode, k=3, instruction=instruction, partial=mode == "bursty")
@@ -910,7 +911,7 @@ def _registered() -> list[str]:
 def test_every_mode_and_instruction_on_every_registered_family(tmp_path_factory, env):
     store = _collect(tmp_path_factory, env, "0,1,2,3", 3)
     one_mission = store.episodes["mission"].nunique() < 2
-    for mode in MODES:
+    for mode in MODE_NAMES:
         for instruction in ("full", "empty", "template", "wrong"):
             cfg = ContextConfig(mode=mode, k=2, instruction=instruction)
             if instruction == "wrong" and one_mission:

@@ -16,20 +16,15 @@ import pytest
 import torch
 
 from trajbench import cli
-from trajbench.baselines.base import Policy, RowContext
 from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextConfig
 from trajbench.data import load
-from trajbench.evaluate import (
-    Demonstrations,
-    EvalConfig,
-    demonstrations,
-    evaluate,
-    rollout,
-)
-from trajbench.train import ModelSize, TrainConfig, train
+from trajbench.pipeline.evaluate import EvalConfig, evaluate
+from trajbench.pipeline.train import TrainConfig, train
+from trajbench.policy import Policy, RowContext
+from trajbench.rollout import Demonstrations, demonstrations, rollout
 from trajbench.vocab import MissionVocab
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
@@ -62,19 +57,11 @@ def untrained_policy(store, use_cache: bool, sharpen: float = 1.0, **kw) -> Tran
     vocab = MissionVocab.build(store.episodes["mission"].unique())
     torch.manual_seed(0)
     model = TrajectoryTransformer(
-        ModelConfig(
-            feature_sizes=tuple(store.encoding.feature_sizes),
-            n_actions=store.encoding.n_actions,
-            vocab_size=len(vocab),
-            d_model=32,
-            n_layers=2,
-            n_heads=2,
-            encoding_name=store.encoding.name,
-        )
+        ModelConfig(d_model=32, n_layers=2, n_heads=2), store.encoding, vocab
     )
     with torch.no_grad():
         model.head.weight.mul_(sharpen)
-    return TransformerPolicy(model, vocab, use_cache=use_cache, seed=0, **kw)
+    return TransformerPolicy(model, use_cache=use_cache, seed=0, **kw)
 
 
 class Twin(Policy):
@@ -222,7 +209,7 @@ def dr_model(dr_test, tmp_path_factory) -> str:
         data=(dr_test,),
         out=str(out),
         context=ContextConfig(mode="bursty", k=2),
-        model=ModelSize(d_model=16, n_layers=1, n_heads=2),
+        model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
         steps=4,
         batch_size=4,
         threads=1,
@@ -296,7 +283,7 @@ def test_bursty_training_beats_no_context_on_held_out_levels(dr_test, tmp_path):
                 data=(str(data),),
                 out=str(tmp_path / mode),
                 context=ContextConfig(mode=mode),
-                model=ModelSize(d_model=32, n_layers=2, n_heads=2),
+                model=ModelConfig(d_model=32, n_layers=2, n_heads=2),
                 steps=200,
                 batch_size=16,
                 lr=3e-3,

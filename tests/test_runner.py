@@ -11,8 +11,8 @@ import pytest
 
 from trajbench.cli import main as cli
 from trajbench.metrics import aggregate
-from trajbench.presets import PRESETS
-from trajbench.runner import RunConfig, jobs_of, run
+from trajbench.pipeline.presets import PRESETS
+from trajbench.pipeline.runner import RunConfig, jobs_of, run
 
 CONDITION_FIELDS = {
     "train_context",

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from trajbench import cli
-from trajbench import train as train_module
-from trajbench.baselines.transformer import TrajectoryTransformer
+from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextConfig
 from trajbench.errors import TrajbenchError
-from trajbench.train import CHECKPOINT, ModelSize, TrainConfig, train
+from trajbench.pipeline import train as train_module
+from trajbench.pipeline.train import CHECKPOINT, TrainConfig, read_training_record, train
 
 LEVELS = ",".join(str(i) for i in range(20))
 
@@ -42,7 +42,7 @@ def tiny(store: str, out: Path, **kw) -> TrainConfig:
         data=(store,),
         out=str(out),
         context=ContextConfig(mode="bursty", k=2),
-        model=ModelSize(d_model=16, n_layers=1, n_heads=2),
+        model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
         steps=20,
         batch_size=8,
         warmup_steps=4,
@@ -56,7 +56,7 @@ def tiny(store: str, out: Path, **kw) -> TrainConfig:
 
 
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    return TrajectoryTransformer.from_pretrained(model_dir)[0].state_dict()
+    return TrajectoryTransformer.from_pretrained(model_dir).state_dict()
 
 
 def metrics(run: Path) -> list[dict]:
@@ -67,7 +67,7 @@ def metrics(run: Path) -> list[dict]:
 # -- resume ----------------------------------------------------------------------------------------
 def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(store, tmp_path, monkeypatch):
     # Dropout on, so the resumed run also needs the RNG state exactly where it was.
-    model = ModelSize(d_model=16, n_layers=1, n_heads=2, dropout=0.1)
+    model = ModelConfig(d_model=16, n_layers=1, n_heads=2, dropout=0.1)
     whole = train(tiny(store, tmp_path / "whole", model=model))
 
     # Crash during step 13: the checkpoint of step 10 is on disk, steps 10-12 are lost.
@@ -118,8 +118,9 @@ def test_metrics_csv_and_run_files(store, tmp_path):
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learns something
     assert (run / "train_config.json").exists() and (run / CHECKPOINT).exists()
     assert (model_dir / "trajbench_model.json").exists()
-    _, extra = TrajectoryTransformer.from_pretrained(model_dir)
-    assert extra["train_config"]["steps"] == 20 and extra["vocab"]["words"]
+    record = read_training_record(model_dir)
+    assert record.config.steps == 20 and record.trained_levels
+    assert TrajectoryTransformer.from_pretrained(model_dir).vocab.itos
 
 
 # -- DDP -------------------------------------------------------------------------------------------

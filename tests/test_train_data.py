@@ -12,7 +12,7 @@ import torch
 from test_contexts import make_store
 
 from trajbench.contexts import ContextBuilder
-from trajbench.train import BatchStream, batch_seed
+from trajbench.pipeline.train import BatchStream, batch_seed
 
 
 def make_builder(params: dict, mode: str) -> ContextBuilder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -17,24 +18,43 @@ from trajbench.baselines.transformer import (
     select_rows,
 )
 from trajbench.batch import IGNORE, PAD, STEP, WORD, hidden_action, start_action
+from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
+from trajbench.vocab import SPECIALS, MissionVocab
 
 BACKBONES = ["llama", "gpt2"]
 KEYS = ("kind", "word", "obs", "prev_action", "prev_reward", "shown_action", "shown_reward")
 
 
+ENCODING = ObsEncoding("test", (7, 7, 2), 5)
+VOCAB = MissionVocab([*SPECIALS, *(f"w{i}" for i in range(12 - len(SPECIALS)))])
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the token helpers need to know of a model: its encoding and vocabulary sizes."""
+
+    feature_sizes: tuple[int, ...]
+    n_actions: int
+    vocab_size: int
+
+
+def shape(model: TrajectoryTransformer) -> Shape:
+    enc = model.encoding
+    return Shape(enc.feature_sizes, enc.n_actions, len(model.vocab))
+
+
 def tiny_config(backbone: str = "llama", **kw) -> ModelConfig:
-    base = dict(feature_sizes=(7, 7, 2), n_actions=5, vocab_size=12, d_model=32, n_layers=2)
-    base.update(n_heads=4, max_positions=256, backbone=backbone, encoding_name="test")
+    base = dict(d_model=32, n_layers=2, n_heads=4, max_positions=256, backbone=backbone)
     return ModelConfig(**{**base, **kw})
 
 
 def tiny_model(backbone: str = "llama", seed: int = 0, **kw) -> TrajectoryTransformer:
     torch.manual_seed(seed)
-    return TrajectoryTransformer(tiny_config(backbone, **kw)).eval()
+    return TrajectoryTransformer(tiny_config(backbone, **kw), ENCODING, VOCAB).eval()
 
 
-def episode(cfg: ModelConfig, rng: np.random.Generator, query: bool) -> list[dict]:
+def episode(cfg: Shape, rng: np.random.Generator, query: bool) -> list[dict]:
     """One whole episode as a list of token dicts: <bos> (word 0), mission words, steps."""
     n_words, n_steps = rng.integers(0, 3), rng.integers(2, 8)
     out = [dict(kind=WORD, word=int(w)) for w in [0, *rng.integers(1, cfg.vocab_size, n_words)]]
@@ -55,13 +75,13 @@ def episode(cfg: ModelConfig, rng: np.random.Generator, query: bool) -> list[dic
     return out
 
 
-def row_tokens(cfg: ModelConfig, seed: int, n_context: int = 2) -> list[dict]:
+def row_tokens(cfg: Shape, seed: int, n_context: int = 2) -> list[dict]:
     rng = np.random.default_rng(seed)
     toks = [t for _ in range(n_context) for t in episode(cfg, rng, query=False)]
     return toks + episode(cfg, rng, query=True)
 
 
-def to_tensors(cfg: ModelConfig, rows: list[list[dict]], length: int, left: bool = False) -> dict:
+def to_tensors(cfg: Shape, rows: list[list[dict]], length: int, left: bool = False) -> dict:
     """Pad rows (right, or left for decoding) with PAD tokens and stack them as tensors."""
     B = len(rows)
     t = {
@@ -83,7 +103,7 @@ def to_tensors(cfg: ModelConfig, rows: list[list[dict]], length: int, left: bool
     return t
 
 
-def batch(cfg: ModelConfig, B: int = 4, seed: int = 0) -> dict:
+def batch(cfg: Shape, B: int = 4, seed: int = 0) -> dict:
     rows = [row_tokens(cfg, seed * 1000 + b) for b in range(B)]
     return to_tensors(cfg, rows, max(map(len, rows)) + 3)
 
@@ -95,7 +115,7 @@ def take(tokens: dict, sl) -> dict:
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_forward_shapes(backbone):
     model = tiny_model(backbone)
-    cfg = model.cfg
+    cfg = shape(model)
     tokens = batch(cfg, B=3)
     logits, cache = model(tokens)
     assert logits.shape == (3, tokens["kind"].shape[1], cfg.n_actions)
@@ -106,19 +126,19 @@ def test_forward_shapes(backbone):
 
 
 def test_config_defaults_and_validation():
-    cfg = ModelConfig(feature_sizes=[9, 9], n_actions=5, vocab_size=3)
-    assert cfg.feature_sizes == (9, 9) and cfg.d_ff == 4 * cfg.d_model and cfg.backbone == "llama"
+    cfg = ModelConfig()
+    assert cfg.ff_width == 4 * cfg.d_model and cfg.backbone == "llama"
     with pytest.raises(TrajbenchError, match="n_heads"):
-        ModelConfig(feature_sizes=(9,), n_actions=5, vocab_size=3, d_model=30, n_heads=4)
+        ModelConfig(d_model=30, n_heads=4).validate()
     with pytest.raises(TrajbenchError, match="backbone"):
-        ModelConfig(feature_sizes=(9,), n_actions=5, vocab_size=3, backbone="mamba")
+        TrajectoryTransformer(ModelConfig(backbone="mamba"), ENCODING, VOCAB)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_trainable_parameter_gets_a_gradient(backbone):
     """DistributedDataParallel (without find_unused_parameters) needs this."""
     model = tiny_model(backbone)
-    model.loss(batch(model.cfg)).backward()
+    model.loss(batch(shape(model))).backward()
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert no_grad == []
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
@@ -127,19 +147,19 @@ def test_every_trainable_parameter_gets_a_gradient(backbone):
 
 def test_sequences_longer_than_max_positions_are_refused():
     model = tiny_model(max_positions=16)
-    rows = [row_tokens(model.cfg, seed=0, n_context=3)]
+    rows = [row_tokens(shape(model), seed=0, n_context=3)]
     assert len(rows[0]) > 16
     with pytest.raises(TrajbenchError, match="max_positions"):
-        model(to_tensors(model.cfg, rows, len(rows[0])))
-    tokens = to_tensors(model.cfg, [rows[0][:16]], 16)
+        model(to_tensors(shape(model), rows, len(rows[0])))
+    tokens = to_tensors(shape(model), [rows[0][:16]], 16)
     _, cache = model.prefill(tokens, torch.ones(1, 16, dtype=torch.long))
     with pytest.raises(TrajbenchError, match="max_positions"):
-        model.step(to_tensors(model.cfg, [rows[0][16:17]], 1), cache, torch.ones(1, 17))
+        model.step(to_tensors(shape(model), [rows[0][16:17]], 1), cache, torch.ones(1, 17))
 
 
 def test_loss_is_cross_entropy_on_target_positions_only():
     model = tiny_model()
-    tokens = batch(model.cfg)
+    tokens = batch(shape(model))
     logits, _ = model(tokens)
     at = tokens["target"] != IGNORE
     logp = torch.log_softmax(logits[at], -1)
@@ -163,7 +183,7 @@ def test_loss_is_cross_entropy_on_target_positions_only():
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_causal_and_padding_contents_ignored(backbone):
     model = tiny_model(backbone)
-    tokens = batch(model.cfg, B=2)
+    tokens = batch(shape(model), B=2)
     ref, _ = model(tokens)
     t = 9
     changed = {k: v.clone() for k, v in tokens.items()}
@@ -189,7 +209,7 @@ def test_causal_and_padding_contents_ignored(backbone):
 
 def test_every_input_field_reaches_the_logits():
     model = tiny_model()
-    tokens = batch(model.cfg, B=1)
+    tokens = batch(shape(model), B=1)
     ref, _ = model(tokens)
     step = int((tokens["kind"][0] == STEP).nonzero()[3])
     word = int((tokens["kind"][0] == WORD).nonzero()[1])
@@ -200,7 +220,7 @@ def test_every_input_field_reaches_the_logits():
         "shown_action": (step, lambda v: (v + 1) % 5),
         "shown_reward": (step, lambda v: v + 1.0),
         "is_query": (step, lambda v: ~v),
-        "word": (word, lambda v: (v + 1) % model.cfg.vocab_size),
+        "word": (word, lambda v: (v + 1) % len(model.vocab)),
     }
     for key, (t, edit) in edits.items():
         changed = {**tokens, key: tokens[key].clone()}
@@ -213,18 +233,19 @@ def test_every_input_field_reaches_the_logits():
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_save_and_load_round_trip(tmp_path, backbone):
     model = tiny_model(backbone, seed=3)
-    tokens = batch(model.cfg)
-    extra = {"vocab": ["<bos>", "go", "to"], "train": {"lr": 1e-3}}
-    model.save_pretrained(tmp_path / "m", extra=extra)
+    tokens = batch(shape(model))
+    model.save_pretrained(tmp_path / "m", extra_files={"notes.json": '{"lr": 0.001}'})
     assert (tmp_path / "m" / "backbone" / "model.safetensors").is_file()
     assert (tmp_path / "m" / "policy.safetensors").is_file()
-    loaded, got_extra = TrajectoryTransformer.from_pretrained(tmp_path / "m")
-    assert got_extra == extra and loaded.cfg == model.cfg and not loaded.training
+    assert (tmp_path / "m" / "notes.json").read_text() == '{"lr": 0.001}'
+    loaded = TrajectoryTransformer.from_pretrained(tmp_path / "m")
+    assert loaded.cfg == model.cfg and loaded.encoding == model.encoding and not loaded.training
+    assert loaded.vocab.itos == model.vocab.itos
     assert torch.equal(loaded(tokens)[0], model(tokens)[0])
     # Saving again over a trajbench model replaces it.
     other = tiny_model(backbone, seed=4)
     other.save_pretrained(tmp_path / "m")
-    again, _ = TrajectoryTransformer.from_pretrained(tmp_path / "m")
+    again = TrajectoryTransformer.from_pretrained(tmp_path / "m")
     assert torch.equal(again(tokens)[0], other(tokens)[0])
     assert not torch.equal(again(tokens)[0], model(tokens)[0])
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary leftovers
@@ -265,9 +286,9 @@ def test_bad_directories(tmp_path):
     with pytest.raises(TrajbenchError, match="weights missing or not matching"):
         load(tmp_path / "a")
     meta = json.loads((tmp_path / "b" / "trajbench_model.json").read_text())
-    meta["config"]["n_experts"] = 8
+    meta["model"]["n_experts"] = 8
     (tmp_path / "b" / "trajbench_model.json").write_text(json.dumps(meta))
-    with pytest.raises(TrajbenchError, match="bad model config"):
+    with pytest.raises(TrajbenchError, match="unknown ModelConfig field"):
         load(tmp_path / "b")
 
 
@@ -276,7 +297,7 @@ def test_cached_stepping_matches_reencoding(backbone):
     """Left-padded prefill, then chunks of 1-3 new tokens (left-padded per row), then dropping rows:
     every logit equals that of re-encoding the row's whole sequence alone."""
     model = tiny_model(backbone, seed=1)
-    cfg = model.cfg
+    cfg = shape(model)
     rows = [row_tokens(cfg, seed=100 + b, n_context=1 + b % 2) for b in range(4)]
     refs = [model(to_tensors(cfg, [row], len(row)))[0][0] for row in rows]
     prefix = [5, 11, 8, 14]  # contexts of different lengths
@@ -321,8 +342,8 @@ def test_cached_stepping_matches_reencoding(backbone):
 def test_positions_and_select_rows_by_boolean_mask():
     assert positions_from_mask(torch.tensor([[0, 1, 1, 0, 1]])).tolist() == [[0, 0, 1, 1, 2]]
     model = tiny_model()
-    rows = [row_tokens(model.cfg, seed=s) for s in range(3)]
-    tokens = to_tensors(model.cfg, rows, max(map(len, rows)), left=True)
+    rows = [row_tokens(shape(model), seed=s) for s in range(3)]
+    tokens = to_tensors(shape(model), rows, max(map(len, rows)), left=True)
     mask = (tokens["kind"] != PAD).long()
     _, cache = model.prefill(tokens, mask)
     cache, kept = select_rows(cache, mask, torch.tensor([False, True, False]))
@@ -334,7 +355,7 @@ def test_normalizer_gives_the_global_batch_mean():
     """Two shards with the global target count as normalizer add up to the whole-batch loss and
     gradient (what DistributedDataParallel's gradient averaging needs, times the world size)."""
     model = tiny_model()
-    tokens = batch(model.cfg, B=6)
+    tokens = batch(shape(model), B=6)
     n = int((tokens["target"] != IGNORE).sum())
     whole = model.loss(tokens)
     summed = model.loss(tokens, normalizer=1.0)
@@ -359,7 +380,7 @@ def test_normalizer_gives_the_global_batch_mean():
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_tiny_model_overfits_a_fixed_batch(backbone):
     model = tiny_model(backbone, seed=0).train()
-    tokens = batch(model.cfg, B=8, seed=1)
+    tokens = batch(shape(model), B=8, seed=1)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
@@ -375,7 +396,7 @@ def test_tiny_model_overfits_a_fixed_batch(backbone):
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_compiles_without_graph_breaks_and_runs_under_autocast(backbone):
     model = tiny_model(backbone)
-    tokens = batch(model.cfg, B=2)
+    tokens = batch(shape(model), B=2)
     compiled = torch.compile(model.loss, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(tokens), model.loss(tokens))
     with torch.autocast("cpu", dtype=torch.bfloat16):

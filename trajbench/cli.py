@@ -13,11 +13,14 @@ import sys
 
 #: sub-command -> (module:function, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "envs": ("trajbench.collect:envs_main", "list every environment family, its levels and expert"),
+    "envs": ("trajbench.catalog:envs_main", "list every environment family, its levels and expert"),
     "collect": ("trajbench.collect:main", "roll out a demonstrator and write an episode store"),
-    "train": ("trajbench.train:main", "train a policy on prompt-builder sequences"),
-    "evaluate": ("trajbench.evaluate:main", "in-context evaluation on held-out levels"),
-    "run": ("trajbench.runner:main", "run a whole preset: collect, train, evaluate, report"),
+    "train": ("trajbench.pipeline.train:main", "train a policy on prompt-builder sequences"),
+    "evaluate": ("trajbench.pipeline.evaluate:main", "in-context evaluation on held-out levels"),
+    "run": (
+        "trajbench.pipeline.runner:main",
+        "run a whole preset: collect, train, evaluate, report",
+    ),
     "leaderboard": ("trajbench.leaderboard:main", "submit, validate and build the leaderboard"),
     "analyze": ("trajbench.analysis:main", "analyses of what in a trajectory carries the lesson"),
 }

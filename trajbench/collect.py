@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import multiprocessing as mp
 import os
 import re
@@ -37,12 +36,15 @@ from typing import Annotated, Any, Literal
 import gymnasium as gym
 import numpy as np
 import tyro
+from tqdm.auto import tqdm
 
 from .cliargs import parse_config
+from .data import META_FILE, SHARD_DIR_RE, EpisodeWriter, load, read_meta, shard_dirname
 from .envs.demonstrators import DEFAULT_EPSILON, DEMONSTRATORS, Demonstrator
-from .envs.levels import LevelMixin
-from .envs.registration import NAMESPACE, env_ids
+from .envs.registration import NAMESPACE
 from .errors import TrajbenchError
+from .families import make_env, parse_levels, resolve_env_id
+from .io import atomic_directory
 
 #: Config fields that decide a dataset's content (and so appear in its ``meta.json``).
 CONTENT_FIELDS = (
@@ -145,38 +147,6 @@ def rollout(env: gym.Env, demonstrator: Demonstrator, level: int, env_seed: int)
     )
 
 
-# -- validation ---------------------------------------------------------------------------------
-
-
-def resolve_env_id(name: str) -> str:
-    """Full registered id of a trajbench family; accepts ``DarkRoom-v0`` for short.
-
-    Raises:
-        TrajbenchError: the id is not registered (the message lists the known ones).
-    """
-    name = name.removeprefix("trajbench:")
-    for candidate in (name, f"{NAMESPACE}/{name}"):
-        if candidate in gym.registry:
-            return candidate
-    raise TrajbenchError(f"unknown environment {name!r}; known: {', '.join(env_ids())}")
-
-
-def make_env(env_id: str, sticky_p: float = 0.0, **kwargs: Any) -> gym.Env:
-    """``gym.make`` a level-controlled family, turning constructor errors into TrajbenchError."""
-    if sticky_p:
-        kwargs["sticky_p"] = sticky_p
-    try:
-        env = gym.make(env_id, **kwargs)
-    except (ValueError, TypeError, gym.error.Error) as err:
-        raise TrajbenchError(f"cannot make {env_id}: {err}") from None
-    if not isinstance(env.unwrapped, LevelMixin):
-        env.close()
-        raise TrajbenchError(
-            f"{env_id} is not a trajbench family (no level control); known: {', '.join(env_ids())}"
-        )
-    return env
-
-
 def parse_shard(spec: str) -> tuple[int, int]:
     """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``.
 
@@ -187,25 +157,6 @@ def parse_shard(spec: str) -> tuple[int, int]:
     if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
         raise TrajbenchError(f"bad shard {spec!r}: expected I/N with 0 <= I < N, e.g. 0/4")
     return int(m.group(1)), int(m.group(2))
-
-
-def parse_levels(spec: str, env: gym.Env) -> tuple[str, np.ndarray]:
-    """Normalized levels spec and the sorted level array it names in ``env``'s family."""
-    spec = spec.strip()
-    unwrapped = env.unwrapped
-    if spec in ("train", "test", "all"):
-        return spec, unwrapped.resolve_levels(spec)
-    try:
-        numbers = [int(x) for x in spec.split(",") if x.strip()]
-    except ValueError:
-        raise TrajbenchError(
-            f"bad levels {spec!r}: expected train, test, all, or comma-separated level numbers"
-        ) from None
-    try:
-        levels = unwrapped.resolve_levels(numbers)
-    except ValueError as err:
-        raise TrajbenchError(str(err)) from None
-    return ",".join(str(x) for x in levels), levels
 
 
 @dataclass(frozen=True)
@@ -259,8 +210,6 @@ def _plan(config: CollectConfig) -> _Plan:
     out = Path(config.out)
     positions = range(len(levels))
     if shard is not None:
-        from .data import shard_dirname
-
         positions = [p for p in positions if p % shard[1] == shard[0]]
         out = out / shard_dirname(*shard)
     return _Plan(
@@ -277,8 +226,6 @@ def _plan(config: CollectConfig) -> _Plan:
 
 def _existing(plan: _Plan, overwrite: bool) -> str:
     """``"new"``, ``"same"`` (already collected) or ``"replace"``; raises if OUT must stay."""
-    from .data import META_FILE, load
-
     out = plan.out
     if plan.shard is not None:
         _check_sibling_shards(plan, overwrite)
@@ -317,8 +264,6 @@ def _existing(plan: _Plan, overwrite: bool) -> str:
 
 def _check_sibling_shards(plan: _Plan, overwrite: bool) -> None:
     """Refuse to add a shard next to shards of another split or config (unless overwriting)."""
-    from .data import META_FILE, SHARD_DIR_RE, read_meta
-
     root = plan.out.parent
     if (root / META_FILE).exists():
         raise TrajbenchError(f"--out {root} is an unsharded dataset; shards cannot go inside it")
@@ -387,11 +332,6 @@ def _make_shareable(directory: Path) -> None:
 
 def _collect(config: CollectConfig) -> tuple[Path, dict[str, Any], bool]:
     """Returns (dataset path, its meta, whether it was already there)."""
-    from tqdm.auto import tqdm
-
-    from .data import EpisodeWriter, read_meta
-    from .io import atomic_directory
-
     plan = _plan(config)
     state = _existing(plan, config.overwrite)
     if state == "same":
@@ -478,97 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             f"content {meta['content_hash'][:12]}); nothing to do"
         )
         return 0
-    from .data import load
-
     store = load(path)
     rate = float(store.episodes["success"].mean()) if len(store) else float("nan")
     print(f"collected {len(store)} episodes, {store.n_steps} steps, success {rate:.1%} -> {path}")
-    return 0
-
-
-# -- trajbench envs -----------------------------------------------------------------------------
-
-
-@dataclass
-class EnvsConfig:
-    """List every registered environment family."""
-
-    json: bool = False
-    """Print a JSON list instead of a table."""
-
-
-def _space_summary(space: gym.Space) -> str:
-    if isinstance(space, gym.spaces.Dict):
-        return (
-            "Dict(" + ", ".join(f"{k}: {_space_summary(v)}" for k, v in space.spaces.items()) + ")"
-        )
-    if isinstance(space, gym.spaces.Box):
-        return f"Box{tuple(space.shape)} {space.dtype}"
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        return f"MultiDiscrete({space.nvec.tolist()})"
-    if isinstance(space, gym.spaces.Text) or not type(space).__module__.startswith("gymnasium"):
-        return type(space).__name__  # e.g. MiniGrid's MissionSpace, whose repr is a function
-    return str(space)
-
-
-def family_info(env_id: str) -> dict[str, Any]:
-    """What ``trajbench envs`` shows about one family (instantiates it).
-
-    Example:
-        >>> import trajbench
-        >>> family_info("trajbench/DarkRoom-v0")["n_levels"]
-        81
-    """
-    env = make_env(env_id)
-    try:
-        u, splits = env.unwrapped, env.unwrapped.splits()
-        max_steps = getattr(u, "max_steps", None) or (env.spec and env.spec.max_episode_steps)
-        return {
-            "id": env_id,
-            "n_levels": int(u.n_levels),
-            "n_train": len(splits["train"]),
-            "n_test": len(splits["test"]),
-            "observation_space": _space_summary(env.observation_space),
-            "encoding": u.encoding.name,
-            "n_features": u.encoding.n_features,
-            "n_actions": int(u.encoding.n_actions),
-            "max_steps": None if max_steps is None else int(max_steps),
-            "has_mission": bool(u.has_mission),
-            "expert": u.expert_name,
-        }
-    finally:
-        env.close()
-
-
-def envs_main(argv: list[str] | None = None) -> int:
-    """``trajbench envs``: a table (or ``--json``) of every registered family."""
-    config = parse_config(
-        EnvsConfig, list(sys.argv[1:] if argv is None else argv), "trajbench envs"
-    )
-    if config is None:  # --help
-        return 0
-    rows = [family_info(env_id) for env_id in env_ids()]
-    if config.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    headers = {
-        "id": "id",
-        "n_levels": "levels",
-        "n_train": "train",
-        "n_test": "test",
-        "max_steps": "max steps",
-        "n_actions": "actions",
-        "encoding": "encoding",
-        "has_mission": "mission",
-        "observation_space": "observation",
-        "expert": "expert",
-    }
-    cells = [[str(h) for h in headers.values()]]
-    for row in rows:
-        cells.append(
-            ["yes" if row[k] is True else "no" if row[k] is False else str(row[k]) for k in headers]
-        )
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for r in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0

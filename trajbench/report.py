@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluate import write_parquet
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .contexts import MODE_NAMES
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_parquet
 from .metrics import aggregate, probability_of_improvement, score_matrix
 
 CONDITION = [
@@ -27,7 +27,7 @@ CONDITION = [
     "k",
     "support",
 ]
-MODE_ORDER = ["bursty", "trajectories", "shuffled", "isolated", "none"]
+MODE_ORDER = list(MODE_NAMES)
 
 
 def conditions_table(records: pd.DataFrame) -> pd.DataFrame:

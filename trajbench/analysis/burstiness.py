@@ -207,7 +207,7 @@ def model_dir(out: Path, p: float, zipf: float, seed: int) -> Path:
 
 
 def data_specs(cfg: BurstinessConfig):
-    from trajbench.presets import DataSpec
+    from trajbench.pipeline.presets import DataSpec
 
     train = DataSpec(cfg.env, "train", cfg.train_episodes, max_levels=cfg.max_train_levels)
     test = DataSpec(cfg.env, "test", cfg.test_episodes, seed=1, max_levels=cfg.max_test_levels)
@@ -217,8 +217,9 @@ def data_specs(cfg: BurstinessConfig):
 def train_config(
     cfg: BurstinessConfig, out: Path, train_data: Path, p: float, zipf: float, seed: int
 ):
+    from trajbench.baselines.transformer import ModelConfig as ModelSize
     from trajbench.contexts import ContextConfig
-    from trajbench.train import ModelSize, TrainConfig
+    from trajbench.pipeline.train import TrainConfig
 
     return TrainConfig(
         data=(str(train_data),),
@@ -254,7 +255,7 @@ _IDENTITY = (
 
 def _check_reusable(tcfg) -> None:
     """Refuse to reuse a model directory trained with other settings."""
-    from trajbench.train import config_dict
+    from trajbench.configs import to_dict as config_dict
 
     path = Path(tcfg.out) / "train_config.json"
     if not path.exists():
@@ -273,7 +274,7 @@ def _check_reusable(tcfg) -> None:
 
 
 def _train_one(tcfg) -> str:
-    from trajbench.train import train
+    from trajbench.pipeline.train import train
 
     return str(train(tcfg))
 
@@ -295,7 +296,7 @@ def train_models(cfg: BurstinessConfig, out: Path, train_data: Path) -> dict[tup
         unit="model",
         disable=not cfg.progress or not todo,
     )
-    from trajbench.train import resolve_device
+    from trajbench.device import resolve_device
 
     parallel = cfg.workers > 1 and len(todo) > 1 and resolve_device(cfg.device).type == "cpu"
     if parallel:
@@ -337,7 +338,7 @@ def independent_episodes(
 
     Episode ``e`` draws its demonstrations and start state from seed ``e``, for every model alike.
     """
-    from trajbench.evaluate import demonstrations, rollout
+    from trajbench.rollout import demonstrations, rollout
 
     eps = store.episodes
     missions = eps[eps.env_id == env_id].groupby("level")["mission"].first().to_dict()
@@ -357,7 +358,7 @@ def training_counts(tcfg) -> pd.Series:
     """
     from trajbench.contexts import ContextBuilder
     from trajbench.data import load
-    from trajbench.train import batch_seed
+    from trajbench.pipeline.train import batch_seed
 
     store = load(list(tcfg.data))
     builder = ContextBuilder(store, seed=tcfg.seed, config=tcfg.context)
@@ -379,8 +380,8 @@ def most_trained(counts: pd.Series, n: int) -> list[int]:
 def evaluate_model(cfg: BurstinessConfig, tcfg, test_store, train_store, device) -> pd.DataFrame:
     """Records of one model: held-out levels for every (K, support); its most-trained train levels
     at the largest K with other-level support (the in-weights score). Cached beside the model."""
-    from trajbench.baselines.transformer_policy import TransformerPolicy
-    from trajbench.evaluate import write_parquet
+    from trajbench.io import write_parquet
+    from trajbench.pipeline.policies import load_trained_policy
 
     run = Path(tcfg.out)
     cache, meta = run / "burstiness-records.parquet", run / "burstiness-eval.json"
@@ -395,7 +396,7 @@ def evaluate_model(cfg: BurstinessConfig, tcfg, test_store, train_store, device)
         env: sorted(test_store.episodes.loc[test_store.episodes.env_id == env, "mission"].unique())
         for env in test_store.env_ids
     }
-    policy = TransformerPolicy.load(run / "model", mission_pool=pool, device=device)
+    policy, _ = load_trained_policy(run / "model", mission_pool=pool, device=device)
     env_id = cfg.env if cfg.env in test_store.env_ids else test_store.env_ids[0]
     test_levels = sorted(test_store.episodes.level.unique().tolist())
     counts = training_counts(tcfg)
@@ -447,15 +448,15 @@ def burstiness(cfg: BurstinessConfig) -> pd.DataFrame:
     import torch
 
     from trajbench.data import load
-    from trajbench.evaluate import write_parquet
+    from trajbench.device import resolve_device
+    from trajbench.io import write_parquet
     from trajbench.metrics import aggregate
-    from trajbench.runner import collect_data
-    from trajbench.train import resolve_device
+    from trajbench.pipeline.runner import collect_data
 
     if cfg.quick:
         cfg = quick_config(cfg)
     validate(cfg)
-    from trajbench.collect import resolve_env_id
+    from trajbench.families import resolve_env_id
 
     cfg = replace(cfg, env=resolve_env_id(cfg.env))
     out = Path(cfg.out)

@@ -53,8 +53,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from trajbench.baselines.base import EpisodeRecord
 from trajbench.errors import TrajbenchError
+from trajbench.policy import EpisodeRecord
 
 from .common import compare, fmt_ci, parse, pyplot, write_outputs
 
@@ -153,7 +153,7 @@ def expert_distances(
     Raises:
         TrajbenchError: the replay does not reproduce the stored observations.
     """
-    from trajbench.collect import make_env
+    from trajbench.families import make_env
 
     env = make_env(env_id, levels=[int(level)], disable_env_checker=True)
     u = env.unwrapped
@@ -269,7 +269,7 @@ def build_contexts(
     episodes in the same positions; ``expert`` holds K expert demonstrations. Draws depend only on
     (level, K, m, e), so every model sees the same contexts.
     """
-    from trajbench.evaluate import demonstrations, episode_record
+    from trajbench.rollout import demonstrations, episode_record
 
     rng = np.random.default_rng([e, level, k, m])
     mine = pool[(pool.level == level) & (pool.cut >= 0)]
@@ -317,7 +317,8 @@ def context_tokens(policy, episodes: list[EpisodeRecord]) -> int:
 # -- the analysis --------------------------------------------------------------------------------
 def _collect(cfg: FailuresConfig, out: Path, demonstrator: str, n: int) -> Path:
     """Collect ``n`` episodes per evaluation level with ``demonstrator`` (reused when present)."""
-    from trajbench.collect import CollectConfig, collect, make_env, parse_levels
+    from trajbench.collect import CollectConfig, collect
+    from trajbench.families import make_env, parse_levels
 
     env = make_env(cfg.env)
     try:
@@ -348,12 +349,14 @@ def failures(cfg: FailuresConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     import torch
     from tqdm.auto import tqdm
 
-    from trajbench.baselines.transformer_policy import TransformerPolicy
-    from trajbench.collect import resolve_env_id
     from trajbench.data import load
-    from trajbench.evaluate import check_compatible, rollout, write_parquet
+    from trajbench.device import resolve_device
+    from trajbench.families import resolve_env_id
+    from trajbench.io import write_parquet
     from trajbench.metrics import aggregate
-    from trajbench.train import resolve_device
+    from trajbench.pipeline.policies import check_compatible, load_trained_policy
+    from trajbench.pipeline.train import read_training_record
+    from trajbench.rollout import rollout
 
     if cfg.quick:
         cfg = quick_config(cfg)
@@ -363,14 +366,14 @@ def failures(cfg: FailuresConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    policies = [TransformerPolicy.load(m, device=device) for m in cfg.models]
-    from trajbench.collect import make_env
+    policies = [load_trained_policy(m, device=device)[0] for m in cfg.models]
+    from trajbench.families import make_env
 
     env = make_env(cfg.env)
     family = SimpleNamespace(encoding=env.unwrapped.encoding, env_ids=[cfg.env])
     env.close()
     for policy, model in zip(policies, cfg.models, strict=True):
-        check_compatible(policy, family, model)  # before any collection
+        check_compatible(policy.model.encoding, family.encoding, model)  # before any collection
     expert_store = load(_collect(cfg, out, "expert", cfg.expert_episodes))
     imperfect_store = load(_collect(cfg, out, cfg.imperfect, cfg.imperfect_episodes))
     pool = imperfect_pool(imperfect_store, cfg.env, cfg.progress)
@@ -410,7 +413,7 @@ def failures(cfg: FailuresConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     for mi, policy in enumerate(policies):
         policy.mission_pool = mission_pool
-        train_seeds.append(int(policy.extra.get("train_config", {}).get("seed", mi)))
+        train_seeds.append(read_training_record(cfg.models[mi]).config.seed)
 
         for k, ms in plans.items():
             for e in range(cfg.eval_episodes):

@@ -381,11 +381,12 @@ def importance(cfg: ImportanceConfig) -> ImportanceResult:
     """Run the analysis; returns its tables (nothing is written)."""
     from scipy.stats import spearmanr
 
-    from trajbench.baselines.transformer_policy import TransformerPolicy
     from trajbench.contexts import RowPlan, StepTable, assemble
     from trajbench.data import load
-    from trajbench.evaluate import check_compatible, episode_record, rollout
-    from trajbench.train import resolve_device
+    from trajbench.device import resolve_device
+    from trajbench.pipeline.policies import check_compatible, load_trained_policy
+    from trajbench.pipeline.train import read_training_record
+    from trajbench.rollout import episode_record, rollout
     from trajbench.vocab import shown_mission
 
     _validate(cfg)
@@ -395,14 +396,14 @@ def importance(cfg: ImportanceConfig) -> ImportanceResult:
     store = load(list(cfg.data))
     eps = store.episodes.reset_index(drop=True)
     pool = {e: sorted(eps.loc[eps.env_id == e, "mission"].unique()) for e in store.env_ids}
-    policy = TransformerPolicy.load(cfg.model, device=device, seed=cfg.seed, mission_pool=pool)
-    check_compatible(policy, store, cfg.model)
+    policy, _ = load_trained_policy(cfg.model, device=device, seed=cfg.seed, mission_pool=pool)
+    check_compatible(policy.model.encoding, store.encoding, cfg.model)
     if not policy.use_context:
         raise TrajbenchError(
             f"{cfg.model} was trained without context (mode none): there is no context to attribute"
         )
     model = policy.model
-    n_actions = model.cfg.n_actions
+    n_actions = model.encoding.n_actions
     seqs = _select(cfg, eps)
     rng = np.random.default_rng([cfg.seed, 2])
     rnd = random.Random(cfg.seed)
@@ -620,7 +621,7 @@ def importance(cfg: ImportanceConfig) -> ImportanceResult:
         "context_steps": len(steps),
         "perturbed_sequences": len(plans) - len(seqs),
         "unreplayable_episodes": int(unreplayable),
-        "train_k": (policy.extra.get("train_config") or {}).get("context", {}).get("k"),
+        "train_k": read_training_record(cfg.model).config.context.k,
         "wall_s": time.perf_counter() - t0,
     }
     summary = _summary(steps, episodes, sequences, cfg)

@@ -107,7 +107,7 @@ def _mission_kinds():
 
 def has_object_missions(env_id: str) -> bool:
     """Whether ``env_id``'s missions name objects (go to / pick up / put next to)."""
-    from trajbench.collect import make_env
+    from trajbench.families import make_env
 
     env = make_env(env_id, disable_env_checker=True)
     try:
@@ -128,7 +128,7 @@ def level_targets(env_id: str, level: int) -> dict:
     from minigrid.core.actions import Actions
     from minigrid.envs.babyai.core.verifier import GoToInstr, PickupInstr, PutNextInstr
 
-    from trajbench.collect import make_env
+    from trajbench.families import make_env
 
     env = make_env(env_id, levels=[int(level)], disable_env_checker=True)
     u = env.unwrapped
@@ -252,7 +252,7 @@ def load_records(cfg: InstructionsConfig) -> pd.DataFrame:
 
 def evaluate_models(cfg: InstructionsConfig) -> pd.DataFrame:
     """Evaluate every ``--models`` entry on ``--data`` with ``trajbench evaluate``."""
-    from trajbench.evaluate import EvalConfig, evaluate
+    from trajbench.pipeline.evaluate import EvalConfig, evaluate
 
     if not cfg.data:
         raise TrajbenchError("--models needs --data: episode stores of the levels to evaluate on")

@@ -42,10 +42,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trajbench.baselines.transformer import ModelConfig as ModelSize
 from trajbench.cliargs import parse_config
 from trajbench.contexts import ContextConfig
 from trajbench.errors import TrajbenchError
-from trajbench.train import ModelSize
 
 from .internals import entropy, fmt, markdown_table, pct, set_threads, write_outputs
 
@@ -132,7 +132,7 @@ def is_decision(
 @torch.no_grad()
 def step_predictions(model, batches, device, encoding: str) -> pd.DataFrame:
     """One row per query step of ``batches``: correct, entropy, nll, decision."""
-    n_actions = model.cfg.n_actions
+    n_actions = model.encoding.n_actions
     parts = []
     for batch in batches:
         logits, _ = model(batch.to_torch(device))
@@ -274,7 +274,7 @@ def _validate(cfg: PhasesConfig) -> None:
 
 def train_config(cfg: PhasesConfig):
     """The :class:`~trajbench.train.TrainConfig` of the analysed run."""
-    from trajbench.train import TrainConfig
+    from trajbench.pipeline.train import TrainConfig
 
     return TrainConfig(
         data=tuple(cfg.data),
@@ -318,8 +318,9 @@ def phases(cfg: PhasesConfig) -> PhasesResult:
     """
     from trajbench.contexts import ContextBuilder
     from trajbench.data import load
+    from trajbench.device import resolve_device
     from trajbench.io import atomic_write_text
-    from trajbench.train import resolve_device, train
+    from trajbench.pipeline.train import train
 
     _validate(cfg)
     set_threads(cfg.threads)
@@ -383,8 +384,8 @@ def phases(cfg: PhasesConfig) -> PhasesResult:
         eval_s[0] += time.perf_counter() - t
 
     model_dir = train(tcfg, on_checkpoint=on_checkpoint)
-    saved = json.loads((Path(model_dir) / "trajbench_model.json").read_text())["extra"]["vocab"]
-    if saved != vocab.to_dict():  # the evaluation sequences must be encoded as the model reads
+    saved = json.loads((Path(model_dir) / "trajbench_model.json").read_text())["vocab"]
+    if saved != vocab.itos:  # the evaluation sequences must be encoded as the model reads
         raise TrajbenchError(f"{model_dir} has another mission vocabulary than its training data")
     evals = pd.DataFrame(rows).sort_values("step").reset_index(drop=True)
     metrics_path = run / "metrics.csv"

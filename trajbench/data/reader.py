@@ -1,328 +1,39 @@
-"""The episode store: episodes on disk as one Parquet table plus memory-mapped step arrays.
-
-A dataset directory holds::
-
-    meta.json         format, env id, observation encoding, generating config, counts, content hash
-    episodes.parquet  one row per episode (EPISODE_COLUMNS); ``offset`` is its first step row
-    obs.npy           uint8 [n_steps, n_features]: the observation each action was chosen on
-    actions.npy       uint8 (int16 past 256 actions) [n_steps]
-    rewards.npy       float32 [n_steps]: the reward that followed each action
-
-A collection split with ``--shard I/N`` is a directory of ``shard-I-of-N/`` dataset directories;
-loading that directory sees one dataset. Step arrays are opened with ``np.load(mmap_mode="r")``,
-so loading never copies the whole dataset.
-
-The content hash is a two-level sha256 over the episodes in ``(env_id, episode_id)`` order: each
-episode's digest covers its metadata fields and a digest of its step bytes (stored per row in
-``step_digest``), and the content hash covers the episode digests. The same collection therefore
-has the same hash whatever the number of workers or shards, and the hash of a sharded or merged
-store is computed from the Parquet tables alone.
-
-Example:
-    >>> import tempfile, trajbench
-    >>> from trajbench.collect import CollectConfig, collect
-    >>> from trajbench.data import load
-    >>> out = collect(CollectConfig(env="trajbench/DarkRoom-v0", levels="0,1",
-    ...                             episodes_per_level=2, out=tempfile.mkdtemp() + "/ds",
-    ...                             progress=False))
-    >>> store = load(out)
-    >>> len(store), int(store.episodes.loc[0, "length"]), store.episode(0).obs.shape
-    (4, 20, (20, 2))
-"""
+"""Reading episode stores: one dataset, a directory of shards, or several datasets merged."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .envs.levels import ObsEncoding
-from .errors import TrajbenchError
-
-FORMAT_NAME = "trajbench-episodes"
-FORMAT_VERSION = 1
-META_FILE = "meta.json"
-EPISODES_FILE = "episodes.parquet"
-ARRAY_FILES = {"obs": "obs.npy", "actions": "actions.npy", "rewards": "rewards.npy"}
-
-_SCHEMA = pa.schema(
-    [
-        ("episode_id", pa.int64()),
-        ("env_id", pa.string()),
-        ("level", pa.int64()),
-        ("split", pa.string()),
-        ("demonstrator", pa.string()),
-        ("length", pa.int64()),
-        ("return", pa.float64()),
-        ("success", pa.bool_()),
-        ("mission", pa.string()),
-        ("seed", pa.int64()),
-        ("offset", pa.int64()),
-        ("step_digest", pa.string()),
-    ]
+from ..envs.levels import ObsEncoding
+from ..errors import TrajbenchError
+from .format import (
+    _META_FIELDS,
+    _SCHEMA,
+    ARRAY_FILES,
+    EPISODE_COLUMNS,
+    EPISODES_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_FILE,
+    SHARD_DIR_RE,
+    Episode,
+    _combine,
+    actions_dtype,
+    episode_digests,
+    shard_dirname,
+    step_digest,
 )
-#: Columns of ``episodes.parquet`` and of :attr:`EpisodeStore.episodes`.
-EPISODE_COLUMNS: tuple[str, ...] = tuple(_SCHEMA.names)
-#: Per-episode metadata covered by the content hash (``offset`` is not: it depends on sharding).
-HASHED_FIELDS: tuple[str, ...] = (
-    "episode_id",
-    "env_id",
-    "level",
-    "split",
-    "demonstrator",
-    "length",
-    "return",
-    "success",
-    "mission",
-    "seed",
-)
-_META_FIELDS = (
-    "format",
-    "format_version",
-    "env_id",
-    "encoding",
-    "config",
-    "n_episodes",
-    "n_steps",
-    "content_hash",
-    "trajbench_version",
-    "split_version",
-    "shard",
-)
-#: Name of a shard directory inside a sharded dataset directory.
-SHARD_DIR_RE = re.compile(r"shard-(\d+)-of-(\d+)")
-
-
-class Episode(NamedTuple):
-    """One episode's step arrays (read-only views into the store)."""
-
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-
-
-def shard_dirname(index: int, count: int) -> str:
-    """Directory name of shard ``index`` of ``count`` inside a sharded dataset directory."""
-    return f"shard-{index}-of-{count}"
-
-
-def actions_dtype(n_actions: int) -> np.dtype:
-    """Storage dtype of actions: uint8 up to 256 actions, else int16."""
-    if n_actions <= 256:
-        return np.dtype(np.uint8)
-    if n_actions <= 32768:
-        return np.dtype("<i2")
-    raise TrajbenchError(f"{n_actions} actions do not fit the int16 action array")
-
-
-def step_digest(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> str:
-    """Hex sha256 over an episode's step bytes (obs, then actions, then rewards)."""
-    h = hashlib.sha256()
-    for a in (obs, actions, rewards):
-        h.update(np.ascontiguousarray(a).data)
-    return h.hexdigest()
-
-
-def _episode_digest(fields: Sequence[Any], step_hex: str) -> bytes:
-    eid, env, level, split, demo, length, ret, success, mission, seed = fields
-    # Numbers, then length-prefixed strings: unambiguous, and much faster than json.dumps.
-    head = (
-        f"{int(eid)},{int(level)},{int(length)},{float(ret)!r},{int(bool(success))},{int(seed)};"
-        f"{len(env)}:{env}{len(split)}:{split}{len(demo)}:{demo}{len(mission)}:{mission}"
-    )
-    return hashlib.sha256(head.encode("utf-8") + bytes.fromhex(step_hex)).digest()
-
-
-def episode_digests(episodes: pd.DataFrame) -> list[bytes]:
-    """Per-episode sha256 (hashed metadata fields + ``step_digest``), in table order."""
-    columns = [episodes[c].tolist() for c in (*HASHED_FIELDS, "step_digest")]
-    return [_episode_digest(row[:-1], row[-1]) for row in zip(*columns, strict=True)]
-
-
-def _combine(env_ids: Sequence[str], episode_ids: Sequence[int], digests: Sequence[bytes]) -> str:
-    order = sorted(range(len(digests)), key=lambda i: (env_ids[i], episode_ids[i]))
-    return hashlib.sha256(b"".join(digests[i] for i in order)).hexdigest()
-
-
-def content_hash(episodes: pd.DataFrame) -> str:
-    """Content hash of a table with :data:`EPISODE_COLUMNS`, in ``(env_id, episode_id)`` order.
-
-    Reads only the table: step bytes enter through the ``step_digest`` column, which
-    :meth:`EpisodeStore.verify` checks against the arrays.
-    """
-    return _combine(
-        episodes["env_id"].tolist(), episodes["episode_id"].tolist(), episode_digests(episodes)
-    )
-
-
-class _NpyAppender:
-    """Streams rows into a ``.npy`` file whose length is only known at the end.
-
-    NumPy pads the header so the first axis can grow in place; the finished file is
-    byte-identical to ``np.save`` of the whole array.
-    """
-
-    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]):
-        self.dtype, self.row_shape, self.n = np.dtype(dtype), tuple(row_shape), 0
-        self.file = open(path, "wb")  # noqa: SIM115 - closed in finish()
-        self._write_header()
-        self.data_start = self.file.tell()
-
-    def _write_header(self) -> None:
-        descr = np.lib.format.dtype_to_descr(self.dtype)
-        header = {"descr": descr, "fortran_order": False, "shape": (self.n, *self.row_shape)}
-        np.lib.format.write_array_header_1_0(self.file, header)
-
-    def append(self, rows: np.ndarray) -> None:
-        rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        if rows.shape[1:] != self.row_shape:
-            raise ValueError(f"rows of shape {rows.shape[1:]} appended to {self.row_shape}")
-        self.file.write(rows.data)
-        self.n += len(rows)
-
-    def finish(self) -> None:
-        self.file.seek(0)
-        self._write_header()
-        if self.file.tell() != self.data_start:  # cannot happen with NumPy's growth padding
-            raise RuntimeError("npy header changed size while finishing")
-        self.file.close()
-
-
-class EpisodeWriter:
-    """Writes one dataset directory, episode by episode.
-
-    Build into a temporary directory (``trajbench.io.atomic_directory``) so a failure leaves
-    nothing behind. Episodes are stored in the order they are added; add them in a deterministic
-    order so that the files, not just the content hash, are reproducible.
-
-    Args:
-        directory: An existing, empty directory.
-        encoding: The family's observation encoding.
-
-    Example:
-        >>> import tempfile, numpy as np
-        >>> from trajbench.envs import ObsEncoding
-        >>> d = Path(tempfile.mkdtemp())
-        >>> w = EpisodeWriter(d, ObsEncoding("dark-room", (9, 9), 5))
-        >>> w.add(dict(episode_id=0, env_id="trajbench/DarkRoom-v0", level=0, split="train",
-        ...            demonstrator="expert", success=True, mission="", seed=1),
-        ...       obs=np.zeros((3, 2), np.uint8), actions=[0, 0, 0], rewards=[1.0, 1.0, 1.0])
-        >>> meta = w.close(env_id="trajbench/DarkRoom-v0", config={}, shard=None)
-        >>> load(d).episodes.loc[0, "return"]
-        np.float64(3.0)
-    """
-
-    def __init__(self, directory: str | Path, encoding: ObsEncoding):
-        self.directory = Path(directory)
-        self.encoding = encoding
-        self.rows: list[dict[str, Any]] = []
-        self._obs = _NpyAppender(
-            self.directory / ARRAY_FILES["obs"], np.uint8, (encoding.n_features,)
-        )
-        self._actions = _NpyAppender(
-            self.directory / ARRAY_FILES["actions"], actions_dtype(encoding.n_actions), ()
-        )
-        self._rewards = _NpyAppender(self.directory / ARRAY_FILES["rewards"], np.dtype("<f4"), ())
-
-    @property
-    def n_steps(self) -> int:
-        return self._obs.n
-
-    def add(self, row: dict[str, Any], obs: Any, actions: Any, rewards: Any) -> None:
-        """Append one episode.
-
-        Args:
-            row: ``episode_id, env_id, level, split, demonstrator, success, mission, seed``;
-                ``length``, ``return``, ``offset`` and ``step_digest`` are computed here.
-            obs: ``[T, n_features]`` observation features (each must fit uint8).
-            actions: ``[T]`` actions.
-            rewards: ``[T]`` rewards (stored as float32; ``return`` is their float64 sum).
-        """
-        obs = np.asarray(obs)
-        length = len(obs)
-        if obs.ndim != 2 or obs.shape[1] != self.encoding.n_features:
-            raise ValueError(f"obs must be [T, {self.encoding.n_features}], got {obs.shape}")
-        if obs.size and (obs.min() < 0 or obs.max() > 255):
-            raise ValueError("observation features must lie in 0..255 to be stored as uint8")
-        obs = obs.astype(np.uint8, copy=False)
-        actions = np.asarray(actions).astype(self._actions.dtype, copy=False)
-        rewards = np.asarray(rewards, dtype=np.float64).astype("<f4")
-        if actions.shape != (length,) or rewards.shape != (length,):
-            raise ValueError(
-                f"episode arrays disagree in length: obs {length}, actions {actions.shape}, "
-                f"rewards {rewards.shape}"
-            )
-        full = {
-            "episode_id": int(row["episode_id"]),
-            "env_id": str(row["env_id"]),
-            "level": int(row["level"]),
-            "split": str(row["split"]),
-            "demonstrator": str(row["demonstrator"]),
-            "length": length,
-            "return": float(rewards.sum(dtype=np.float64)),
-            "success": bool(row["success"]),
-            "mission": str(row["mission"]),
-            "seed": int(row["seed"]),
-            "offset": self.n_steps,
-            "step_digest": step_digest(obs, actions, rewards),
-        }
-        self._obs.append(obs)
-        self._actions.append(actions)
-        self._rewards.append(rewards)
-        self.rows.append(full)
-
-    def close(
-        self, *, env_id: str, config: dict[str, Any], shard: tuple[int, int] | None
-    ) -> dict[str, Any]:
-        """Finish the arrays, write ``episodes.parquet`` and ``meta.json``; returns the meta."""
-        from . import __version__
-        from .envs.levels import SPLIT_VERSION
-
-        for appender in (self._obs, self._actions, self._rewards):
-            appender.finish()
-        columns = {name: [r[name] for r in self.rows] for name in EPISODE_COLUMNS}
-        table = pa.Table.from_pydict(columns, schema=_SCHEMA)
-        pq.write_table(table, self.directory / EPISODES_FILE, compression="zstd")
-        meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "env_id": env_id,
-            "encoding": {
-                "name": self.encoding.name,
-                "feature_sizes": list(self.encoding.feature_sizes),
-                "n_actions": self.encoding.n_actions,
-            },
-            "config": config,
-            "n_episodes": len(self.rows),
-            "n_steps": self.n_steps,
-            "content_hash": content_hash(pd.DataFrame(columns)),
-            "trajbench_version": __version__,
-            "split_version": SPLIT_VERSION,
-            "shard": None if shard is None else [int(shard[0]), int(shard[1])],
-        }
-        # The whole directory is moved into place atomically, so a plain write suffices here.
-        (self.directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        for name in (META_FILE, EPISODES_FILE, *ARRAY_FILES.values()):
-            fd = os.open(self.directory / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # on disk before the directory is renamed into place
-            finally:
-                os.close(fd)
-        return meta
-
-
-# -- reading ----------------------------------------------------------------------------------
 
 
 @dataclass

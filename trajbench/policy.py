@@ -8,7 +8,8 @@ finished its episode.
 
 Example:
     >>> import numpy as np
-    >>> from trajbench.baselines import RandomPolicy, RowContext
+    >>> from trajbench.baselines import RandomPolicy
+    >>> from trajbench.policy import RowContext
     >>> policy = RandomPolicy(n_actions=5, seed=0)
     >>> policy.begin([RowContext("trajbench/DarkRoom-v0", level=3, mission="", episodes=[])])
     >>> policy.act(np.zeros((1, 2), np.uint8), np.array([5]), np.zeros(1), np.array([0]), envs=[None])

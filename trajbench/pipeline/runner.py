@@ -18,9 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
+import multiprocessing as mp
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
@@ -29,19 +27,31 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
-from . import __version__
-from .cliargs import parse_config
-from .errors import TrajbenchError
-from .io import atomic_write_json
+from trajbench import __version__
+from trajbench.cliargs import parse_config
+from trajbench.collect import CollectConfig, collect
+from trajbench.device import resolve_device
+from trajbench.errors import TrajbenchError
+from trajbench.families import make_env
+from trajbench.io import atomic_write_json, write_parquet
+from trajbench.provenance import git_commit, hardware
+from trajbench.report import write_report
+
+from .evaluate import evaluate
 from .presets import PRESETS, DataSpec, Group, Preset
+from .train import train
+
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]  (the registered presets)
 
 
 @dataclass
 class RunConfig:
     """Run a benchmark preset end to end."""
 
-    preset: Literal["ci", "smoke", "standard", "gpu"]
+    preset: PresetName
     """Preset: ci (seconds, for tests), smoke (2-core CPU, <= 15 min), standard (GPU), gpu (~8 min on one H100)."""
     out: str
     """Run directory; rerunning with the same directory resumes."""
@@ -96,8 +106,6 @@ def data_dir(out: Path, spec: DataSpec) -> Path:
 
 def collect_data(spec: DataSpec, out: Path, workers: int, progress: bool) -> Path:
     """Collect ``spec`` (idempotent: an identical existing store is kept)."""
-    from .collect import CollectConfig, collect, make_env
-
     levels = spec.levels
     if spec.max_levels:
         env = make_env(spec.env)
@@ -119,12 +127,6 @@ def collect_data(spec: DataSpec, out: Path, workers: int, progress: bool) -> Pat
 
 def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int) -> Path:
     """Train (unless done) and evaluate (unless done) one job; returns its records file."""
-    import torch
-
-    from .contexts import ContextConfig
-    from .evaluate import EvalConfig, evaluate, write_parquet
-    from .train import ModelSize, TrainConfig, train
-
     if threads:
         torch.set_num_threads(threads)
     g = job.group
@@ -136,21 +138,14 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     if not job.baseline:
         model_dir = jdir / "model"
         if not model_dir.exists():
-            cfg = TrainConfig(
+            context = replace(
+                g.train.context, mode=job.mode, p_bursty=job.p_bursty, instruction=job.instruction
+            )
+            cfg = replace(
+                g.train,
                 data=tuple(str(data_dir(out, s)) for s in g.train_data),
                 out=str(jdir),
-                context=ContextConfig(
-                    mode=job.mode,
-                    k=g.k,
-                    p_bursty=job.p_bursty,
-                    instruction=job.instruction,
-                    context_demonstrators=g.context_demonstrators,
-                ),
-                model=ModelSize(d_model=g.d_model, n_layers=g.n_layers, n_heads=g.n_heads),
-                steps=g.steps,
-                batch_size=g.batch_size,
-                lr=g.lr,
-                warmup_steps=g.warmup_steps,
+                context=context,
                 seed=job.seed,
                 device=device,
                 compile=compile_model,
@@ -163,13 +158,11 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     for split, specs in (("test_levels", g.test_data), ("test_families", g.heldout_family_data)):
         if not specs:
             continue
-        ecfg = EvalConfig(
+        ecfg = replace(
+            g.eval,
             policy=policy,
             data=tuple(str(data_dir(out, s)) for s in specs),
             out=str(jdir / f"eval-{split}"),
-            ks=g.ks,
-            episodes=g.eval_episodes,
-            max_levels=g.eval_max_levels,
             eval_split=split,
             seed=job.seed,
             device=device,
@@ -189,40 +182,12 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
 
 
 # -- the run --------------------------------------------------------------------------------------
-def hardware() -> str:
-    """A one-line description of the machine (and GPU, if one is used)."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    with_gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}{with_gpu}"
-
-
-def git_commit() -> str:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def _job_entry(args) -> str:
     return str(run_job(*args))
 
 
 def run(cfg: RunConfig) -> Path:
     """Run ``cfg.preset`` into ``cfg.out``; returns the path of results.json."""
-    import torch
-
-    from .report import write_report
-
     if cfg.preset not in PRESETS:
         raise TrajbenchError(f"unknown preset {cfg.preset!r}; expected one of {sorted(PRESETS)}")
     preset = PRESETS[cfg.preset]
@@ -234,8 +199,6 @@ def run(cfg: RunConfig) -> Path:
     workers = cfg.workers or preset.workers
     if workers < 1:
         raise TrajbenchError(f"workers must be >= 1, got {workers}")
-    from .train import resolve_device
-
     device = resolve_device(preset.device)
     if device.type == "cuda":
         workers = 1  # one GPU: jobs run one after another, each using the whole card
@@ -253,8 +216,6 @@ def run(cfg: RunConfig) -> Path:
     jobs = jobs_of(preset, seeds)
     threads = 1 if device.type == "cpu" else 0
     args = [(job, out, str(device), preset.compile, threads) for job in jobs]
-    from tqdm.auto import tqdm
-
     bar = tqdm(
         total=len(jobs),
         desc=f"{preset.name}: train + evaluate",
@@ -266,8 +227,6 @@ def run(cfg: RunConfig) -> Path:
             _job_entry(a)
             bar.update(1)
     else:
-        import multiprocessing as mp
-
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(_job_entry, a) for a in args]
             for f in as_completed(futures):
@@ -305,6 +264,7 @@ def _previous_wall_time(out: Path) -> float:
 
 
 def main(argv: list[str]) -> int:
+    """``trajbench run``: parse flags into :class:`RunConfig` and run the preset."""
     cfg = parse_config(RunConfig, argv, "trajbench run")
     if cfg is None:  # --help
         return 0

@@ -23,47 +23,49 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .contexts import ContextBuilder, ContextConfig
-from .errors import TrajbenchError
-from .io import atomic_write_json
+from trajbench import __version__
+from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer, action_loss
+from trajbench.batch import Batch
+from trajbench.cliargs import parse_config
+from trajbench.configs import from_dict, to_dict
+from trajbench.contexts import ContextBuilder, ContextConfig
+from trajbench.data import EpisodeStore, load
+from trajbench.device import (
+    Dist,
+    autocast,
+    close_distributed,
+    init_distributed,
+    torch_threads,
+    world_size,
+)
+from trajbench.errors import TrajbenchError
+from trajbench.io import atomic_write_json
 
-CHECKPOINT = "checkpoint.pt"
+from .checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
 
-
-@dataclass
-class ModelSize:
-    """The model's shape (the rest of its config comes from the data)."""
-
-    d_model: int = 64
-    """Width of the residual stream."""
-    n_layers: int = 2
-    """Number of transformer blocks."""
-    n_heads: int = 4
-    """Attention heads per block."""
-    backbone: str = "llama"
-    """Backbone architecture from transformers: llama (RoPE, sdpa) or gpt2."""
-    dropout: float = 0.0
-    """Dropout inside the backbone."""
+#: The training record inside a saved model directory (see :class:`TrainingRecord`).
+TRAINING_FILE = "training.json"
 
 
 @dataclass
 class TrainConfig:
     """Train a trajectory transformer on episodes of one or more stores."""
 
-    data: tuple[str, ...]
+    data: tuple[str, ...] = ()
     """Episode store directories (families must share an observation encoding)."""
-    out: str
+    out: str = ""
     """Run directory: the model goes to OUT/model, checkpoints and metrics beside it."""
     context: ContextConfig = field(default_factory=ContextConfig)
     """How training sequences are built (context mode, k, instruction, ...)."""
-    model: ModelSize = field(default_factory=ModelSize)
-    """Model shape."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy network's architecture."""
     steps: int = 1500
     """Optimizer steps."""
     batch_size: int = 32
@@ -100,65 +102,61 @@ class TrainConfig:
     """Show a progress bar."""
 
 
-# -- devices and distributed -------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; a device that does not exist is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise TrajbenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrajbenchError(
-                f"device {name!r} requested but CUDA is not available on this machine"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TrajbenchError(
-                f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s)"
-            )
-    elif device.type != "cpu":
-        raise TrajbenchError(f"unsupported device {name!r}; use auto, cpu or cuda[:N]")
-    return device
-
-
 @dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
+class TrainingRecord:
+    """What a trained model directory records about how it was trained (``training.json``).
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+    Evaluation reads it back to show the model its own instruction mode, to know whether it saw
+    any context, and to refuse the levels it trained on.
+    """
+
+    config: TrainConfig
+    """The training config."""
+    data_hash: str
+    """Content hash of the training store(s)."""
+    trained_levels: dict[str, list[int]]
+    """Family -> every level with an episode in the training store(s), sorted."""
+    parameters: int
+    """Number of model parameters."""
+    trajbench_version: str
+    """The trajbench version that trained it."""
+    format_version: int = 1
+    """Version of this record's layout."""
 
 
-def world_size() -> int:
-    """Number of processes of this run (``WORLD_SIZE`` under torchrun, else 1)."""
+def trained_levels(store: EpisodeStore) -> dict[str, list[int]]:
+    """Family -> the sorted levels of every episode in ``store``."""
+    eps = store.episodes
+    return {
+        str(env): sorted(int(x) for x in levels.unique())
+        for env, levels in eps.groupby("env_id", sort=True)["level"]
+    }
+
+
+def save_trained_model(
+    model: TrajectoryTransformer, model_dir: Path, record: TrainingRecord
+) -> None:
+    """Write ``model`` and its :class:`TrainingRecord` into ``model_dir``, atomically, together."""
+    text = json.dumps(to_dict(record), indent=2) + "\n"
+    model.save_pretrained(model_dir, extra_files={TRAINING_FILE: text})
+
+
+def read_training_record(model_dir: str | Path) -> TrainingRecord:
+    """The :class:`TrainingRecord` of a model directory written by ``trajbench train``.
+
+    Raises:
+        TrajbenchError: no such file, or a file that does not hold a training record.
+    """
+    path = Path(model_dir) / TRAINING_FILE
     try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        raise TrajbenchError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
-
-
-def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
-    """Join the torchrun process group if launched by torchrun, else a single process."""
-    if "RANK" not in os.environ or world_size() == 1:
-        return Dist(), resolve_device(device_name)
-    dist = Dist(int(os.environ["RANK"]), world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    device = resolve_device(device_name)
-    if device.type == "cuda":
-        if dist.local_rank >= torch.cuda.device_count():
-            raise TrajbenchError(
-                f"local rank {dist.local_rank} has no GPU: {torch.cuda.device_count()} CUDA "
-                "device(s) on this node; start fewer processes per node"
-            )
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist, device
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TrajbenchError(
+            f"{model_dir} has no {TRAINING_FILE}; was it written by trajbench train?"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise TrajbenchError(f"cannot read {path}: {err}") from None
+    return from_dict(TrainingRecord, data, str(path))
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -216,8 +214,6 @@ def batch_tensors(batch, device: torch.device) -> dict[str, torch.Tensor]:
     """
     if device.type != "cuda":
         return batch.to_torch(device)
-    from .batch import Batch
-
     return {
         k: torch.from_numpy(np.ascontiguousarray(getattr(batch, k)))
         .pin_memory()
@@ -249,23 +245,11 @@ class TrainStep:
     def __call__(
         self, tokens: dict[str, torch.Tensor], normalizer: float, lr: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from torch.nn.functional import cross_entropy
-
-        from .batch import IGNORE
-
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.autocast:
             logits, _ = self.forward(tokens)
-        loss = (
-            cross_entropy(
-                logits.float().flatten(0, 1),
-                tokens["target"].flatten(),
-                ignore_index=IGNORE,
-                reduction="sum",
-            )
-            / normalizer
-        )
+        loss = action_loss(logits, tokens["target"], normalizer)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
@@ -289,23 +273,13 @@ def validate(cfg: TrainConfig) -> None:
         raise TrajbenchError("grad_clip and weight_decay must be >= 0")
     if not cfg.data:
         raise TrajbenchError("--data needs at least one episode store directory")
+    if not cfg.out:
+        raise TrajbenchError("--out needs a run directory")
     for d in cfg.data:
         if not Path(d).is_dir():
             raise TrajbenchError(f"--data {d}: no such directory")
     cfg.context.validate()
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Use ``n`` CPU threads inside the block (0: leave torch's setting), then restore it."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n:
-            torch.set_num_threads(before)
+    cfg.model.validate()
 
 
 def train(cfg: TrainConfig, on_checkpoint=None) -> Path:
@@ -341,15 +315,10 @@ def train(cfg: TrainConfig, on_checkpoint=None) -> Path:
         with torch_threads(cfg.threads):
             return _train(cfg, dist, device, on_checkpoint)
     finally:
-        if dist.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        close_distributed(dist)
 
 
 def _train(cfg: TrainConfig, dist: Dist, device: torch.device, on_checkpoint=None) -> Path:
-    from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
-
-    from .data import load
-
     out = Path(cfg.out)
     model_dir, ckpt_path = out / "model", out / CHECKPOINT
 
@@ -363,18 +332,7 @@ def _train(cfg: TrainConfig, dist: Dist, device: torch.device, on_checkpoint=Non
         return ContextBuilder(load(list(cfg.data)), seed=cfg.seed, vocab=vocab, config=cfg.context)
 
     torch.manual_seed(cfg.seed)
-    mcfg = ModelConfig(
-        feature_sizes=tuple(store.encoding.feature_sizes),
-        n_actions=store.encoding.n_actions,
-        vocab_size=len(vocab),
-        d_model=cfg.model.d_model,
-        n_layers=cfg.model.n_layers,
-        n_heads=cfg.model.n_heads,
-        backbone=cfg.model.backbone,
-        dropout=cfg.model.dropout,
-        encoding_name=store.encoding.name,
-    )
-    model = TrajectoryTransformer(mcfg).to(device)
+    model = TrajectoryTransformer(cfg.model, store.encoding, vocab).to(device)
     optimizer = make_optimizer(model, cfg, device)
     start, rng_state = 0, None
     if cfg.resume and ckpt_path.exists():
@@ -387,12 +345,7 @@ def _train(cfg: TrainConfig, dist: Dist, device: torch.device, on_checkpoint=Non
         )
     if cfg.compile:
         forward = torch.compile(forward)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and cfg.bf16
-        else contextlib.nullcontext()
-    )
-    step_fn = TrainStep(forward, model, optimizer, cfg.grad_clip, autocast)
+    step_fn = TrainStep(forward, model, optimizer, cfg.grad_clip, autocast(device, cfg.bf16))
 
     loader = torch.utils.data.DataLoader(
         BatchStream(make_builder, cfg.batch_size, cfg.seed, start, cfg.steps),
@@ -405,7 +358,7 @@ def _train(cfg: TrainConfig, dist: Dist, device: torch.device, on_checkpoint=Non
         torch.set_rng_state(rng_state)  # ... so the checkpoint's RNG state is restored after it
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "train_config.json", config_dict(cfg))
+        atomic_write_json(out / "train_config.json", to_dict(cfg))
     log = MetricsLog(out / "metrics.csv", enabled=dist.main, resume_step=start)
     bar = _progress(cfg, dist, start)
     per_rank = cfg.batch_size // dist.world
@@ -449,33 +402,20 @@ def _train(cfg: TrainConfig, dist: Dist, device: torch.device, on_checkpoint=Non
             bar.close()
         log.close()
     if dist.main:
-        extra = {
-            "vocab": vocab.to_dict(),
-            "train_config": config_dict(cfg),
-            "env_ids": list(store.env_ids),
-            "encoding": asdict_encoding(store.encoding),
-            "data_hash": store.content_hash,
-            "parameters": model.num_parameters(),
-        }
-        model.save_pretrained(model_dir, extra=extra)
+        record = TrainingRecord(
+            config=cfg,
+            data_hash=store.content_hash,
+            trained_levels=trained_levels(store),
+            parameters=model.num_parameters(),
+            trajbench_version=__version__,
+        )
+        save_trained_model(model, model_dir, record)
         save_checkpoint(ckpt_path, model, optimizer, cfg.steps, cfg, store.content_hash)
         if on_checkpoint is not None:
             on_checkpoint(cfg.steps, model)
     if dist.world > 1:
         torch.distributed.barrier()
     return model_dir
-
-
-def asdict_encoding(encoding) -> dict:
-    return {
-        "name": encoding.name,
-        "feature_sizes": list(encoding.feature_sizes),
-        "n_actions": encoding.n_actions,
-    }
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return json.loads(json.dumps(asdict(cfg)))
 
 
 class MetricsLog:
@@ -520,92 +460,13 @@ class MetricsLog:
 def _progress(cfg: TrainConfig, dist: Dist, start: int):
     if not (cfg.progress and dist.main):
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(
         total=cfg.steps, initial=start, desc=f"train {cfg.context.mode}", unit="step", leave=False
     )
 
 
-#: TrainConfig fields that decide the trained weights; resuming needs a checkpoint that agrees.
-TRAJECTORY_FIELDS = (
-    "context",
-    "model",
-    "steps",
-    "batch_size",
-    "lr",
-    "min_lr_ratio",
-    "warmup_steps",
-    "weight_decay",
-    "grad_clip",
-    "seed",
-)
-
-
-def save_checkpoint(
-    path: Path, model, optimizer, step: int, cfg: TrainConfig, data_hash: str = ""
-) -> None:
-    """Model, optimizer, step and RNG, written atomically (the batch stream needs no state)."""
-    import io
-
-    from .io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(
-        {
-            "step": step,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "model_config": asdict(model.cfg),
-            "torch_rng": torch.get_rng_state(),
-            "config": config_dict(cfg),
-            "data_hash": data_hash,
-        },
-        buf,
-    )
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(
-    path: Path, model, optimizer, cfg: TrainConfig, data_hash: str = ""
-) -> tuple[int, torch.Tensor]:
-    """Restore model and optimizer from a checkpoint; returns ``(step, torch RNG state)``.
-
-    Refuses a checkpoint written by a different model config, training config or dataset.
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        step, rng = int(state["step"]), state["torch_rng"]
-    except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise TrajbenchError(f"cannot read checkpoint {path}: {err}") from None
-    if state.get("model_config") != asdict(model.cfg):
-        raise TrajbenchError(
-            f"checkpoint {path} was written for another model config; use a new --out"
-        )
-    saved, now = state.get("config") or {}, config_dict(cfg)
-    changed = [k for k in TRAJECTORY_FIELDS if saved.get(k) != now[k]]
-    if changed:
-        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise TrajbenchError(
-            f"checkpoint {path} was written by another training config ({diff}); "
-            "resume with the same settings or use a new --out"
-        )
-    if data_hash and state.get("data_hash") and state["data_hash"] != data_hash:
-        raise TrajbenchError(
-            f"checkpoint {path} was trained on other data (content hash {state['data_hash'][:12]} "
-            f"!= {data_hash[:12]}); resume with the same --data or use a new --out"
-        )
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise TrajbenchError(f"checkpoint {path} does not fit the model: {err}") from None
-    return step, rng
-
-
 def main(argv: list[str]) -> int:
-    from .cliargs import parse_config
-
+    """``trajbench train``: parse flags into :class:`TrainConfig` and train."""
     cfg = parse_config(TrainConfig, list(argv), "trajbench train")
     if cfg is None:  # --help
         return 0

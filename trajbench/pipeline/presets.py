@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trajbench.baselines.transformer import ModelConfig
+from trajbench.contexts import MODE_NAMES, ContextConfig
+
+from .evaluate import EvalConfig
+from .train import TrainConfig
+
 
 @dataclass(frozen=True)
 class DataSpec:
@@ -31,7 +37,32 @@ class DataSpec:
         return f"{family}-{self.levels}{cap}-{self.demonstrator}-n{self.episodes_per_level}-s{self.seed}"
 
 
-@dataclass(frozen=True)
+def train_template(
+    steps: int = 200,
+    batch_size: int = 32,
+    warmup_steps: int = 30,
+    k: int = 4,
+    context_demonstrators: tuple[str, ...] = ("expert",),
+    **model,
+) -> TrainConfig:
+    """A group's training config: every job fills in its data, directory, seed and condition."""
+    return TrainConfig(
+        context=ContextConfig(k=k, context_demonstrators=context_demonstrators),
+        model=ModelConfig(**model),
+        steps=steps,
+        batch_size=batch_size,
+        warmup_steps=warmup_steps,
+    )
+
+
+def eval_template(
+    ks: tuple[int, ...] = (0, 1, 2, 4), episodes: int = 2, max_levels: int = 0
+) -> EvalConfig:
+    """A group's evaluation config: every job fills in its policy, data, directory and seed."""
+    return EvalConfig(ks=ks, episodes=episodes, max_levels=max_levels)
+
+
+@dataclass
 class Group:
     """Families trained together and the conditions crossed over them."""
 
@@ -41,21 +72,13 @@ class Group:
     """Expert episodes of held-out levels of the training families (demonstrations)."""
     heldout_family_data: tuple[DataSpec, ...] = ()
     """Expert episodes of families never trained on."""
-    modes: tuple[str, ...] = ("bursty", "trajectories", "shuffled", "isolated", "none")
+    modes: tuple[str, ...] = MODE_NAMES
     instructions: tuple[str, ...] = ("full",)
     p_bursty: tuple[float | None, ...] = (None,)
-    context_demonstrators: tuple[str, ...] = ("expert",)
-    k: int = 4
-    steps: int = 200
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 30
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    ks: tuple[int, ...] = (0, 1, 2, 4)
-    eval_episodes: int = 2
-    eval_max_levels: int = 0
+    train: TrainConfig = field(default_factory=train_template)
+    """Training config of every condition; a job replaces its mode, instruction and p_bursty."""
+    eval: EvalConfig = field(default_factory=eval_template)
+    """Evaluation config of every job."""
     baselines: tuple[str, ...] = ("random", "hashmap", "expert")
 
 
@@ -69,7 +92,6 @@ class Preset:
     compile: bool = False
     workers: int = 2
     """Training/evaluation jobs run in parallel (one CPU thread each on CPU)."""
-    extra: dict = field(default_factory=dict)
 
 
 DR = "trajbench/DarkRoom-v0"
@@ -85,12 +107,25 @@ DOOR_KEY = "trajbench/DoorKey-v0"
 UNLOCK = "trajbench/Unlock-v0"
 
 
-def _dark_room(steps: int, n_train: int, n_test: int, **kw) -> Group:
+_LARGE_MINIGRID = train_template(
+    steps=10000,
+    batch_size=64,
+    context_demonstrators=("expert", "noisy"),
+    d_model=256,
+    n_layers=6,
+    n_heads=8,
+)
+
+
+def _dark_room(
+    n_train: int, n_test: int, train: TrainConfig, eval: EvalConfig | None = None, **kw
+) -> Group:
     return Group(
         name="dark-room",
         train_data=(DataSpec(DR, "train", n_train),),
         test_data=(DataSpec(DR, "test", n_test, seed=1),),
-        steps=steps,
+        train=train,
+        eval=eval or eval_template(),
         **kw,
     )
 
@@ -101,15 +136,12 @@ PRESETS: dict[str, Preset] = {
         description="Seconds-scale check of the whole pipeline (used by the tests).",
         groups=(
             _dark_room(
-                steps=40,
                 n_train=6,
                 n_test=3,
+                train=train_template(steps=40, d_model=32),
+                eval=eval_template(ks=(0, 2), episodes=1, max_levels=6),
                 modes=("bursty", "none"),
-                ks=(0, 2),
-                eval_episodes=1,
-                eval_max_levels=6,
                 baselines=("random", "hashmap"),
-                d_model=32,
             ),
         ),
         seeds=(0, 1),
@@ -121,7 +153,7 @@ PRESETS: dict[str, Preset] = {
             "four instruction modes crossed with bursty and isolated on BabyAI GoToLocal, 3 seeds."
         ),
         groups=(
-            _dark_room(steps=200, n_train=20, n_test=8),
+            _dark_room(n_train=20, n_test=8, train=train_template(steps=200)),
             Group(
                 name="babyai-goto",
                 train_data=(
@@ -132,10 +164,8 @@ PRESETS: dict[str, Preset] = {
                 heldout_family_data=(DataSpec(PICKUP, "test", 3, seed=1, max_levels=24),),
                 modes=("bursty", "isolated"),
                 instructions=("full", "empty", "template", "wrong"),
-                context_demonstrators=("expert", "noisy"),
-                steps=400,
-                ks=(0, 4),
-                eval_episodes=1,
+                train=train_template(steps=400, context_demonstrators=("expert", "noisy")),
+                eval=eval_template(ks=(0, 4), episodes=1),
             ),
         ),
     ),
@@ -144,23 +174,15 @@ PRESETS: dict[str, Preset] = {
         description="The whole suite on a GPU: larger models, every mode and instruction, held-out families.",
         groups=(
             _dark_room(
-                steps=3000,
                 n_train=40,
                 n_test=10,
-                d_model=128,
-                n_layers=4,
-                batch_size=64,
-                p_bursty=(None,),
+                train=train_template(steps=3000, batch_size=64, d_model=128, n_layers=4),
             ),
             Group(
                 name="dark-key-to-door",
                 train_data=(DataSpec(DKTD, "train", 4, max_levels=2000),),
                 test_data=(DataSpec(DKTD, "test", 6, seed=1, max_levels=100),),
-                steps=6000,
-                d_model=128,
-                n_layers=4,
-                batch_size=64,
-                eval_episodes=2,
+                train=train_template(steps=6000, batch_size=64, d_model=128, n_layers=4),
             ),
             Group(
                 name="minigrid-navigation",
@@ -174,12 +196,7 @@ PRESETS: dict[str, Preset] = {
                     for e in (FOUR_ROOMS, MULTI_ROOM, SIMPLE_CROSSING, DOOR_KEY, UNLOCK)
                 ),
                 heldout_family_data=(DataSpec(LAVA_CROSSING, "test", 4, seed=1, max_levels=100),),
-                context_demonstrators=("expert", "noisy"),
-                steps=10000,
-                d_model=256,
-                n_layers=6,
-                n_heads=8,
-                batch_size=64,
+                train=_LARGE_MINIGRID,
             ),
             Group(
                 name="babyai",
@@ -193,13 +210,7 @@ PRESETS: dict[str, Preset] = {
                 ),
                 heldout_family_data=(DataSpec(PUTNEXT, "test", 4, seed=1, max_levels=100),),
                 instructions=("full", "empty", "template", "wrong"),
-                context_demonstrators=("expert", "noisy"),
-                steps=10000,
-                d_model=256,
-                n_layers=6,
-                n_heads=8,
-                batch_size=64,
-                ks=(0, 1, 2, 4),
+                train=_LARGE_MINIGRID,
             ),
         ),
         seeds=(0, 1, 2, 3, 4),
@@ -209,7 +220,11 @@ PRESETS: dict[str, Preset] = {
         name="gpu",
         description="Sized for about 8 minutes on one H100: Dark Room, five modes, 3 seeds, a larger model.",
         groups=(
-            _dark_room(steps=1500, n_train=40, n_test=10, d_model=128, n_layers=4, batch_size=128),
+            _dark_room(
+                n_train=40,
+                n_test=10,
+                train=train_template(steps=1500, batch_size=128, d_model=128, n_layers=4),
+            ),
         ),
         workers=1,
     ),
