@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trajbench.train:main", "train a policy on prompt-builder sequences"),
     "evaluate": ("trajbench.evaluate:main", "in-context evaluation on held-out levels"),
     "run": ("trajbench.runner:main", "run a whole preset: collect, train, evaluate, report"),
-    "leaderboard": ("trajbench.leaderboard:main", "submit, validate and build the leaderboard"),
+    "leaderboard": ("trajbench.leaderboard.cli:main", "submit, validate and build the leaderboard"),
     "analyze": ("trajbench.analysis:main", "analyses of what in a trajectory carries the lesson"),
 }
 
