@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "trajbench.pipeline.runner:main",
         "run a whole preset: collect, train, evaluate, report",
     ),
-    "leaderboard": ("trajbench.leaderboard:main", "submit, validate and build the leaderboard"),
+    "leaderboard": ("trajbench.leaderboard.cli:main", "submit, validate and build the leaderboard"),
     "analyze": ("trajbench.analysis:main", "analyses of what in a trajectory carries the lesson"),
 }
 

@@ -1,0 +1,51 @@
+"""The leaderboard: submissions of ``trajbench run`` results, validated and ranked.
+
+A submission is one JSON file ``leaderboard/submissions/<name>.json`` holding one policy under
+one training condition on one suite version, with its per-(seed, level) records and the
+aggregates computed from them. ``trajbench leaderboard`` (:mod:`.cli`) submits, validates and
+builds it:
+
+=========== ==================================================================================
+schema      the pydantic models of a submission (the single definition; ``schema.json``)
+validate    reading files, checking families, levels, grids and recomputed aggregates
+submit      a run directory -> one submission per trained condition
+ranking     which entries share a table (suite version, split, family, level set) and their ranks
+render      the generated README.md, index.html (with an SVG plot) and schema.json
+cli         ``main(argv)``: the submit, validate and build actions
+=========== ==================================================================================
+
+Example:
+    trajbench run --preset smoke --out runs/smoke
+    trajbench leaderboard submit runs/smoke --name smoke-2cpu --authors "Ada Lovelace"
+    trajbench leaderboard validate
+    trajbench leaderboard build
+"""
+
+from .ranking import Row, Table, tables
+from .render import render_html, render_markdown
+from .schema import Aggregate, Bootstrap, Model, Record, Submission, Training, schema_text
+from .submit import dumps, make_submissions, write_submissions
+from .validate import check, compute_aggregates, load, submission_files, validate_files
+
+__all__ = [
+    "Aggregate",
+    "Bootstrap",
+    "Model",
+    "Record",
+    "Row",
+    "Submission",
+    "Table",
+    "Training",
+    "check",
+    "compute_aggregates",
+    "dumps",
+    "load",
+    "make_submissions",
+    "render_html",
+    "render_markdown",
+    "schema_text",
+    "submission_files",
+    "tables",
+    "validate_files",
+    "write_submissions",
+]

@@ -1,0 +1,274 @@
+"""``trajbench leaderboard submit``: turn a run directory into submission files.
+
+A submission holds **one trained condition**: one policy under one training condition (context
+mode, instruction mode, p_bursty), over all of its training seeds. A run directory of
+``trajbench run`` (``results.json`` and ``records.parquet``) therefore gives one entry per
+condition (and per group, since each group trains its own models); each is checked like
+``validate`` checks a file before anything is written.
+
+Example:
+    subs = make_submissions("runs/smoke", "smoke-2cpu", authors=["Ada Lovelace"])
+    write_submissions(subs, "leaderboard/submissions")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from trajbench.errors import TrajbenchError
+from trajbench.io import atomic_write_text
+
+from .schema import (
+    AGG_KEYS,
+    METRICS,
+    NO_VALUE,
+    RECORD_KEYS,
+    Bootstrap,
+    Submission,
+    agg_key,
+    key_text,
+)
+from .validate import TOLERANCE, check, compute_aggregates, describe, read_json
+
+#: Columns of records.parquet that name the trained condition (one submission each).
+CONDITION_COLS = ("policy", "train_context", "instruction", "p_bursty")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _slug(condition: dict[str, Any]) -> str:
+    parts = [condition["policy"]]
+    parts += [
+        condition[c] for c in ("train_context", "instruction") if condition[c] not in NO_VALUE
+    ]
+    if condition["p_bursty"] is not None:
+        parts.append(f"p{condition['p_bursty']:g}")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(str(p) for p in parts))
+
+
+def _hardware_text(hardware: Any) -> str:
+    if isinstance(hardware, dict):
+        return ", ".join(f"{k}: {v}" for k, v in hardware.items())
+    return str(hardware)
+
+
+def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
+    results_path, records_path = run_dir / "results.json", run_dir / "records.parquet"
+    for path in (results_path, records_path):
+        if not path.is_file():
+            raise TrajbenchError(f"{path} not found: is {run_dir} a trajbench run directory?")
+    try:
+        results = read_json(results_path)
+    except TrajbenchError as err:
+        raise TrajbenchError(f"{results_path}: {err}") from None
+    need = ["trajbench_version", "git_commit", "suite", "suite_version", "hardware"]
+    need += ["wall_time_s", "date", "seeds", "config"]
+    missing = [k for k in need if not isinstance(results, dict) or k not in results]
+    if missing:
+        raise TrajbenchError(f"{results_path} lacks {missing}")
+    try:
+        records = pd.read_parquet(records_path)
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise TrajbenchError(f"{records_path}: cannot read parquet: {err}") from None
+    cols = [*CONDITION_COLS, *RECORD_KEYS, *METRICS, "model_params"]
+    missing = [c for c in cols if c not in records.columns]
+    if missing:
+        raise TrajbenchError(f"{records_path} lacks column(s) {missing}")
+    if len(records) == 0:
+        raise TrajbenchError(f"{records_path} has no records")
+    keys = [c for c in (*RECORD_KEYS, *METRICS, "model_params", "policy") if c != "p_bursty"]
+    bad = records[keys].isna().any()
+    if bad.any():
+        raise TrajbenchError(f"{records_path} has missing or NaN values in {list(bad[bad].index)}")
+    values = records[list(METRICS)].to_numpy(dtype=float)
+    if not np.isfinite(values).all():
+        raise TrajbenchError(f"{records_path} has infinite values in {list(METRICS)}")
+    return results, records
+
+
+def _cross_check(results: dict, condition: dict, aggregates: list[dict], where: Path) -> None:
+    """Refuse a run whose results.json disagrees with its records (the report would differ)."""
+    ours = {agg_key(a): a["success_iqm"] for a in aggregates}
+    for item in results.get("conditions") or []:
+        if any(_plain(item.get(c)) != condition[c] for c in CONDITION_COLS):
+            continue
+        key = tuple(_plain(item.get(c)) for c in AGG_KEYS)
+        theirs = _plain(item.get("success_iqm"))
+        if key in ours and theirs is not None and abs(theirs - ours[key]) > TOLERANCE:
+            raise TrajbenchError(
+                f"{where}: success_iqm {theirs!r} for {condition} ({key_text(key)}) disagrees "
+                f"with records.parquet, which gives {ours[key]!r}"
+            )
+
+
+def make_submissions(
+    run_dir: str | Path,
+    name: str,
+    authors: Sequence[str] = ("anonymous",),
+    model_name: str | None = None,
+    reps: int = 2000,
+    seed: int = 0,
+    command: str | None = None,
+) -> list[Submission]:
+    """One checked :class:`Submission` per trained condition of a run directory.
+
+    A run with a single condition gives the entry ``name``; otherwise every entry is named
+    ``<name>[-<group>]-<policy>[-<train_context>-<instruction>][-p<p_bursty>]`` (the group when
+    the run has several, since each group trains its own models).
+
+    Raises:
+        TrajbenchError: the run directory is missing, inconsistent or gives an invalid entry.
+
+    Example:
+        subs = make_submissions("runs/smoke", "smoke-2cpu", authors=["Ada Lovelace"])
+    """
+    run_dir = Path(run_dir)
+    results, records = _read_run(run_dir)
+    command = command or results.get("command")
+    if not command and results.get("preset"):
+        command = f"trajbench run --preset {results['preset']} --out {run_dir.name}"
+    if not command:
+        raise TrajbenchError(f"{run_dir}/results.json records no command or preset: pass --command")
+    boot = Bootstrap(reps=reps, confidence=0.95, seed=seed)
+    # A run's groups (e.g. dark-room, babyai-goto) train separate models: one entry per group.
+    by_group = "group" in records and records["group"].nunique() > 1
+    split_cols = ["group", *CONDITION_COLS] if by_group else list(CONDITION_COLS)
+    groups = list(records.groupby(split_cols, sort=True, dropna=False))
+    subs = []
+    for values, frame in groups:
+        prefix = f"{name}-{values[0]}" if by_group else name
+        values = values[1:] if by_group else values
+        condition = {c: _plain(v) for c, v in zip(CONDITION_COLS, values, strict=True)}
+        params = frame["model_params"].unique()
+        if len(params) != 1:
+            raise TrajbenchError(f"{condition}: records disagree on model_params {list(params)}")
+        cells = (
+            frame.groupby(list(RECORD_KEYS), sort=True)
+            .agg(
+                n_episodes=("success", "size"),
+                success=("success", "mean"),
+                normalized_return=("normalized_return", "mean"),
+            )
+            .reset_index()
+        )
+        cell_dicts = [{c: _plain(v) for c, v in row.items()} for row in cells.to_dict("records")]
+        cells = pd.DataFrame(cell_dicts)
+        try:
+            aggregates = compute_aggregates(cells, boot)
+        except ValueError as err:
+            raise TrajbenchError(f"{run_dir} {condition}: {err}") from None
+        _cross_check(results, condition, aggregates, run_dir / "results.json")
+        entry = name if len(groups) == 1 else f"{prefix}-{_slug(condition)}"
+        obj = {
+            "schema_version": 1,
+            "name": entry,
+            "authors": list(authors),
+            "model": {
+                "name": model_name or condition["policy"],
+                "policy": condition["policy"],
+                "parameters": int(params[0]),
+            },
+            "suite": results["suite"],
+            "suite_version": str(results["suite_version"]),
+            "training": {c: condition[c] for c in CONDITION_COLS if c != "policy"},
+            "seeds": sorted({int(s) for s in cells["seed"]}),
+            "trajbench_version": str(results["trajbench_version"]),
+            "git_commit": str(results["git_commit"]),
+            "hardware": _hardware_text(results["hardware"]),
+            "wall_time_s": float(results["wall_time_s"]),
+            "date": str(results["date"]),
+            "command": command,
+            "preset": results.get("preset"),
+            "config": results["config"],
+            "bootstrap": boot.model_dump(),
+            "records": cell_dicts,
+            "aggregates": aggregates,
+        }
+        try:
+            sub = Submission.model_validate(obj)
+        except ValidationError as err:
+            lines = "; ".join(describe(e) for e in err.errors())
+            raise TrajbenchError(f"{run_dir} gives an invalid entry {entry!r}: {lines}") from None
+        problems = check(sub)
+        if problems:
+            raise TrajbenchError(f"{run_dir} gives an invalid entry {entry!r}: {problems[0]}")
+        subs.append(sub)
+    return subs
+
+
+def dumps(sub: Submission) -> str:
+    """A submission as JSON with one line per record and per aggregate, so diffs stay readable.
+
+    Example:
+        atomic_write_text(f"leaderboard/submissions/{sub.name}.json", dumps(sub))
+    """
+    return _dumps_object(sub.model_dump(mode="json"))
+
+
+def _dumps_object(obj: dict[str, Any]) -> str:
+    """Indented JSON, except that each item of ``records`` and ``aggregates`` takes one line.
+
+    Example:
+        >>> text = '{"a": [1, 2], "records": [{"k": 1}, {"k": 2}]}'
+        >>> print(_dumps_object(json.loads(text)), end="")
+        {
+          "a": [
+            1,
+            2
+          ],
+          "records": [
+            {"k": 1},
+            {"k": 2}
+          ]
+        }
+    """
+
+    def one(value: Any, indent: int | None) -> str:
+        return json.dumps(value, indent=indent, allow_nan=False, ensure_ascii=False)
+
+    items = []
+    for key, value in obj.items():
+        if key in ("records", "aggregates"):
+            rows = ",\n".join(f"    {one(v, None)}" for v in value)
+            items.append(f"  {one(key, None)}: [\n{rows}\n  ]")
+        else:
+            items.append(f"  {one(key, None)}: {one(value, 2).replace(chr(10), chr(10) + '  ')}")
+    return "{\n" + ",\n".join(items) + "\n}\n"
+
+
+def write_submissions(subs: Sequence[Submission], out: str | Path) -> list[Path]:
+    """Write each submission to ``out/<name>.json``, refusing to overwrite or reuse a name."""
+    out = Path(out)
+    taken = {}
+    for path in sorted(out.glob("*.json")):
+        try:
+            obj = read_json(path)
+        except TrajbenchError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+            taken[obj["name"]] = path
+    paths = [out / f"{sub.name}.json" for sub in subs]
+    for sub, path in zip(subs, paths, strict=True):
+        if path.exists() or sub.name in taken:
+            where = taken.get(sub.name, path)
+            raise TrajbenchError(
+                f"entry {sub.name!r} already exists ({where}); choose another --name"
+            )
+    for sub, path in zip(subs, paths, strict=True):
+        atomic_write_text(path, dumps(sub))
+    return paths
