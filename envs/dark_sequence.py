@@ -87,14 +87,14 @@ def cell_index(pos: np.ndarray, size: int) -> np.ndarray:
 
 
 def _keys(targets: np.ndarray, blocked: np.ndarray, n_cells: int) -> np.ndarray:
-    """One int64 per (target, blocked set): the target, then the sorted blocked cells, base ``n_cells``."""
+    """One int64 per (target, blocked set): target, then sorted blocked cells, base ``n_cells``."""
     key = np.asarray(targets, dtype=np.int64)
     for column in np.sort(np.asarray(blocked, dtype=np.int64), axis=1).T:
         key = key * n_cells + column
     return key
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SequenceTables:
     """Every level of one ``(size, n_waypoints)`` instance and the distance fields of its expert.
 
@@ -170,12 +170,11 @@ def sequence_tables(size: int, n_waypoints: int) -> SequenceTables:
         key = _keys(seqs[:, stage], seqs[:, stage + 1 :], n_cells)
         keys[m], first, inverse = np.unique(key, return_index=True, return_inverse=True)
         fields[m] = distance_fields(size, seqs[first, stage], seqs[first, stage + 1 :])
-        dist = fields[m][inverse]
         if stage == 0:  # from the farthest cell that reaches the first waypoint
-            steps = np.where(dist < n_cells, dist, -1).max(axis=1)
+            steps = np.where(fields[m] < n_cells, fields[m], -1).max(axis=1)[inverse]
             solvable &= steps > 0
         else:  # from the previous waypoint
-            steps = dist[np.arange(len(seqs)), seqs[:, stage - 1]]
+            steps = fields[m][inverse, seqs[:, stage - 1]]
             solvable &= steps < n_cells
         longest += steps
     if not solvable.any():
