@@ -1,4 +1,4 @@
-"""Shared machinery of the dark grid families (Dark Room, Dark Key-to-Door).
+"""Shared machinery of the dark grid families (Dark Room, Dark Key-to-Door, Dark Sequence).
 
 The agent walks a ``size x size`` grid with 5 actions and sees only its own position; what it must
 reach is hidden and fixed by the level, so only demonstrations of the same level reveal it
