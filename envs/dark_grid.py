@@ -1,4 +1,4 @@
-"""Shared machinery of the dark grid families (Dark Room, Dark Key-to-Door).
+"""Shared machinery of the dark grid families (Dark Room, Dark Key-to-Door, Dark Sequence).
 
 The agent walks a ``size x size`` grid with 5 actions and sees only its own position; what it must
 reach is hidden and fixed by the level, so only demonstrations of the same level reveal it
@@ -53,11 +53,20 @@ class DarkGridVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP}
     single_env_cls: type
 
-    def __init__(self, num_envs: int, levels="all", size: int = 9, max_steps: int | None = None):
+    def __init__(
+        self,
+        num_envs: int,
+        levels="all",
+        size: int = 9,
+        max_steps: int | None = None,
+        **family_kwargs,
+    ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = int(num_envs)
-        self._single = self.single_env_cls(levels=levels, size=size, max_steps=max_steps)
+        self._single = self.single_env_cls(
+            levels=levels, size=size, max_steps=max_steps, **family_kwargs
+        )
         self.size = size
         self.max_steps = self._single.max_steps
         self.single_observation_space = self._single.observation_space
@@ -87,9 +96,9 @@ class DarkGridVectorEnv(VectorEnv):
             self.level[mask] = self.allowed_levels[
                 self.np_random.integers(len(self.allowed_levels), size=n)
             ]
-        self.pos[mask] = self.np_random.integers(self.size, size=(n, 2))
         self.t[mask] = 0
         self._reset_task(mask)
+        self.pos[mask] = self._draw_starts(mask)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -116,6 +125,10 @@ class DarkGridVectorEnv(VectorEnv):
         return step_toward(self.pos, self._target())
 
     # -- task hooks -----------------------------------------------------------------------------
+    def _draw_starts(self, mask: np.ndarray) -> np.ndarray:
+        """Start positions ``[mask.sum(), 2]`` of the resetting sub-environments (any cell)."""
+        return self.np_random.integers(self.size, size=(int(mask.sum()), 2))
+
     def _reset_task(self, mask: np.ndarray) -> None:
         raise NotImplementedError
 

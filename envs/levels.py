@@ -104,8 +104,7 @@ class LevelMixin:
         if not 0.0 <= float(sticky_p) < 1.0:
             raise ValueError(f"sticky_p must be in [0, 1), got {sticky_p}")
         self.sticky_p = float(sticky_p)
-        self.allowed_levels = self.resolve_levels(levels)
-        self._allowed_set = frozenset(self.allowed_levels.tolist())
+        self.allowed_levels = self.resolve_levels(levels)  # sorted: membership by binary search
         self.level = int(self.allowed_levels[0])
         self._prev_action: int | None = None
 
@@ -149,7 +148,8 @@ class LevelMixin:
                 raise ValueError(
                     f"level {level} is out of range for {self.family}: levels are 0..{self.n_levels - 1}"
                 )
-            if level not in self._allowed_set:
+            i = int(np.searchsorted(self.allowed_levels, level))
+            if i == len(self.allowed_levels) or self.allowed_levels[i] != level:
                 raise ValueError(
                     f"level {level} of {self.family} is not among this environment's levels; "
                     "construct it with levels='all' (or the right split) to use it"

@@ -20,6 +20,10 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
         "trajbench.envs.dark_key_to_door:DarkKeyToDoorEnv",
         "trajbench.envs.dark_key_to_door:DarkKeyToDoorVectorEnv",
     ),
+    "DarkSequence-v0": (
+        "trajbench.envs.dark_sequence:DarkSequenceEnv",
+        "trajbench.envs.dark_sequence:DarkSequenceVectorEnv",
+    ),
     "FourRooms-v0": ("trajbench.envs.minigrid_families:FourRoomsLevels", None),
     "MultiRoom-v0": ("trajbench.envs.minigrid_families:MultiRoomLevels", None),
     "SimpleCrossing-v0": ("trajbench.envs.minigrid_families:SimpleCrossingLevels", None),
