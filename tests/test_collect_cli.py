@@ -113,8 +113,9 @@ def test_sharded_collection_through_the_cli(capsys, tmp_path):
 
 
 def _console_script() -> str:
-    """The installed ``trajbench`` script (next to this interpreter if not on PATH)."""
-    return shutil.which("trajbench") or str(Path(sys.executable).parent / "trajbench")
+    """The ``trajbench`` script installed with this interpreter (else the one on PATH)."""
+    beside = Path(sys.executable).parent / "trajbench"
+    return str(beside) if beside.is_file() else shutil.which("trajbench") or "trajbench"
 
 
 def test_console_script_bad_input_and_success(tmp_path):
