@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 #: Action ids: stay, up (y-1), down (y+1), left (x-1), right (x+1).
 NOOP, UP, DOWN, LEFT, RIGHT = range(5)
@@ -71,8 +72,6 @@ class DarkGridVectorEnv(VectorEnv):
         self.max_steps = self._single.max_steps
         self.single_observation_space = self._single.observation_space
         self.single_action_space = self._single.action_space
-        from gymnasium.vector.utils import batch_space
-
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.allowed_levels = self._single.allowed_levels

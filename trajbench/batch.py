@@ -72,7 +72,7 @@ class Batch:
 
     def to_torch(self, device="cpu", keys: tuple[str, ...] | None = None) -> dict:
         """Model inputs (and ``target``) as torch tensors on ``device``."""
-        import torch
+        import torch  # here, so that collecting episodes never pays for importing torch
 
         keys = keys or (*self.MODEL_INPUTS, "target")
         return {

@@ -11,6 +11,9 @@ import importlib
 import os
 import sys
 
+from . import __version__
+from .errors import TrajbenchError
+
 #: sub-command -> (module:function, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "envs": ("trajbench.catalog:envs_main", "list every environment family, its levels and expert"),
@@ -35,15 +38,11 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``trajbench`` console script."""
-    from .errors import TrajbenchError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())
         return 0 if argv else 2
     if argv[0] in {"-V", "--version"}:
-        from . import __version__
-
         print(f"trajbench {__version__}")
         return 0
     name = argv[0]

@@ -7,6 +7,7 @@ of the report is generated from those numbers, never written by hand.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 from .contexts import MODE_NAMES
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_parquet
 from .metrics import aggregate, probability_of_improvement, score_matrix
+from .suite import SUITE, SUITE_VERSION
 
 CONDITION = [
     "group",
@@ -54,8 +56,6 @@ def label_p_bursty(records: pd.DataFrame) -> pd.DataFrame:
 
 def write_report(out: Path, records: pd.DataFrame, meta: dict) -> Path:
     """Write ``records.parquet``, ``results.json``, ``report.md`` and ``plots/`` into ``out``."""
-    from .suite import SUITE, SUITE_VERSION
-
     write_parquet(out / "records.parquet", records)
     table = conditions_table(records)
     conditions = []
@@ -256,9 +256,7 @@ def _instruction_section(records: pd.DataFrame, gt: pd.DataFrame, kmax: int) -> 
 # -- plots ------------------------------------------------------------------------------------------
 def write_plots(directory: Path, table: pd.DataFrame) -> list[str]:
     """Success by training context (with CIs), k-shot curves, and the instruction ablation."""
-    import io
-
-    import matplotlib
+    import matplotlib  # only when plotting: it costs half a second at import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
