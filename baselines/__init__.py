@@ -4,6 +4,6 @@ The interface itself (:class:`~trajbench.policy.Policy`) lives in the core packa
 evaluation and any outside agent depend on it without depending on these baselines.
 """
 
-from .reference import ExpertPolicy, HashmapPolicy, RandomPolicy
+from .reference import ExpertPolicy, HashmapPolicy, RandomPolicy, ReplayPolicy
 
-__all__ = ["ExpertPolicy", "HashmapPolicy", "RandomPolicy"]
+__all__ = ["ExpertPolicy", "HashmapPolicy", "RandomPolicy", "ReplayPolicy"]

@@ -1,8 +1,13 @@
-"""Reference policies: random (the floor), expert (the ceiling), hashmap (Raparthy et al. 2023).
+"""Reference policies: random (the floor), expert (the ceiling), and the two copy baselines.
 
-``hashmap`` answers the question "is this just lookup?": it copies the action taken in its
-context at an identical observation (the most frequent one, ties to the first seen) and otherwise acts
-at random. It needs no training and uses the same contexts as the transformer.
+The copy baselines are the bar a model must clear before it can claim in-context generalization
+(they need no training and see the same contexts as the transformer):
+
+- ``hashmap`` (Raparthy et al. 2023) answers "is this just lookup?": it copies the action taken
+  in its context at an identical observation (the most frequent one, ties to the first seen) and
+  otherwise acts at random;
+- ``replay`` answers "is this just playback?": it plays the actions of one of its context's
+  demonstrations, chosen at random, open-loop, and acts at random once they run out.
 """
 
 from __future__ import annotations
@@ -68,4 +73,33 @@ class HashmapPolicy(Policy):
             seen = self.tables[i].get(np.ascontiguousarray(obs[j], dtype=np.uint8).tobytes())
             if seen:
                 out[j] = seen.most_common(1)[0][0]
+        return out
+
+
+class ReplayPolicy(Policy):
+    """Play one random context demonstration's actions open-loop, then act at random."""
+
+    name = "replay"
+
+    def __init__(self, n_actions: int, seed: int = 0):
+        self.n_actions = n_actions
+        self.rng = np.random.default_rng(seed)
+        self.plans: list[np.ndarray] = []
+        self.t = np.zeros(0, dtype=np.int64)
+
+    def begin(self, rows: list[RowContext]) -> None:
+        self.plans = []
+        for row in rows:
+            demos = [ep for ep in row.episodes if len(ep)]
+            pick = demos[int(self.rng.integers(len(demos)))] if demos else None
+            self.plans.append(np.zeros(0, np.int64) if pick is None else np.asarray(pick.actions))
+        self.t = np.zeros(len(rows), dtype=np.int64)
+
+    def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
+        out = self.rng.integers(self.n_actions, size=len(rows))
+        for j, i in enumerate(rows):
+            plan, t = self.plans[i], self.t[i]
+            if t < len(plan):
+                out[j] = plan[t]
+        self.t[rows] += 1
         return out

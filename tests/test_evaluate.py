@@ -235,6 +235,10 @@ def test_bad_input(capsys, tmp_path, dr_test, goto_test, dr_model):
         "negative k": (["--policy", "random", "--data", dr_test, "--ks", "-1"], "k >= 0"),
         "bad device": (["--policy", dr_model, "--data", dr_test, "--device", "tpu"], "'tpu'"),
         "bad support": (["--policy", "random", "--data", dr_test, "--support", "x"], "--support"),
+        "levels it trained on": (
+            ["--policy", dr_model, "--data", dr_test],
+            "evaluation scores held-out levels only",
+        ),
     }
     for name, (flags, expected) in cases.items():
         code, _, err = _run(capsys, "evaluate", *flags, "--out", out, "--no-progress")

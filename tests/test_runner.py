@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from trajbench.cli import main as cli
+from trajbench.errors import TrajbenchError
 from trajbench.metrics import aggregate
 from trajbench.pipeline.presets import PRESETS
 from trajbench.pipeline.runner import RunConfig, jobs_of, run
@@ -173,3 +174,30 @@ def test_every_preset_is_well_formed(name):
             assert len(env.resolve_levels(spec.levels)) >= max(spec.max_levels, 1)
         assert len(encodings) == 1, f"{group.name}: families must share one observation encoding"
         assert not {s.env for s in group.heldout_family_data} & train_envs
+
+
+def test_a_held_out_family_needing_an_untrained_action_is_refused(tmp_path, capsys, monkeypatch):
+    """PickupLoc's expert picks up (and sometimes drops what blocks it); a group that trains only
+    GoToLocal never shows those actions, one that also trains PutNextLocal does."""
+    from dataclasses import replace
+
+    from trajbench.pipeline.presets import DataSpec, Group, Preset, eval_template, train_template
+    from trajbench.pipeline.runner import check_heldout_solvable, collect_data
+
+    goto = DataSpec("trajbench/GoToLocal-v0", "train", 1, max_levels=6)
+    pickup = DataSpec("trajbench/PickupLoc-v0", "test", 1, seed=1, max_levels=6)
+    bad = Group("bad", (goto,), (replace(goto, levels="test"),), (pickup,), modes=("bursty",))
+    putnext = replace(goto, env="trajbench/PutNextLocal-v0", episodes_per_level=2)
+    for spec in (goto, pickup, putnext):
+        collect_data(spec, tmp_path, workers=1, progress=False)
+    with pytest.raises(TrajbenchError, match=r"PickupLoc-v0 uses action\(s\) \[3 pickup"):
+        check_heldout_solvable(bad, tmp_path)
+    check_heldout_solvable(replace(bad, train_data=(goto, putnext)), tmp_path)
+
+    quick = replace(bad, train=train_template(steps=2), eval=eval_template())
+    preset = Preset("bad", "a held-out family that cannot be solved", (quick,), seeds=(0,))
+    monkeypatch.setitem(PRESETS, "ci", preset)
+    code = cli(["run", "--preset", "ci", "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "uses action(s) [3 pickup" in err and not (tmp_path / "jobs").exists()

@@ -7,10 +7,13 @@ Example:
     >>> env = make_env("trajbench/DarkRoom-v0")
     >>> parse_levels("0,5,5", env)[0]
     '0,5'
+    >>> len(sample_levels(env, "test", 4))
+    4
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import gymnasium as gym
@@ -67,3 +70,27 @@ def parse_levels(spec: str, env: gym.Env) -> tuple[str, np.ndarray]:
     except ValueError as err:
         raise TrajbenchError(str(err)) from None
     return ",".join(str(x) for x in levels), levels
+
+
+def sample_levels(env: gym.Env, split: str, n: int) -> np.ndarray:
+    """``n`` levels drawn uniformly without replacement from ``env``'s ``split``, sorted.
+
+    The draw depends only on (family, split, n), so every store that names the same subset (the
+    expert and the noisy collection of a preset, say) holds the same levels; ``n = 0`` or ``n`` at
+    least the split's size gives the whole split.
+    """
+    family = env.unwrapped.family
+    return subset(env.unwrapped.resolve_levels(split), n, family, split)
+
+
+def subset(levels: np.ndarray | list[int], n: int, *key: str) -> np.ndarray:
+    """A seeded uniform draw of ``n`` of ``levels`` (sorted), the same for the same ``key``.
+
+    ``n = 0`` or ``n`` at least ``len(levels)`` keeps them all. Never "the first n": sorted level
+    numbers are not a random sample of a family (e.g. Dark Key-to-Door numbers levels by key cell).
+    """
+    levels = np.sort(np.asarray(levels, dtype=np.int64))
+    if n <= 0 or n >= len(levels):
+        return levels
+    seed = [zlib.crc32(k.encode()) for k in key] + [len(levels), n]
+    return np.sort(np.random.default_rng(seed).choice(levels, size=n, replace=False))

@@ -36,11 +36,12 @@ from trajbench.contexts import ContextBuilder
 from trajbench.data import load
 from trajbench.device import resolve_device, torch_threads
 from trajbench.errors import TrajbenchError
+from trajbench.families import subset
 from trajbench.io import write_parquet
 from trajbench.metrics import aggregate
 from trajbench.rollout import Demonstrations, rollout
 
-from .policies import PolicyInfo, load_policy
+from .policies import PolicyInfo, load_policy, refuse_trained_levels, trained_levels_of
 
 
 @dataclass
@@ -48,7 +49,8 @@ class EvalConfig:
     """Evaluate a policy in context on held-out levels."""
 
     policy: str = ""
-    """A model directory written by trajbench train, or a reference policy: random, expert, hashmap."""
+    """A model directory written by trajbench train, or a reference policy: random, expert,
+    hashmap, replay."""
     data: tuple[str, ...] = ()
     """Evaluation episode stores: expert episodes of held-out levels (or held-out families)."""
     out: str = ""
@@ -60,7 +62,10 @@ class EvalConfig:
     support: Literal["same", "other", "both"] = "both"
     """Demonstrations from the level itself (same), from other levels (other: the no-support score), or both."""
     max_levels: int = 0
-    """Evaluate at most this many levels per family (0: every level in the store)."""
+    """Evaluate a seeded random draw of this many levels per family (0: every level in the store)."""
+    allow_trained_levels: bool = False
+    """Also score levels the model trained on (for in-weights analyses only: such records never
+    measure in-context generalization and the leaderboard refuses them)."""
     eval_split: str = "test_levels"
     """Label of what is held out: test_levels or test_families."""
     offline: bool = True
@@ -133,12 +138,14 @@ def _evaluate(cfg: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, pd.D
         raise TrajbenchError(
             f"the evaluation store {', '.join(cfg.data)} has no successful expert episodes"
         )
+    trained = trained_levels_of(cfg.policy)
     # Every (level, k, support) of a family is one row; rows are rolled out in batches.
     chunks = []
     for env_id in store.env_ids:
-        levels = sorted(expert.loc[expert.env_id == env_id, "level"].unique().tolist())
-        if cfg.max_levels:
-            levels = levels[: cfg.max_levels]
+        present = expert.loc[expert.env_id == env_id, "level"].unique()
+        levels = subset(present, cfg.max_levels, env_id).tolist()
+        if not cfg.allow_trained_levels:
+            refuse_trained_levels(cfg.policy, env_id, levels, trained)
         rows = [(lv, k, s) for k, s in conditions for lv in levels]
         for start in range(0, len(rows), cfg.batch_rows):
             chunks.append((env_id, rows[start : start + cfg.batch_rows]))

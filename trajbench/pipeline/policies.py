@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from trajbench.baselines import ExpertPolicy, HashmapPolicy, RandomPolicy
+from trajbench.baselines import ExpertPolicy, HashmapPolicy, RandomPolicy, ReplayPolicy
 from trajbench.baselines.transformer import TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.envs import ObsEncoding
@@ -24,7 +24,7 @@ from trajbench.policy import Policy
 
 from .train import TrainingRecord, read_training_record
 
-REFERENCE_POLICIES = ("random", "expert", "hashmap")
+REFERENCE_POLICIES = ("random", "expert", "hashmap", "replay")
 
 
 @dataclass
@@ -32,7 +32,8 @@ class PolicyInfo:
     """How a policy is described in every evaluation record."""
 
     policy: str
-    """random, expert, hashmap, transformer, or no-context (a transformer trained without context)."""
+    """random, expert, hashmap, replay, transformer, or no-context (a transformer trained with
+    mode none)."""
     train_context: str = "-"
     """The context mode it was trained with ('-' for reference policies)."""
     instruction: str = "-"
@@ -55,7 +56,7 @@ def load_policy(
     """The policy ``spec`` names, ready to act on families with ``encoding``.
 
     Args:
-        spec: ``random``, ``expert``, ``hashmap``, or a model directory.
+        spec: ``random``, ``expert``, ``hashmap``, ``replay``, or a model directory.
         encoding: The observation encoding of the families it will act on.
         seed: Seed of the policy's own randomness (random actions, sampling, wrong missions).
         device: Torch device of a trained model.
@@ -72,6 +73,7 @@ def load_policy(
             "random": lambda: RandomPolicy(n_actions, seed),
             "expert": ExpertPolicy,
             "hashmap": lambda: HashmapPolicy(n_actions, seed),
+            "replay": lambda: ReplayPolicy(n_actions, seed),
         }[spec]()
         return reference, PolicyInfo(policy=spec)
     if not Path(spec).is_dir():
@@ -124,4 +126,25 @@ def check_compatible(model: ObsEncoding, data: ObsEncoding, where: str) -> None:
             f"model {where} reads encoding {model.name!r} ({model.n_features} features, "
             f"{model.n_actions} actions) but the data uses {data.name!r} "
             f"({data.n_features} features, {data.n_actions} actions)"
+        )
+
+
+def trained_levels_of(spec: str) -> dict[str, list[int]]:
+    """Family -> the levels the policy ``spec`` trained on ({} for reference policies)."""
+    if spec in REFERENCE_POLICIES:
+        return {}
+    return read_training_record(spec).trained_levels
+
+
+def refuse_trained_levels(
+    spec: str, env_id: str, levels: list[int], trained: dict[str, list[int]]
+) -> None:
+    """Raise :class:`TrajbenchError` if any of ``levels`` of ``env_id`` is one ``spec`` trained on."""
+    seen = sorted(set(levels) & set(trained.get(env_id, ())))
+    if seen:
+        shown = ", ".join(map(str, seen[:5])) + (" ..." if len(seen) > 5 else "")
+        raise TrajbenchError(
+            f"model {spec} trained on {len(seen)} of the {len(levels)} levels of {env_id} to "
+            f"evaluate ({shown}); evaluation scores held-out levels only: use a store of its "
+            "family's test split"
         )

@@ -28,12 +28,12 @@ class DataSpec:
     demonstrator: str = "expert"
     seed: int = 0
     max_levels: int = 0
-    """Use only the first N levels of the split (0: all); keeps CPU presets small."""
+    """Use a seeded random draw of N levels of the split (0: all); keeps CPU presets small."""
 
     @property
     def name(self) -> str:
         family = self.env.split("/")[-1]
-        cap = f"-first{self.max_levels}" if self.max_levels else ""
+        cap = f"-sample{self.max_levels}" if self.max_levels else ""
         return f"{family}-{self.levels}{cap}-{self.demonstrator}-n{self.episodes_per_level}-s{self.seed}"
 
 
@@ -79,7 +79,7 @@ class Group:
     """Training config of every condition; a job replaces its mode, instruction and p_bursty."""
     eval: EvalConfig = field(default_factory=eval_template)
     """Evaluation config of every job."""
-    baselines: tuple[str, ...] = ("random", "hashmap", "expert")
+    baselines: tuple[str, ...] = ("random", "hashmap", "replay", "expert")
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ PRESETS: dict[str, Preset] = {
                 train=train_template(steps=40, d_model=32),
                 eval=eval_template(ks=(0, 2), episodes=1, max_levels=6),
                 modes=("bursty", "none"),
-                baselines=("random", "hashmap"),
+                baselines=("random", "hashmap", "replay"),
             ),
         ),
         seeds=(0, 1),
@@ -156,9 +156,10 @@ PRESETS: dict[str, Preset] = {
             _dark_room(n_train=20, n_test=8, train=train_template(steps=200)),
             Group(
                 name="babyai-goto",
-                train_data=(
-                    DataSpec(GOTO, "train", 2, max_levels=300),
-                    DataSpec(GOTO, "train", 2, "noisy", max_levels=300),
+                train_data=tuple(
+                    DataSpec(env, "train", 2, demonstrator, max_levels=300)
+                    for env in (GOTO, PUTNEXT)
+                    for demonstrator in ("expert", "noisy")
                 ),
                 test_data=(DataSpec(GOTO, "test", 3, seed=1, max_levels=24),),
                 heldout_family_data=(DataSpec(PICKUP, "test", 3, seed=1, max_levels=24),),
@@ -202,13 +203,13 @@ PRESETS: dict[str, Preset] = {
                 name="babyai",
                 train_data=tuple(
                     DataSpec(e, "train", 2, d, max_levels=3000)
-                    for e in (GOTO, PICKUP)
+                    for e in (GOTO, PUTNEXT)
                     for d in ("expert", "noisy")
                 ),
                 test_data=tuple(
-                    DataSpec(e, "test", 4, seed=1, max_levels=100) for e in (GOTO, PICKUP)
+                    DataSpec(e, "test", 4, seed=1, max_levels=100) for e in (GOTO, PUTNEXT)
                 ),
-                heldout_family_data=(DataSpec(PUTNEXT, "test", 4, seed=1, max_levels=100),),
+                heldout_family_data=(DataSpec(PICKUP, "test", 4, seed=1, max_levels=100),),
                 instructions=("full", "empty", "template", "wrong"),
                 train=_LARGE_MINIGRID,
             ),

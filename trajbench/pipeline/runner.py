@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -33,9 +34,10 @@ from tqdm.auto import tqdm
 from trajbench import __version__
 from trajbench.cliargs import parse_config
 from trajbench.collect import CollectConfig, collect
+from trajbench.data import EpisodeStore, load
 from trajbench.device import resolve_device
 from trajbench.errors import TrajbenchError
-from trajbench.families import make_env
+from trajbench.families import make_env, sample_levels
 from trajbench.io import atomic_write_json, write_parquet
 from trajbench.provenance import git_commit, hardware
 from trajbench.report import write_report
@@ -109,7 +111,7 @@ def collect_data(spec: DataSpec, out: Path, workers: int, progress: bool) -> Pat
     levels = spec.levels
     if spec.max_levels:
         env = make_env(spec.env)
-        chosen = env.unwrapped.resolve_levels(spec.levels)[: spec.max_levels]
+        chosen = sample_levels(env, spec.levels, spec.max_levels)
         env.close()
         levels = ",".join(str(int(x)) for x in chosen)
     cfg = CollectConfig(
@@ -123,6 +125,46 @@ def collect_data(spec: DataSpec, out: Path, workers: int, progress: bool) -> Pat
         progress=progress,
     )
     return collect(cfg)
+
+
+def actions_used(store: EpisodeStore, demonstrators: tuple[str, ...]) -> set[int]:
+    """Every action taken in the successful episodes of ``demonstrators`` in ``store``."""
+    eps = store.episodes
+    rows = eps[eps.success & eps.demonstrator.isin(list(demonstrators))]
+    spans = zip(rows.offset, rows.length, strict=True)
+    steps = [np.asarray(store.actions[o : o + n]) for o, n in spans]
+    return {int(a) for a in np.unique(np.concatenate(steps))} if steps else set()
+
+
+def check_heldout_solvable(group: Group, out: Path) -> None:
+    """Refuse a group whose held-out families need an action that training never targets.
+
+    A held-out family can only measure generalization if every action its expert uses is a
+    training target (an action of a query episode) somewhere in the group's training data.
+    """
+    if not group.heldout_family_data:
+        return
+    targets = set()
+    for spec in group.train_data:
+        targets |= actions_used(load(data_dir(out, spec)), group.train.context.query_demonstrators)
+    for spec in group.heldout_family_data:
+        missing = actions_used(load(data_dir(out, spec)), ("expert",)) - targets
+        if missing:
+            raise TrajbenchError(
+                f"group {group.name!r}: the expert of held-out family {spec.env} uses action(s) "
+                f"{_named(spec.env, missing)} that no training target shows (training targets: "
+                f"{_named(spec.env, targets)}); hold out a family whose actions are trained"
+            )
+
+
+def _named(env_id: str, actions: set[int]) -> str:
+    """``[3 pickup, 4 drop]`` where the family names its actions (MiniGrid), else ``[3, 4]``."""
+    env = make_env(env_id)
+    names = getattr(env.unwrapped, "actions", None)
+    env.close()
+    return (
+        "[" + ", ".join(f"{a} {names(a).name}" if names else str(a) for a in sorted(actions)) + "]"
+    )
 
 
 def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int) -> Path:
@@ -212,6 +254,8 @@ def run(cfg: RunConfig) -> Path:
     }
     for spec in sorted(specs, key=lambda s: s.name):
         collect_data(spec, out, workers, cfg.progress)
+    for group in preset.groups:
+        check_heldout_solvable(group, out)
 
     jobs = jobs_of(preset, seeds)
     threads = 1 if device.type == "cpu" else 0
