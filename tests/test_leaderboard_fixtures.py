@@ -77,7 +77,9 @@ def make_run(path: Path, seeds=(0, 1, 2), episodes=2) -> Path:
                                 )
     records = pd.DataFrame(rows)
     groups = ["policy", "train_context", "instruction", "family", "eval_split", "k", "support"]
-    agg = aggregate(records, ["success", "normalized_return"], groups)
+    agg = aggregate(
+        records, ["success", "normalized_return"], groups, statistic="iqm", resample="seeds"
+    )
     p_of = {c[0] + c[1]: c[3] for c in CONDITIONS}
     conditions = [
         {

@@ -1,271 +1,20 @@
-"""Tests for trajbench.metrics: IQM, stratified bootstrap, probability of improvement, aggregate."""
+"""Tests for trajbench.metrics: score matrices, aggregates and normalized return."""
 
 import doctest
 
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.stats
-from hypothesis import given
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from trajbench import metrics
-from trajbench.metrics import (
-    aggregate,
-    iqm,
-    normalized_return,
-    probability_of_improvement,
-    score_matrix,
-    stratified_bootstrap_ci,
-)
-
-finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
-score_arrays = arrays(np.float64, st.integers(1, 40), elements=finite)
+from trajbench.bootstrap import iqm, stratified_bootstrap_ci, two_level_ci
+from trajbench.metrics import aggregate, normalized_return, score_matrix
 
 
 def test_docstring_examples_run():
     result = doctest.testmod(metrics, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
-
-
-# --- iqm ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("shape", [(1,), (3,), (4,), (5,), (7, 3), (10, 10), (3, 4, 5)])
-def test_iqm_matches_scipy_trim_mean(shape):
-    x = np.random.default_rng(0).standard_cauchy(shape)
-    assert iqm(x) == pytest.approx(scipy.stats.trim_mean(x, 0.25, axis=None), rel=1e-12)
-
-
-@pytest.mark.parametrize(
-    "scores, expected",
-    [
-        ([5.0], 5.0),
-        ([1, 2, 3], 2.0),  # int(0.75) = 0 values cut
-        ([1, 2, 3, 100], 2.5),  # 1 and 100 cut
-        ([1000, 4, 3, 2, -50], 3.0),  # one cut from each end of five
-        ([0, 0, 1, 1, 1, 1, 9, 9], 1.0),
-        ([[1, 2], [2, 2], [1, 1], [2, 1]], 1.5),  # rliable's test matrices
-        ([[1, 1], [2, 2], [3, 3]], 2.0),
-    ],
-)
-def test_iqm_hand_computed(scores, expected):
-    assert iqm(scores) == pytest.approx(expected)
-
-
-def test_iqm_axis_reduces_each_batch_entry():
-    batch = np.random.default_rng(1).normal(size=(6, 5, 3))
-    assert np.allclose(iqm(batch, axis=(-2, -1)), [iqm(b) for b in batch])
-    assert np.allclose(iqm(batch, axis=1), scipy.stats.trim_mean(batch, 0.25, axis=1))
-
-
-@given(score_arrays)
-def test_iqm_between_min_and_max(x):
-    ulps = 1e-12 * np.abs(x).max()  # the mean of equal floats may round past them
-    assert x.min() - ulps <= iqm(x) <= x.max() + ulps
-
-
-@given(score_arrays, st.randoms())
-def test_iqm_permutation_invariant(x, random):
-    shuffled = x.copy()
-    random.shuffle(shuffled)
-    assert iqm(shuffled) == pytest.approx(iqm(x), rel=1e-12, abs=1e-9)
-
-
-@given(score_arrays, finite, st.floats(1e-3, 1e3))
-def test_iqm_shift_and_scale_equivariant(x, shift, scale):
-    assert iqm(x + shift) == pytest.approx(iqm(x) + shift, rel=1e-9, abs=1e-6)
-    assert iqm(scale * x) == pytest.approx(scale * iqm(x), rel=1e-9, abs=1e-6)
-
-
-@pytest.mark.parametrize("bad", [[], [1.0, np.nan]])
-def test_iqm_rejects_empty_and_nan(bad):
-    with pytest.raises(ValueError):
-        iqm(bad)
-
-
-# --- stratified bootstrap ----------------------------------------------------------------------
-
-
-def _iqm_of_levels(*levels, axis):
-    """scipy.stats.bootstrap statistic: one sample per level, IQM over seeds x levels."""
-    assert axis == -1
-    return iqm(np.stack(levels, axis=-1), axis=(-2, -1))
-
-
-def _assert_close_interval(ours, theirs, rel_width=0.03):
-    low, high = ours
-    tol = rel_width * (high - low)
-    assert low == pytest.approx(theirs.low, abs=tol)
-    assert high == pytest.approx(theirs.high, abs=tol)
-
-
-def test_one_level_equals_plain_bootstrap_scipy():
-    x = np.random.default_rng(3).normal(size=40)
-    ours = stratified_bootstrap_ci(x[:, None], reps=50_000, seed=1)
-    theirs = scipy.stats.bootstrap(
-        (x,), iqm, n_resamples=50_000, method="percentile", rng=np.random.default_rng(2)
-    )
-    _assert_close_interval(ours, theirs.confidence_interval)
-
-
-def test_levels_resampled_independently_as_scipy_independent_samples():
-    # scipy's bootstrap resamples each of several unpaired samples independently: one per level.
-    m = np.random.default_rng(4).normal(size=(8, 5)) + np.arange(5)
-    ours = stratified_bootstrap_ci(m, reps=50_000, seed=1)
-    theirs = scipy.stats.bootstrap(
-        tuple(m.T),
-        _iqm_of_levels,
-        n_resamples=50_000,
-        paired=False,
-        method="percentile",
-        rng=np.random.default_rng(2),
-    )
-    _assert_close_interval(ours, theirs.confidence_interval)
-
-
-def test_matches_per_replicate_loop_reference_exactly():
-    # Pins the whole contract, draw order included, so stored CIs can be recomputed exactly:
-    # indices drawn as one [reps, n_seeds, n_levels] array, column j resamples level j only,
-    # scipy's trim_mean per replicate, then the 2.5th and 97.5th percentiles.
-    m = np.random.default_rng(12).normal(size=(6, 3))
-    rows = np.random.default_rng(5).integers(0, 6, size=(400, 6, 3))
-    stats = [
-        scipy.stats.trim_mean(np.column_stack([m[r[:, j], j] for j in range(3)]), 0.25, axis=None)
-        for r in rows
-    ]
-    expected = np.percentile(stats, [2.5, 97.5])
-    assert stratified_bootstrap_ci(m, reps=400, seed=5) == pytest.approx(tuple(expected), abs=1e-12)
-
-
-def test_resampling_stays_within_levels():
-    # Every seed agrees on each level, so any within-level resample is the data itself; a
-    # bootstrap pooling cells across levels would give a wide interval here.
-    m = np.tile([0.0, 0.2, 0.5, 1.0], (5, 1))
-    assert stratified_bootstrap_ci(m) == (pytest.approx(iqm(m)), pytest.approx(iqm(m)))
-    pooled_low, pooled_high = stratified_bootstrap_ci(m.reshape(-1, 1))
-    assert pooled_high - pooled_low > 0.2
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_ci_contains_point_estimate(seed):
-    m = np.random.default_rng(seed).beta(2, 5, size=(10, 6))
-    low, high = stratified_bootstrap_ci(m, seed=seed)
-    assert low < iqm(m) < high
-
-
-def test_ci_deterministic_for_a_seed():
-    m = np.random.default_rng(5).random((6, 4))
-    assert stratified_bootstrap_ci(m, seed=7) == stratified_bootstrap_ci(m, seed=7)
-    assert stratified_bootstrap_ci(m, seed=7) != stratified_bootstrap_ci(m, seed=8)
-
-
-def test_ci_shrinks_with_more_seeds():
-    rng = np.random.default_rng(6)
-    widths = []
-    for n_seeds in (5, 50):
-        low, high = stratified_bootstrap_ci(rng.normal(size=(n_seeds, 4)))
-        widths.append(high - low)
-    assert widths[1] < 0.5 * widths[0]
-
-
-def test_ci_wider_at_higher_confidence():
-    m = np.random.default_rng(7).normal(size=(10, 3))
-    low90, high90 = stratified_bootstrap_ci(m, confidence=0.9)
-    low99, high99 = stratified_bootstrap_ci(m, confidence=0.99)
-    assert low99 < low90 and high90 < high99
-
-
-def test_constant_scores_give_zero_width_ci():
-    low, high = stratified_bootstrap_ci(np.full((5, 3), 0.7))
-    assert low == high == pytest.approx(0.7)
-
-
-def test_custom_statistic_and_chunking(monkeypatch):
-    m = np.random.default_rng(8).normal(size=(7, 3))
-    whole = stratified_bootstrap_ci(m, np.mean, reps=300)
-    assert whole[0] < m.mean() < whole[1]
-    monkeypatch.setattr(metrics, "_MAX_CHUNK_ELEMENTS", 50)  # 2 replicates per chunk
-    chunked = stratified_bootstrap_ci(m, np.mean, reps=300)
-    assert chunked[0] < m.mean() < chunked[1]
-    assert chunked == pytest.approx(whole, abs=0.25)
-
-
-@pytest.mark.parametrize(
-    "matrix, kwargs",
-    [
-        (np.ones(5), {}),
-        (np.ones((0, 3)), {}),
-        (np.array([[1.0, np.nan], [0.0, 1.0]]), {}),
-        (np.array([[1.0, np.inf], [0.0, 1.0]]), {}),
-        (np.ones((3, 2)), {"reps": 0}),
-        (np.ones((3, 2)), {"reps": 10.5}),
-        (np.ones((3, 2)), {"confidence": 1.0}),
-        (np.ones((3, 2)), {"confidence": 0.0}),
-        (np.ones((3, 2)), {"statistic": lambda x, axis: x}),  # does not reduce
-    ],
-)
-def test_bootstrap_rejects_bad_input(matrix, kwargs):
-    with pytest.raises(ValueError):
-        stratified_bootstrap_ci(matrix, **kwargs)
-
-
-# --- probability of improvement ----------------------------------------------------------------
-
-
-def test_poi_matches_rliable_reference_value():
-    x = np.array([[1, 2], [2, 2], [1, 1], [2, 1]])
-    y = np.array([[1, 1], [2, 2], [3, 3]])
-    assert probability_of_improvement(x, y)[0] == pytest.approx(1 / 3)
-
-
-def test_poi_matches_mann_whitney_u_per_level():
-    rng = np.random.default_rng(9)
-    x, y = rng.integers(0, 4, size=(6, 5)), rng.integers(0, 4, size=(9, 5))  # many ties
-    u = [scipy.stats.mannwhitneyu(x[:, j], y[:, j]).statistic for j in range(5)]
-    assert probability_of_improvement(x, y)[0] == pytest.approx(np.mean(u) / (6 * 9))
-
-
-def test_poi_ci_matches_per_replicate_loop_reference_exactly():
-    rng = np.random.default_rng(13)
-    x, y = rng.normal(0.3, 1, size=(5, 3)), rng.normal(0, 1, size=(4, 3))
-    draws = np.random.default_rng(6)
-    x_rows, y_rows = draws.integers(0, 5, size=(300, 5, 3)), draws.integers(0, 4, size=(300, 4, 3))
-    stats = []
-    for xr, yr in zip(x_rows, y_rows, strict=True):
-        u = [scipy.stats.mannwhitneyu(x[xr[:, j], j], y[yr[:, j], j]).statistic for j in range(3)]
-        stats.append(np.mean(u) / (5 * 4))
-    _, low, high = probability_of_improvement(x, y, reps=300, confidence=0.9, seed=6)
-    assert (low, high) == pytest.approx(tuple(np.percentile(stats, [5, 95])), abs=1e-12)
-
-
-def test_poi_dominance_identity_and_symmetry():
-    rng = np.random.default_rng(10)
-    y = rng.random((5, 4))
-    x = y.max() + rng.random((7, 4))
-    assert probability_of_improvement(x, y) == (1.0, 1.0, 1.0)
-    assert probability_of_improvement(y, x) == (0.0, 0.0, 0.0)
-    p, low, high = probability_of_improvement(y, y)
-    assert p == 0.5 and low < 0.5 < high
-    a, b = rng.normal(size=(6, 3)), rng.normal(size=(4, 3))
-    assert probability_of_improvement(a, b)[0] + probability_of_improvement(b, a)[0] == (
-        pytest.approx(1.0)
-    )
-
-
-def test_poi_ci_contains_estimate_and_is_deterministic():
-    rng = np.random.default_rng(11)
-    x, y = rng.normal(0.3, 1, size=(8, 5)), rng.normal(0, 1, size=(6, 5))
-    p, low, high = probability_of_improvement(x, y, seed=3)
-    assert 0 <= low < p < high <= 1
-    assert probability_of_improvement(x, y, seed=3) == (p, low, high)
-
-
-def test_poi_rejects_mismatched_levels():
-    with pytest.raises(ValueError, match="levels"):
-        probability_of_improvement(np.ones((3, 2)), np.ones((3, 3)))
 
 
 # --- records: score_matrix and aggregate -------------------------------------------------------
@@ -342,7 +91,7 @@ def test_aggregate_small_frame_expected_rows():
             "success": [1, 1, 1, 0, 0, 0, 1, 1] + [0] * 8,
         }
     )
-    out = aggregate(df, "success", ["model"], reps=500)
+    out = aggregate(df, "success", ["model"], statistic="iqm", resample="seeds", reps=500)
     assert list(out.columns) == [
         "model",
         "success_iqm",
@@ -363,9 +112,31 @@ def test_aggregate_small_frame_expected_rows():
     assert out[["n_seeds", "n_levels", "n_episodes"]].values.tolist() == [[2, 2, 8], [2, 2, 8]]
 
 
-def test_aggregate_matches_score_matrix_and_bootstrap():
+def test_aggregate_headline_is_the_mean_with_a_two_level_ci():
     df = _records()
-    out = aggregate(df, ["success", "normalized_return"], ["model", "k"], seed=4)
+    out = aggregate(df, "success", ["model", "k"], seed=4)
+    assert "success_iqm" not in out.columns
+    for _, row in out.iterrows():
+        m = score_matrix(df[df["model"] == row["model"]], "success")
+        assert row["success_mean"] == pytest.approx(m.mean())
+        assert (row["success_ci_low"], row["success_ci_high"]) == two_level_ci(m, seed=4)
+
+
+def test_aggregate_strata_are_the_family_of_each_level():
+    df = _records(models=("a",))
+    df = pd.concat([df.assign(family="f"), df.assign(family="g", success=1 - df["success"])])
+    out = aggregate(df, "success", level_col=["family", "level"], stratum_col="family", seed=2)
+    m = score_matrix(df, "success", level_col=["family", "level"])
+    ci = two_level_ci(m, strata=["f", "f", "g", "g"], seed=2)
+    assert (out["success_ci_low"].item(), out["success_ci_high"].item()) == ci
+    with pytest.raises(ValueError, match="stratum_col"):
+        aggregate(df, "success", stratum_col="seed")
+
+
+def test_aggregate_iqm_over_seeds_as_suite_v1_computed_it():
+    df = _records()
+    kw = dict(statistic="iqm", resample="seeds", seed=4)
+    out = aggregate(df, ["success", "normalized_return"], ["model", "k"], **kw)
     assert len(out) == 2
     for _, row in out.iterrows():
         m = score_matrix(df[df["model"] == row["model"]], "normalized_return")

@@ -1,72 +1,33 @@
-"""Aggregate metrics over evaluation records, following Agarwal et al. 2021 (rliable).
+"""Benchmark scores from evaluation records: cells, aggregates with CIs, normalized return.
 
 Records are one row per (condition..., seed, level, episode). Each (seed, level) cell is first
-averaged over its episodes, giving a score matrix ``[n_seeds, n_levels]``. The aggregate is the
-interquartile mean (IQM) of all cells, with a 95% *stratified-bootstrap* confidence interval:
-seeds are resampled with replacement independently within each level (the stratum), as rliable's
-``StratifiedBootstrap`` resamples runs within each task. Conditions are compared with the
-probability of improvement P(X > Y).
-
-Every bootstrap draws all replicates at once with numpy and is deterministic for a given seed.
-A statistic passed to the bootstrap is called as ``statistic(x, axis=(-2, -1))`` on a batch
-``x`` of shape ``[reps, n_seeds, n_levels]`` and must return one value per replicate; ``iqm``,
-``np.mean`` and ``np.median`` all qualify.
+averaged over its episodes, giving a score matrix ``[n_seeds, n_levels]`` (:func:`score_frame`).
+The headline aggregate is the *mean* success over the cells with a 95% confidence interval from a
+bootstrap that resamples seeds and levels (levels within their family), so the interval speaks of
+other training seeds *and* other levels of the same families. The interquartile mean is used only
+for continuous cells (normalized return); averaging 0/1 episode outcomes first and taking an IQM
+of few-episode cells saturates at 0 and 1. The resampling lives in :mod:`trajbench.bootstrap`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-#: Most resampled values held in memory at once; larger bootstraps run in chunks of replicates.
-_MAX_CHUNK_ELEMENTS = 1 << 22
+from .bootstrap import iqm, stratified_bootstrap_ci, two_level_ci
 
 
-def iqm(scores: ArrayLike, axis: int | tuple[int, ...] | None = None) -> float | np.ndarray:
-    """Interquartile mean: the mean of the middle 50% of ``scores``.
-
-    Same definition as rliable's ``aggregate_iqm``, i.e. ``scipy.stats.trim_mean(scores, 0.25,
-    axis=None)``: ``int(0.25 * n)`` values are cut from each end of the ``n`` sorted values.
-    With ``axis`` (an int or a tuple) only those axes are reduced, which lets the bootstrap
-    evaluate every replicate in one call.
-
-    Example:
-        >>> iqm([[1, 2], [3, 100]])  # 1 and 100 are cut
-        2.5
-        >>> iqm(np.array([[[1, 2], [3, 4]], [[0, 0], [0, 8]]]), axis=(-2, -1))
-        array([2.5, 0. ])
-    """
-    x = np.asarray(scores, dtype=float)
-    if axis is None:
-        x = x.reshape(-1)
-    else:
-        axes = axis if isinstance(axis, tuple) else (axis,)
-        if any(not -x.ndim <= a < x.ndim for a in axes):
-            raise ValueError(f"iqm: axis {axis} out of range for an array of {x.ndim} dims")
-        axes = tuple(a % x.ndim for a in axes)
-        x = np.moveaxis(x, axes, range(x.ndim - len(axes), x.ndim))
-        x = x.reshape(*x.shape[: x.ndim - len(axes)], -1)
-    n = x.shape[-1]
-    if n == 0:
-        raise ValueError("iqm: no scores")
-    if np.isnan(x).any():
-        raise ValueError("iqm: scores contain NaN")
-    cut = int(0.25 * n)
-    middle = np.partition(x, (cut, n - cut - 1), axis=-1)[..., cut : n - cut]
-    out = middle.mean(axis=-1)
-    return float(out) if out.ndim == 0 else out
-
-
-def score_matrix(
+def score_frame(
     records: pd.DataFrame,
     metric: str,
     seed_col: str = "seed",
     level_col: str | Sequence[str] = "level",
-) -> np.ndarray:
-    """Mean of ``metric`` over episodes for every (seed, level): an array ``[n_seeds, n_levels]``.
+) -> pd.DataFrame:
+    """Mean of ``metric`` over episodes for every (seed, level): a frame ``[n_seeds, n_levels]``.
 
     Rows are the sorted seeds, columns the sorted levels. ``level_col`` may name several columns
     (e.g. ``["family", "level"]``, since level ids restart in every family); each distinct
@@ -81,9 +42,8 @@ def score_matrix(
     Example:
         >>> df = pd.DataFrame({"seed": [0, 0, 0, 1, 1], "level": [7, 7, 8, 7, 8],
         ...                    "success": [1, 0, 1, 1, 0]})
-        >>> score_matrix(df, "success")
-        array([[0.5, 1. ],
-               [1. , 0. ]])
+        >>> score_frame(df, "success").columns.tolist()
+        [7, 8]
     """
     level_cols = [level_col] if isinstance(level_col, str) else list(level_col)
     _require_columns(records, [metric, seed_col, *level_cols])
@@ -116,72 +76,25 @@ def score_matrix(
             f"incomplete (seed, level) grid for {metric!r}: {len(holes)} of {table.size} "
             f"cells have no records: {shown}{more}"
         )
-    return table.to_numpy(dtype=float)
+    return table.astype(float)
 
 
-def stratified_bootstrap_ci(
-    matrix: ArrayLike,
-    statistic: Callable[..., np.ndarray] = iqm,
-    reps: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile confidence interval of ``statistic`` by stratified bootstrap over seeds.
-
-    Each replicate resamples the rows (seeds) of every column (level) independently with
-    replacement and recomputes ``statistic(x, axis=(-2, -1))``. With one seed every replicate
-    equals the data, so the interval has zero width: it only ever measures seed-to-seed
-    variation, which is why ``aggregate`` reports ``n_seeds`` beside it.
+def score_matrix(
+    records: pd.DataFrame,
+    metric: str,
+    seed_col: str = "seed",
+    level_col: str | Sequence[str] = "level",
+) -> np.ndarray:
+    """:func:`score_frame` as an array ``[n_seeds, n_levels]``.
 
     Example:
-        >>> m = np.array([[0.1, 0.5], [0.3, 0.9], [0.2, 0.7]])  # 3 seeds x 2 levels
-        >>> low, high = stratified_bootstrap_ci(m, reps=500)
-        >>> bool(low <= iqm(m) <= high)
-        True
+        >>> df = pd.DataFrame({"seed": [0, 0, 0, 1, 1], "level": [7, 7, 8, 7, 8],
+        ...                    "success": [1, 0, 1, 1, 0]})
+        >>> score_matrix(df, "success")
+        array([[0.5, 1. ],
+               [1. , 0. ]])
     """
-    m = _check_matrix(matrix, "matrix")
-    _check_bootstrap_args(reps, confidence)
-
-    def replicate(rng: np.random.Generator, n: int) -> np.ndarray:
-        return _check_statistic(statistic(_resample(rng, m, n), axis=(-2, -1)), n)
-
-    return _percentile_interval(_bootstrap(replicate, m.size, reps, seed), confidence)
-
-
-def probability_of_improvement(
-    x_matrix: ArrayLike,
-    y_matrix: ArrayLike,
-    reps: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """P(X > Y) averaged over levels, with a stratified-bootstrap percentile interval.
-
-    On each level it is the probability that a random seed of X scores above a random seed of Y,
-    ties counting 1/2 (the Mann-Whitney U statistic over ``n_x * n_y``), as rliable's
-    ``probability_of_improvement``. The two matrices ``[n_x, n_levels]`` and ``[n_y, n_levels]``
-    may have different numbers of seeds and are resampled independently within each level, as
-    rliable's ``StratifiedIndependentBootstrap`` does. Returns ``(p, low, high)``.
-
-    Example:
-        >>> x = np.array([[1, 2], [2, 2], [1, 1], [2, 1]])
-        >>> y = np.array([[1, 1], [2, 2], [3, 3]])
-        >>> p, low, high = probability_of_improvement(x, y)
-        >>> round(p, 4)
-        0.3333
-    """
-    x = _check_matrix(x_matrix, "x_matrix")
-    y = _check_matrix(y_matrix, "y_matrix")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} levels but y has {y.shape[1]}")
-    _check_bootstrap_args(reps, confidence)
-
-    def replicate(rng: np.random.Generator, n: int) -> np.ndarray:
-        return _improvement(_resample(rng, x, n), _resample(rng, y, n))
-
-    per_rep = x.shape[0] * y.shape[0] * x.shape[1]
-    low, high = _percentile_interval(_bootstrap(replicate, per_rep, reps, seed), confidence)
-    return float(_improvement(x, y)), low, high
+    return score_frame(records, metric, seed_col, level_col).to_numpy(dtype=float)
 
 
 def aggregate(
@@ -190,22 +103,33 @@ def aggregate(
     group_cols: Sequence[str] = (),
     seed_col: str = "seed",
     level_col: str | Sequence[str] = "level",
+    stratum_col: str | None = None,
+    statistic: Literal["mean", "iqm"] = "mean",
+    resample: Literal["seeds and levels", "seeds"] = "seeds and levels",
     reps: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per group: IQM, its stratified-bootstrap CI and the mean of each metric, and counts.
+    """One row per group: a statistic of each metric over its (seed, level) cells, with a CI.
 
-    Columns are ``group_cols``, then for every metric ``<metric>_iqm``, ``<metric>_ci_low``,
-    ``<metric>_ci_high``, ``<metric>_mean`` (mean of the score matrix), then ``n_seeds``,
-    ``n_levels`` and ``n_episodes`` (the number of records in the group). Every group and metric
-    uses the same bootstrap ``seed``, so a row does not depend on which other groups are present.
-    Columns of ``records`` that are in neither ``group_cols`` nor the seed and level columns are
-    averaged over, so put every condition (model, k, mode, ...) in ``group_cols``.
+    Columns are ``group_cols``, then for every metric ``<metric>_<statistic>``, ``<metric>_ci_low``,
+    ``<metric>_ci_high`` and ``<metric>_mean`` (the plain mean of the cells), then ``n_seeds``,
+    ``n_levels`` and ``n_episodes`` (records in the group). Every group and metric uses the same
+    bootstrap ``seed``, so a row does not depend on which other groups are present. Columns that
+    are in neither ``group_cols`` nor the seed and level columns are averaged over, so put every
+    condition (model, k, mode, ...) in ``group_cols``.
+
+    Args:
+        stratum_col: One of the level columns (e.g. ``family``) whose values are the strata the
+            levels are resampled within; None: one stratum.
+        statistic: ``mean`` (the headline for success, a 0/1 outcome) or ``iqm`` (only for
+            continuous cells, e.g. normalized return).
+        resample: ``seeds and levels``: :func:`~trajbench.bootstrap.two_level_ci`; ``seeds``:
+            :func:`~trajbench.bootstrap.stratified_bootstrap_ci` (levels fixed; suite v1).
 
     Raises:
         ValueError: a column is missing or the group has bad or incomplete records (see
-            ``score_matrix``); the message names the group.
+            ``score_frame``); the message names the group.
 
     Example:
         >>> df = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 4, "seed": [0, 0, 1, 1] * 2,
@@ -218,8 +142,12 @@ def aggregate(
     metrics = [metric] if isinstance(metric, str) else list(metric)
     if not metrics:
         raise ValueError("aggregate: no metric given")
+    if statistic not in ("mean", "iqm") or resample not in ("seeds and levels", "seeds"):
+        raise ValueError(f"unknown statistic {statistic!r} or resampling {resample!r}")
     group_cols = list(group_cols)
     level_cols = [level_col] if isinstance(level_col, str) else list(level_col)
+    if stratum_col is not None and stratum_col not in level_cols:
+        raise ValueError(f"stratum_col {stratum_col!r} must be one of the level columns")
     _require_columns(records, [*group_cols, *metrics, seed_col, *level_cols])
     clash = set(group_cols) & {seed_col, *level_cols, *metrics}
     if clash:
@@ -229,24 +157,41 @@ def aggregate(
     if group_cols and records[group_cols].isna().any().any():
         raise ValueError(f"records have missing values in group columns {group_cols}")
     groups = records.groupby(group_cols, sort=True) if group_cols else [((), records)]
+    stat = iqm if statistic == "iqm" else None
     rows = []
     for key, group in groups:
         row = dict(zip(group_cols, key, strict=True))
         for name in metrics:
             try:
-                m = score_matrix(group, name, seed_col, level_cols)
+                frame = score_frame(group, name, seed_col, level_cols)
             except ValueError as err:
                 where = ", ".join(f"{c}={_plain(v)!r}" for c, v in row.items()) or "all records"
                 raise ValueError(f"group ({where}): {err}") from None
-            low, high = stratified_bootstrap_ci(m, iqm, reps, confidence, seed)
+            m = frame.to_numpy(dtype=float)
+            if resample == "seeds":
+                low, high = stratified_bootstrap_ci(m, stat or np.mean, reps, confidence, seed)
+            else:
+                strata = _strata(frame, level_cols, stratum_col)
+                low, high = two_level_ci(m, strata, stat, reps, confidence, seed)
+            value = iqm(m) if statistic == "iqm" else float(m.mean())
             row |= {
-                f"{name}_iqm": iqm(m),
+                f"{name}_{statistic}": value,
                 f"{name}_ci_low": low,
                 f"{name}_ci_high": high,
                 f"{name}_mean": float(m.mean()),
             }
         rows.append(row | {"n_seeds": m.shape[0], "n_levels": m.shape[1], "n_episodes": len(group)})
     return pd.DataFrame(rows)
+
+
+def _strata(frame: pd.DataFrame, level_cols: list[str], stratum_col: str | None) -> list | None:
+    """The stratum of every column (level) of a score frame."""
+    if stratum_col is None:
+        return None
+    if len(level_cols) == 1:
+        return list(frame.columns)
+    position = level_cols.index(stratum_col)
+    return [column[position] for column in frame.columns]
 
 
 def normalized_return(
@@ -302,62 +247,3 @@ def _require_columns(records: pd.DataFrame, cols: Sequence[str]) -> None:
     missing = [c for c in dict.fromkeys(cols) if c not in records.columns]
     if missing:
         raise ValueError(f"records lack column(s) {missing}; they have {list(records.columns)}")
-
-
-def _check_matrix(matrix: ArrayLike, name: str) -> np.ndarray:
-    m = np.asarray(matrix, dtype=float)
-    if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty [n_seeds, n_levels] array, got {m.shape}")
-    if not np.isfinite(m).all():
-        raise ValueError(f"{name} contains NaN or infinite scores")
-    return m
-
-
-def _check_bootstrap_args(reps: int, confidence: float) -> None:
-    if not isinstance(reps, int | np.integer) or isinstance(reps, bool) or reps < 1:
-        raise ValueError(f"reps must be a positive integer, got {reps!r}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-
-
-def _check_statistic(values: ArrayLike, n: int) -> np.ndarray:
-    values = np.asarray(values, dtype=float)
-    if values.shape != (n,):
-        raise ValueError(
-            f"statistic must reduce axes (-2, -1) to one value per replicate: got shape "
-            f"{values.shape} for {n} replicates"
-        )
-    return values
-
-
-def _resample(rng: np.random.Generator, m: np.ndarray, n: int) -> np.ndarray:
-    """``n`` stratified resamples of ``m`` ``[n_seeds, n_levels]``: ``[n, n_seeds, n_levels]``."""
-    rows = rng.integers(0, m.shape[0], size=(n, *m.shape))
-    return m[rows, np.arange(m.shape[1])]
-
-
-def _bootstrap(
-    replicate: Callable[[np.random.Generator, int], np.ndarray],
-    per_rep: int,
-    reps: int,
-    seed: int,
-) -> np.ndarray:
-    """Run ``replicate(rng, n)`` over chunks of replicates that keep memory bounded."""
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _MAX_CHUNK_ELEMENTS // max(per_rep, 1))
-    return np.concatenate(
-        [replicate(rng, min(chunk, reps - start)) for start in range(0, reps, chunk)]
-    )
-
-
-def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    tail = 50.0 * (1.0 - confidence)
-    low, high = np.percentile(values, [tail, 100.0 - tail])
-    return float(low), float(high)
-
-
-def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """P(X > Y) + P(X = Y) / 2 per level, averaged over levels; batched over leading axes."""
-    xs, ys = x[..., :, None, :], y[..., None, :, :]
-    per_level = (xs > ys).mean(axis=(-3, -2)) + 0.5 * (xs == ys).mean(axis=(-3, -2))
-    return per_level.mean(axis=-1)

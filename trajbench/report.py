@@ -1,7 +1,7 @@
 """Reports: ``results.json``, ``report.md`` and plots from a run's evaluation records.
 
 All numbers come from :func:`trajbench.metrics.aggregate` (IQM over training seeds x levels with
-95% stratified-bootstrap CIs) and :func:`~trajbench.metrics.probability_of_improvement`; the prose
+95% stratified-bootstrap CIs) and :func:`~trajbench.bootstrap.probability_of_improvement`; the prose
 of the report is generated from those numbers, never written by hand.
 """
 
@@ -15,7 +15,8 @@ import pandas as pd
 
 from .contexts import MODE_NAMES
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_parquet
-from .metrics import aggregate, probability_of_improvement, score_matrix
+from .bootstrap import probability_of_improvement
+from .metrics import aggregate, score_matrix
 from .suite import SUITE, SUITE_VERSION
 
 CONDITION = [
@@ -35,7 +36,9 @@ MODE_ORDER = list(MODE_NAMES)
 def conditions_table(records: pd.DataFrame) -> pd.DataFrame:
     """One row per condition: success and normalized-return IQM with CIs, seeds, levels."""
     records = label_p_bursty(records)
-    agg = aggregate(records, ["success", "normalized_return"], CONDITION)
+    agg = aggregate(
+        records, ["success", "normalized_return"], CONDITION, statistic="iqm", resample="seeds"
+    )
     params = records.groupby(CONDITION)["model_params"].max().reset_index()
     agg = agg.merge(params, on=CONDITION)
     return agg.rename(

@@ -54,6 +54,8 @@ def compute_aggregates(records: pd.DataFrame, bootstrap: Bootstrap) -> list[dict
         records,
         list(METRICS),
         keys,
+        statistic="iqm",
+        resample="seeds",
         reps=bootstrap.reps,
         confidence=bootstrap.confidence,
         seed=bootstrap.seed,

@@ -259,8 +259,8 @@ def offline_accuracy(policy, store, cfg: EvalConfig, info: PolicyInfo) -> pd.Dat
 def summary(online: pd.DataFrame) -> pd.DataFrame:
     """IQM success and normalized return with 95% stratified-bootstrap CIs per (family, k, support)."""
     groups = ["policy", "train_context", "family", "k", "support"]
-    succ = aggregate(online, "success", groups)
-    ret = aggregate(online, "normalized_return", groups)
+    succ = aggregate(online, "success", groups, statistic="iqm", resample="seeds")
+    ret = aggregate(online, "normalized_return", groups, statistic="iqm", resample="seeds")
     return succ.merge(ret[[*groups, "normalized_return_iqm"]], on=groups)
 
 
