@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .bootstrap import probability_of_improvement
 from .contexts import MODE_NAMES
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_parquet
-from .bootstrap import probability_of_improvement
 from .metrics import aggregate, score_matrix
 from .suite import SUITE, SUITE_VERSION
 
