@@ -1,7 +1,7 @@
 """trajbench environment families (installed as ``trajbench.envs``)."""
 
 from .levels import SPLIT_VERSION, LevelMixin, ObsEncoding, split_levels
-from .registration import FAMILIES, NAMESPACE, env_ids, register_all
+from .registration import FAMILIES, NAMESPACE, env_ids, family_class, register_all
 
 __all__ = [
     "FAMILIES",
@@ -10,6 +10,7 @@ __all__ = [
     "LevelMixin",
     "ObsEncoding",
     "env_ids",
+    "family_class",
     "register_all",
     "split_levels",
 ]

@@ -28,6 +28,8 @@ class DarkKeyToDoorEnv(LevelMixin, gym.Env):
     metadata = {"render_modes": []}
     family = "DarkKeyToDoor-v0"
     expert_name = "shortest path to the key, then to the door"
+    level_fixes = "the hidden key cell and the hidden door cell"
+    episode_draws = "the agent's start cell: any cell"
 
     def __init__(
         self,
@@ -89,6 +91,22 @@ class DarkKeyToDoorEnv(LevelMixin, gym.Env):
 
     def expert_action(self) -> int:
         return int(step_toward(self.pos, self.door if self.has_key else self.key))
+
+    @classmethod
+    def step_events(cls, obs, actions, rewards) -> dict[str, np.ndarray]:
+        """``key_pickup``: the key reward (``has_key`` still 0 in the step's observation);
+        ``door_opened`` and ``goal_reached``: the door reward (``has_key`` 1).
+
+        Example:
+            >>> obs = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 1]])
+            >>> events = DarkKeyToDoorEnv.step_events(obs, [4, 2, 2], [0.0, 1.0, 1.0])
+            >>> events["key_pickup"].tolist(), events["goal_reached"].tolist()
+            ([False, True, False], [False, False, True])
+        """
+        rewarded = np.asarray(rewards) > 0
+        has_key = np.asarray(obs)[:, 2] > 0
+        door = rewarded & has_key
+        return {"goal_reached": door, "key_pickup": rewarded & ~has_key, "door_opened": door.copy()}
 
 
 class DarkKeyToDoorVectorEnv(DarkGridVectorEnv):

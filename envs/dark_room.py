@@ -28,6 +28,8 @@ class DarkRoomEnv(LevelMixin, gym.Env):
     metadata = {"render_modes": []}
     family = "DarkRoom-v0"
     expert_name = "shortest path to the goal, then stay"
+    level_fixes = "the hidden goal cell"
+    episode_draws = "the agent's start cell: any cell"
 
     def __init__(
         self,

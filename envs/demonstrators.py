@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import gymnasium as gym
 import numpy as np
 
@@ -51,3 +53,39 @@ class Demonstrator:
         if self.kind == "random" or (self.kind == "noisy" and self.rng.random() < self.epsilon):
             return int(self.rng.integers(self.n_actions))
         return int(self.env.expert_action())
+
+
+def copy_shares(episodes: Sequence[Sequence[Sequence[int]]], k: int = 4) -> tuple[float, float]:
+    """How often the demonstrations of one level repeat each other's action sequences.
+
+    A context of ``k`` demonstrations that holds the query's own action sequence can be copied
+    instead of learned from; a level must fix the task, not the actions.
+
+    Args:
+        episodes: Per level, the action sequences of its episodes (at least ``k + 1`` of them).
+        k: Demonstrations per context; the context of query ``i`` is the next ``k`` episodes of
+            its level, cyclically (with ``k + 1`` episodes: all the others).
+
+    Returns:
+        ``(levels, pairs)``: the share of levels where two episodes have identical action
+        sequences, and the share of (query, ``k``-demonstration context) pairs where a
+        demonstration's action sequence equals the query's.
+
+    Example:
+        >>> copy_shares([[[1, 2], [1, 2], [0], [2], [2, 0]], [[0], [1], [2], [0, 0], [1, 1]]])
+        (0.5, 0.2)
+    """
+    if not episodes:
+        raise ValueError("no levels given")
+    copied_levels, copied_pairs, pairs = 0, 0, 0
+    for level in episodes:
+        seqs = [tuple(int(a) for a in seq) for seq in level]
+        n = len(seqs)
+        if n < k + 1:
+            raise ValueError(f"need at least k + 1 = {k + 1} episodes per level, got {n}")
+        copied_levels += len(set(seqs)) < n
+        for i, query in enumerate(seqs):
+            context = [seqs[(i + j) % n] for j in range(1, k + 1)]
+            copied_pairs += query in context
+            pairs += 1
+    return copied_levels / len(episodes), copied_pairs / pairs

@@ -1,9 +1,13 @@
 """Level control shared by every trajbench family.
 
 A *level* is one fixed instance of a family (layout, hidden goal, mission) named by an integer in
-``range(n_levels)``. The same (family, level) always builds the same instance. Each family splits
-its levels into ``train`` and ``test`` with :func:`split_levels`: a seeded permutation, versioned by
-:data:`SPLIT_VERSION`, so the split never changes silently.
+``range(n_levels)``. The same (family, level) always builds the same instance; an *episode* draws
+the rest (e.g. the agent's start) from its own RNG, seeded by ``reset(seed=...)``, so the
+demonstrations of one level differ. Each family states both in words
+(:attr:`LevelMixin.level_fixes`, :attr:`LevelMixin.episode_draws`) and decodes what a stored
+episode achieved (:meth:`LevelMixin.step_events`). Each family splits its levels into ``train``
+and ``test`` with :func:`split_levels`: a seeded permutation, versioned by :data:`SPLIT_VERSION`,
+so the split never changes silently.
 
 Every family class mixes in :class:`LevelMixin`, which gives it the ``levels=`` constructor
 argument, ``reset(options={"level": L})``, ``env.unwrapped.level`` and sticky actions.
@@ -97,6 +101,14 @@ class LevelMixin:
     expert_name: str = ""
     #: Whether episodes carry a natural-language mission.
     has_mission: bool = False
+    #: What a level fixes, in words (shown by ``trajbench envs``).
+    level_fixes: str = ""
+    #: What each episode draws from its own RNG, in words.
+    episode_draws: str = ""
+    #: A note shown next to the version by ``trajbench envs`` (e.g. an older suite's behaviour).
+    version_note: str = ""
+    #: Actions that interact with objects (pickup, drop, toggle); the others move or turn.
+    interaction_actions: tuple[int, ...] = ()
 
     level: int
 
@@ -181,3 +193,23 @@ class LevelMixin:
     def mission_text(self) -> str:
         """The current level's mission ('' for families without one)."""
         return ""
+
+    @classmethod
+    def step_events(cls, obs, actions, rewards) -> dict[str, np.ndarray]:
+        """What each step of one stored episode achieved: boolean arrays of its length.
+
+        Args:
+            obs: ``[L, F]`` encoded observations (``obs[t]`` is what action ``t`` was chosen on;
+                the observation after the last action is not stored).
+            actions: ``[L]`` actions as stored (the demonstrator's choices).
+            rewards: ``[L]`` rewards that followed them.
+
+        Returns:
+            ``{"goal_reached": ...}`` (a rewarded goal step); families add their own events
+            (``key_pickup``, ``door_opened``, ...).
+
+        Example:
+            >>> LevelMixin.step_events(np.zeros((3, 2)), [0, 1, 2], [0.0, 0.0, 1.0])
+            {'goal_reached': array([False, False,  True])}
+        """
+        return {"goal_reached": np.asarray(rewards) > 0}

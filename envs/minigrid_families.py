@@ -5,19 +5,25 @@ Every family here is a MiniGrid (or BabyAI) environment class with
 1,000 test), MiniGrid's ``Dict`` observation (7x7x3 partial view, direction, mission), sticky
 actions, and ``info["level"]`` / ``info["success"]``. They span
 
-- navigation through layouts: ``FourRooms-v0``, ``MultiRoom-v0``, ``SimpleCrossing-v0``,
-  ``LavaCrossing-v0`` (planner expert);
-- doors and keys: ``DoorKey-v0``, ``Unlock-v0`` (planner expert with subgoals);
-- language with distractors, where the mission matters: ``GoToLocal-v0``, ``PickupLoc-v0``,
-  ``PutNextLocal-v0`` (BabyAI bot expert).
+- navigation through layouts: ``FourRooms``, ``MultiRoom``, ``SimpleCrossing``,
+  ``LavaCrossing`` (planner expert);
+- doors and keys: ``DoorKey``, ``Unlock`` (planner expert with subgoals);
+- language with distractors, where the mission matters: ``GoToLocal``, ``PickupLoc``,
+  ``PutNextLocal`` (BabyAI bot expert).
 
-The expert succeeds on all 10,000 levels of every family (measured), and each ``max_steps``
-default is at least 1.5x the expert's longest episode over those levels while keeping evaluation
-contexts short; the class docstrings give the expert's mean and longest episode lengths.
+Each is registered twice: ``-v1`` draws the agent's start pose per episode, under the family's
+own constraint (its class says which); ``-v0`` (``random_start=False``) keeps the start that the
+level fixes, as suite version 1 measured. A level fixes the rest; ``level_fixes`` and
+``episode_draws`` say what, in words.
+
+The expert succeeds on all 10,000 levels of every family, from a random start too (measured by
+``benchmarks/expert_coverage.py``), and each ``max_steps`` default is at least 1.5x the expert's
+longest episode over those levels while keeping evaluation contexts short; the class docstrings
+give the expert's mean and longest episode lengths.
 
 Example:
     >>> import gymnasium as gym, trajbench
-    >>> env = gym.make("trajbench/PutNextLocal-v0", levels="train")
+    >>> env = gym.make("trajbench/PutNextLocal-v1", levels="train")
     >>> obs, info = env.reset(seed=1)
     >>> done = False
     >>> while not done:
@@ -42,19 +48,28 @@ _FORWARD, _PICKUP, _TOGGLE = int(Actions.forward), int(Actions.pickup), int(Acti
 
 
 class _PlannerFamily(MiniGridLevelMixin):
-    """A MiniGrid family whose expert is :class:`GridPlanner` on the full grid."""
+    """A MiniGrid family whose expert is :class:`GridPlanner` on the full grid.
+
+    By default an episode may start on any empty cell from which the goal can be reached.
+    """
 
     expert_name = "shortest-path planner on the full grid"
     _planner: GridPlanner | None = None
 
-    def _on_reset(self) -> None:
-        self._planner = None
+    def _generate(self, level: int) -> None:
+        super()._generate(level)
+        self._planner = None  # a new grid; the start draw and the expert then share one planner
 
     def _plan(self) -> GridPlanner:
         if self._planner is None:
             self._planner = GridPlanner(self)
             self._goals = self._planner.find("goal")
         return self._planner
+
+    def _start_cells(self) -> list[tuple[int, int]]:
+        reaching = self._plan().cells_reaching(self._goals)
+        cells = self._empty_cells((0, 0), (self.width, self.height))
+        return [cell for cell in cells if cell in reaching]
 
     def expert_action(self) -> int:
         action = self._expert_step(self._plan())
@@ -69,6 +84,11 @@ class _BotFamily(BabyAILevelMixin):
     """A BabyAI family whose expert is the BabyAI bot, kept in sync by :class:`BotTracker`."""
 
     expert_name = "BabyAI bot (minigrid.utils.baby_ai_bot)"
+    level_fixes = "the room's objects and the mission"
+    episode_draws = (
+        "the agent's start cell and direction: any empty cell of the room from which every "
+        "object is reachable, not facing an object"
+    )
 
     def _on_reset(self) -> None:
         self._tracker = BotTracker(self)
@@ -78,77 +98,111 @@ class _BotFamily(BabyAILevelMixin):
 
 
 class FourRoomsLevels(_PlannerFamily, FourRoomsEnv):
-    """``FourRooms-v0``: reach the goal through four 19x19-grid rooms joined by gaps.
+    """``FourRooms-v1``: reach the goal through four 19x19-grid rooms joined by gaps.
 
-    Tests navigation through a layout: the level fixes the gap positions, the agent's start and
-    the goal. ``max_steps`` 64 (expert: mean 16.1, longest 36 actions). Expert: shortest path
-    (turns count) to the goal.
+    Tests navigation through a layout: the level fixes the gap positions and the goal; an episode
+    starts on any empty cell from which the goal is reachable, facing any direction.
+    ``max_steps`` 64 (expert with random starts over all 10,000 levels: mean 16.0, longest 36;
+    ``-v0``, fixed start: mean 16.1, longest 36). Expert: shortest path (turns count) to the goal.
     Mission: "reach the goal".
     """
 
-    family = "FourRooms-v0"
+    family = "FourRooms-v1"
+    level_fixes = "the gap positions and the goal"
+    episode_draws = (
+        "the agent's start cell and direction: any empty cell from which the goal is reachable"
+    )
     default_max_steps = 64
 
 
 class MultiRoomLevels(_PlannerFamily, MultiRoomEnv):
-    """``MultiRoom-v0``: MultiRoom N4-S5, four rooms of size <= 5 in a chain of closed doors.
+    """``MultiRoom-v1``: MultiRoom N4-S5, four rooms of size <= 5 in a chain of closed doors.
 
     Tests navigation that needs interaction: each door must be toggled open on the way to the goal
-    in the last room. ``max_steps`` 64 (expert: mean 20.4, longest 31). Expert: shortest path
-    where entering a closed door costs ``toggle`` + ``forward``.
+    in the last room. An episode starts anywhere in the first room. ``max_steps`` 64 (expert with
+    random starts: mean 20.4, longest 30; ``-v0``: mean 20.4, longest 31). Expert:
+    shortest path where entering a closed door costs ``toggle`` + ``forward``.
     Mission: "traverse the rooms to get to the goal".
     """
 
-    family = "MultiRoom-v0"
+    family = "MultiRoom-v1"
     expert_name = "shortest-path planner, opening doors on the way"
+    level_fixes = "the rooms, their doors and the goal"
+    episode_draws = "the agent's start cell and direction: any empty cell of the first room"
     default_max_steps = 64
     env_kwargs = {"minNumRooms": 4, "maxNumRooms": 4, "maxRoomSize": 5}
 
+    def _start_cells(self) -> list[tuple[int, int]]:
+        first = self.rooms[0]
+        return self._empty_cells(first.top, first.size)
+
 
 class SimpleCrossingLevels(_PlannerFamily, CrossingEnv):
-    """``SimpleCrossing-v0``: 9x9 room crossed by three walls, each with openings (S9N3).
+    """``SimpleCrossing-v1``: 9x9 room crossed by three walls, each with openings (S9N3).
 
-    Tests finding the openings: the agent starts top-left, the goal is bottom-right. S9N3 rather
-    than S9N1, whose 42 distinct layouts would leave the test split nothing new to hold out (the
-    first 300 levels hold 231 layouts). ``max_steps`` 40 (expert over 300 levels: mean 16.4,
-    longest 29). Expert: shortest path.
+    Tests finding the openings to the goal in the bottom-right corner; an episode starts on any
+    empty cell from which the goal can be reached. S9N3 rather than S9N1, whose 42 distinct
+    layouts would leave the test split nothing new to hold out (the first 300 levels hold 231
+    layouts). ``max_steps`` 56 (expert with random starts: mean 10.0, longest 35); ``-v0``, start
+    top-left: ``max_steps`` 40 (over 300 levels: mean 16.4, longest 29). Expert: shortest path.
     Mission: "find the opening and get to the green goal square".
     """
 
-    family = "SimpleCrossing-v0"
-    default_max_steps = 40
+    family = "SimpleCrossing-v1"
+    level_fixes = "the walls, their openings and the goal"
+    episode_draws = (
+        "the agent's start cell and direction: any empty cell from which the goal is reachable"
+    )
+    default_max_steps = 56
+    fixed_start_max_steps = 40
     env_kwargs = {"size": 9, "num_crossings": 3, "obstacle_type": Wall}
 
 
 class LavaCrossingLevels(_PlannerFamily, CrossingEnv):
-    """``LavaCrossing-v0``: 9x9 room crossed by three lava rivers with gaps (S9N3).
+    """``LavaCrossing-v1``: 9x9 room crossed by three lava rivers with gaps (S9N3).
 
-    Like ``SimpleCrossing-v0`` but a wrong step into lava ends the episode without reward (not a
-    success). S9N3 for the same reason. ``max_steps`` 40 (expert over 300 levels: mean 16.7,
-    longest 31). Expert: shortest path that never enters lava.
+    Like ``SimpleCrossing-v1`` but a wrong step into lava ends the episode without reward (not a
+    success); an episode never starts on lava. S9N3 for the same reason. ``max_steps`` 56 (expert
+    with random starts: mean 10.0, longest 35); ``-v0``: ``max_steps`` 40 (over 300 levels: mean
+    16.7, longest 31). Expert: shortest path that never enters lava.
     Mission: "avoid the lava and get to the green goal square".
     """
 
-    family = "LavaCrossing-v0"
+    family = "LavaCrossing-v1"
     expert_name = "shortest-path planner avoiding lava"
-    default_max_steps = 40
+    level_fixes = "the lava rivers, their gaps and the goal"
+    episode_draws = (
+        "the agent's start cell and direction: any cell free of lava from which the goal is "
+        "reachable"
+    )
+    default_max_steps = 56
+    fixed_start_max_steps = 40
     env_kwargs = {"size": 9, "num_crossings": 3, "obstacle_type": Lava}
 
 
 class DoorKeyLevels(_PlannerFamily, DoorKeyEnv):
-    """``DoorKey-v0``: 8x8 room split by a wall with a locked door; the key is on the agent's side.
+    """``DoorKey-v1``: 8x8 room split by a wall with a locked door; the key is on the agent's side.
 
-    Tests subgoals: pick up the key, unlock the door, reach the goal. ``max_steps`` 64 (expert:
-    mean 16.8, longest 28). Expert:
+    Tests subgoals: pick up the key, unlock the door, reach the goal. An episode starts anywhere on
+    the key's side of the wall. ``max_steps`` 64 (expert with random starts: mean 16.8,
+    longest 29; ``-v0``: mean 16.8, longest 28). Expert:
     if the goal is reachable (door unlocked, or the key carried) take the shortest path to it,
     unlocking on the way; otherwise the shortest path to pick up the key.
     Mission: "use the key to open the door and then get to the goal".
     """
 
-    family = "DoorKey-v0"
+    family = "DoorKey-v1"
     expert_name = "shortest-path planner: key, then door, then goal"
+    level_fixes = "the wall, its locked door, the key and the goal"
+    episode_draws = (
+        "the agent's start cell and direction: any empty cell on the key's side of the wall"
+    )
     default_max_steps = 64
     env_kwargs = {"size": 8}
+
+    def _start_cells(self) -> list[tuple[int, int]]:
+        (wall_x, _), *_ = self._plan().find("door")
+        return self._empty_cells((0, 0), (wall_x, self.height))
 
     def _expert_step(self, planner: GridPlanner) -> int | None:
         action = planner.next_action(self._goals, _FORWARD)
@@ -158,17 +212,32 @@ class DoorKeyLevels(_PlannerFamily, DoorKeyEnv):
 
 
 class UnlockLevels(_PlannerFamily, UnlockEnv):
-    """``Unlock-v0``: two 6x6 rooms; open the locked door with the key of its color.
+    """``Unlock-v1``: two 6x6 rooms; open the locked door with the key of its color.
 
-    Tests a two-step subgoal chain without navigation past the door. ``max_steps`` 40 (expert:
+    Tests a two-step subgoal chain without navigation past the door. An episode starts anywhere in
+    the key's room, not right in front of an object (MiniGrid's rule for room grids).
+    ``max_steps`` 40 (expert with random starts: mean 9.5, longest 17; ``-v0``:
     mean 9.5, longest 17). Expert:
     shortest path to pick up the key of the door's color, then to face the door and toggle it.
     Mission: "open the door".
     """
 
-    family = "Unlock-v0"
+    family = "Unlock-v1"
     expert_name = "shortest-path planner: key, then door"
+    level_fixes = "the rooms, the locked door and its key"
+    episode_draws = (
+        "the agent's start cell and direction: any empty cell of the key's room, not facing an "
+        "object"
+    )
     default_max_steps = 40
+
+    def _start_cells(self) -> list[tuple[int, int]]:
+        (key_cell,) = self._plan().find("key", self.door.color)
+        room = self.room_from_pos(*key_cell)
+        return self._empty_cells(room.top, room.size)
+
+    def _start_pose_ok(self, cell: tuple[int, int], direction: int) -> bool:
+        return self._front_is_clear(cell, direction)
 
     def _expert_step(self, planner: GridPlanner) -> int | None:
         door, carrying = self.door, self.carrying
@@ -180,39 +249,48 @@ class UnlockLevels(_PlannerFamily, UnlockEnv):
 
 
 class GoToLocalLevels(_BotFamily, GoToLocal):
-    """``GoToLocal-v0``: BabyAI GoToLocal, one 8x8 room with 8 objects; go to the one named.
+    """``GoToLocal-v1``: BabyAI GoToLocal, one 8x8 room with 8 objects; go to the one named.
 
     Tests grounding the mission among distractors (several objects may match, e.g. "go to a red
-    ball"). ``max_steps`` 40 (expert: mean 5.3, longest 24). Expert: BabyAI bot.
+    ball"). ``max_steps`` 48 (expert with random starts: mean 5.3, longest 31); ``-v0``:
+    ``max_steps`` 40 (mean 5.3, longest 24). Expert: BabyAI bot.
     Mission e.g. "go to the green key".
     """
 
-    family = "GoToLocal-v0"
-    default_max_steps = 40
+    family = "GoToLocal-v1"
+    default_max_steps = 48
+    fixed_start_max_steps = 40
     env_kwargs = {"room_size": 8, "num_dists": 8}
 
 
 class PickupLocLevels(_BotFamily, PickupLoc):
-    """``PickupLoc-v0``: BabyAI PickupLoc, one 8x8 room with 8 objects; pick up the one named.
+    """``PickupLoc-v1``: BabyAI PickupLoc, one 8x8 room with 8 objects; pick up the one named.
 
     Objects may be named by their location relative to the agent's start ("on your left", "in
-    front of you", "behind you"). ``max_steps`` 40 (expert: mean 6.1, longest 24). Expert:
-    BabyAI bot.
+    front of you", "behind you"): an episode starts only on poses from which the mission names
+    the same objects as from the level's own start. ``max_steps`` 40 (expert with random starts:
+    mean 6.0, longest 24; ``-v0``: mean 6.1, longest 24). Expert: BabyAI bot.
     Mission e.g. "pick up the blue ball on your left".
     """
 
-    family = "PickupLoc-v0"
+    family = "PickupLoc-v1"
+    episode_draws = (
+        f"{_BotFamily.episode_draws}, from which the mission names the same objects "
+        "(its locations are relative to the start)"
+    )
     default_max_steps = 40
 
 
 class PutNextLocalLevels(_BotFamily, PutNextLocal):
-    """``PutNextLocal-v0``: BabyAI PutNextLocal, one 8x8 room with 8 distinct objects.
+    """``PutNextLocal-v1``: BabyAI PutNextLocal, one 8x8 room with 8 distinct objects.
 
-    Tests a two-object mission: carry one named object next to another. ``max_steps`` 64
-    (expert: mean 12.0, longest 42). Expert: BabyAI bot.
+    Tests a two-object mission: carry one named object next to another. ``max_steps`` 72
+    (expert with random starts: mean 12.0, longest 45); ``-v0``: ``max_steps`` 64 (mean 12.0,
+    longest 42). Expert: BabyAI bot.
     Mission e.g. "put the red box next to the grey ball".
     """
 
-    family = "PutNextLocal-v0"
-    default_max_steps = 64
+    family = "PutNextLocal-v1"
+    default_max_steps = 72
+    fixed_start_max_steps = 64
     env_kwargs = {"room_size": 8, "num_objs": 8}

@@ -166,6 +166,14 @@ class GridPlanner:
             k += 1
         return dist
 
+    def cells_reaching(self, targets: Iterable[tuple[int, int]]) -> frozenset[tuple[int, int]]:
+        """Cells from which the agent can come to face a target (in some direction)."""
+        _, dist = self.distances(targets)
+        w = self.width
+        return frozenset(
+            (c % w, c // w) for c in range(len(dist) // 4) if min(dist[4 * c : 4 * c + 4]) < _INF
+        )
+
     def next_action(self, targets: Iterable[tuple[int, int]], final_action: int) -> int | None:
         """The first action of a shortest path to face a target, then ``final_action``.
 

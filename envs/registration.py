@@ -2,37 +2,67 @@
 
 Imported by ``import trajbench`` (Gymnasium 1.x has no plugin entry points), so both
 ``gym.make("trajbench/DarkRoom-v0")`` and ``gym.make("trajbench:trajbench/DarkRoom-v0")`` work.
+
+Versions follow Gymnasium's rule: a change in behaviour is a new version and the old id stays
+registered unchanged. The MiniGrid/BabyAI families are ``-v1`` (the agent's start pose is drawn per
+episode); their ``-v0`` ids (the level fixes the start; what suite version 1 measured) are the same
+classes registered with ``random_start=False``.
 """
 
 from __future__ import annotations
+
+from importlib import import_module
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 
 NAMESPACE = "trajbench"
 
-#: family id (without namespace) -> (entry point, vector entry point or None)
-FAMILIES: dict[str, tuple[str, str | None]] = {
-    "DarkRoom-v0": (
+
+class FamilySpec(NamedTuple):
+    """How one family id is registered."""
+
+    entry_point: str
+    vector_entry_point: str | None = None
+    kwargs: dict[str, Any] = {}
+
+
+_MG = "trajbench.envs.minigrid_families"
+_FIXED_START = {"random_start": False}
+
+#: family id (without namespace) -> how it is registered (a plain ``(entry point, vector entry
+#: point)`` tuple works too).
+FAMILIES: dict[str, FamilySpec] = {
+    "DarkRoom-v0": FamilySpec(
         "trajbench.envs.dark_room:DarkRoomEnv",
         "trajbench.envs.dark_room:DarkRoomVectorEnv",
     ),
-    "DarkKeyToDoor-v0": (
+    "DarkKeyToDoor-v0": FamilySpec(
         "trajbench.envs.dark_key_to_door:DarkKeyToDoorEnv",
         "trajbench.envs.dark_key_to_door:DarkKeyToDoorVectorEnv",
     ),
-    "DarkSequence-v0": (
+    "DarkSequence-v0": FamilySpec(
         "trajbench.envs.dark_sequence:DarkSequenceEnv",
         "trajbench.envs.dark_sequence:DarkSequenceVectorEnv",
     ),
-    "FourRooms-v0": ("trajbench.envs.minigrid_families:FourRoomsLevels", None),
-    "MultiRoom-v0": ("trajbench.envs.minigrid_families:MultiRoomLevels", None),
-    "SimpleCrossing-v0": ("trajbench.envs.minigrid_families:SimpleCrossingLevels", None),
-    "LavaCrossing-v0": ("trajbench.envs.minigrid_families:LavaCrossingLevels", None),
-    "DoorKey-v0": ("trajbench.envs.minigrid_families:DoorKeyLevels", None),
-    "Unlock-v0": ("trajbench.envs.minigrid_families:UnlockLevels", None),
-    "GoToLocal-v0": ("trajbench.envs.minigrid_families:GoToLocalLevels", None),
-    "PickupLoc-v0": ("trajbench.envs.minigrid_families:PickupLocLevels", None),
-    "PutNextLocal-v0": ("trajbench.envs.minigrid_families:PutNextLocalLevels", None),
+    "FourRooms-v0": FamilySpec(f"{_MG}:FourRoomsLevels", kwargs=_FIXED_START),
+    "FourRooms-v1": FamilySpec(f"{_MG}:FourRoomsLevels"),
+    "MultiRoom-v0": FamilySpec(f"{_MG}:MultiRoomLevels", kwargs=_FIXED_START),
+    "MultiRoom-v1": FamilySpec(f"{_MG}:MultiRoomLevels"),
+    "SimpleCrossing-v0": FamilySpec(f"{_MG}:SimpleCrossingLevels", kwargs=_FIXED_START),
+    "SimpleCrossing-v1": FamilySpec(f"{_MG}:SimpleCrossingLevels"),
+    "LavaCrossing-v0": FamilySpec(f"{_MG}:LavaCrossingLevels", kwargs=_FIXED_START),
+    "LavaCrossing-v1": FamilySpec(f"{_MG}:LavaCrossingLevels"),
+    "DoorKey-v0": FamilySpec(f"{_MG}:DoorKeyLevels", kwargs=_FIXED_START),
+    "DoorKey-v1": FamilySpec(f"{_MG}:DoorKeyLevels"),
+    "Unlock-v0": FamilySpec(f"{_MG}:UnlockLevels", kwargs=_FIXED_START),
+    "Unlock-v1": FamilySpec(f"{_MG}:UnlockLevels"),
+    "GoToLocal-v0": FamilySpec(f"{_MG}:GoToLocalLevels", kwargs=_FIXED_START),
+    "GoToLocal-v1": FamilySpec(f"{_MG}:GoToLocalLevels"),
+    "PickupLoc-v0": FamilySpec(f"{_MG}:PickupLocLevels", kwargs=_FIXED_START),
+    "PickupLoc-v1": FamilySpec(f"{_MG}:PickupLocLevels"),
+    "PutNextLocal-v0": FamilySpec(f"{_MG}:PutNextLocalLevels", kwargs=_FIXED_START),
+    "PutNextLocal-v1": FamilySpec(f"{_MG}:PutNextLocalLevels"),
 }
 
 
@@ -41,10 +71,36 @@ def env_ids() -> list[str]:
     return [f"{NAMESPACE}/{name}" for name in FAMILIES]
 
 
+def family_class(env_id: str) -> type:
+    """The unwrapped class behind a registered trajbench id, without instantiating it.
+
+    Accepts ``"trajbench/DoorKey-v1"`` or ``"DoorKey-v1"``; use it to call class-level facts
+    such as :meth:`~trajbench.envs.levels.LevelMixin.step_events`.
+
+    Raises:
+        KeyError: ``env_id`` is not a registered trajbench family.
+
+    Example:
+        >>> family_class("trajbench/DoorKey-v1").__name__
+        'DoorKeyLevels'
+    """
+    name = env_id.removeprefix("trajbench:").removeprefix(f"{NAMESPACE}/")
+    if name not in FAMILIES:
+        raise KeyError(f"unknown trajbench family {env_id!r}; known: {', '.join(env_ids())}")
+    module, attr = FamilySpec(*FAMILIES[name]).entry_point.split(":")
+    return getattr(import_module(module), attr)
+
+
 def register_all() -> None:
     """Register every family once (idempotent)."""
-    for name, (entry_point, vector_entry_point) in FAMILIES.items():
+    for name, spec in FAMILIES.items():
         env_id = f"{NAMESPACE}/{name}"
         if env_id in gym.registry:
             continue
-        gym.register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point)
+        spec = FamilySpec(*spec)
+        gym.register(
+            id=env_id,
+            entry_point=spec.entry_point,
+            vector_entry_point=spec.vector_entry_point,
+            kwargs=dict(spec.kwargs),
+        )

@@ -1,14 +1,16 @@
-"""Dark Room and Dark Key-to-Door: API, levels, splits, experts and the batched implementations."""
+"""Dark Room and Dark Key-to-Door: experts, hidden goals, step events and the batched implementations.
+
+What every family shares (API, determinism, levels, splits) is in ``test_envs_families.py``.
+"""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
 
 import trajbench  # noqa: F401  (registers the families)
-from trajbench.envs import env_ids, split_levels
+from trajbench.envs.dark_key_to_door import DarkKeyToDoorEnv
 from trajbench.envs.demonstrators import Demonstrator
 
 DARK = ["trajbench/DarkRoom-v0", "trajbench/DarkKeyToDoor-v0"]
@@ -23,13 +25,6 @@ def expert_episode(env, level: int, seed: int) -> tuple[list, list, bool]:
         rewards.append(reward)
         done = terminated or truncated
     return observations, rewards, bool(info["success"])
-
-
-@pytest.mark.parametrize("env_id", DARK)
-def test_check_env_and_both_make_forms(env_id):
-    check_env(gym.make(env_id).unwrapped, skip_render_check=True)
-    assert gym.make(f"trajbench:{env_id}").unwrapped.family == env_id.split("/")[1]
-    assert env_id in env_ids()
 
 
 def test_expert_succeeds_on_every_dark_room_level():
@@ -49,13 +44,16 @@ def test_expert_succeeds_on_sampled_key_to_door_levels():
         assert success and sum(rewards) == 2.0, level
 
 
-@pytest.mark.parametrize("env_id", DARK)
-def test_same_level_and_seed_same_episode(env_id):
-    a = expert_episode(gym.make(env_id), 7, seed=3)
-    b = expert_episode(gym.make(env_id), 7, seed=3)
-    c = expert_episode(gym.make(env_id), 7, seed=4)
-    assert a == b
-    assert a[0][0] != c[0][0] or a[0][0][:2] == c[0][0][:2]  # another seed: another start (usually)
+def test_key_to_door_step_events_follow_the_key_bit_and_rewards():
+    env = gym.make("trajbench/DarkKeyToDoor-v0")
+    for level in (0, 42, 6000):
+        observations, rewards, _ = expert_episode(env, level, seed=level)
+        obs = np.asarray(observations[:-1])  # as stored: the observation each action was chosen on
+        events = DarkKeyToDoorEnv.step_events(obs, np.zeros(len(rewards), int), rewards)
+        key_step = int(np.flatnonzero(np.asarray(observations)[1:, 2])[0])  # has_key turns on
+        assert np.flatnonzero(events["key_pickup"]).tolist() == [key_step]
+        assert np.flatnonzero(events["door_opened"]).tolist() == [len(rewards) - 1]
+        assert events["goal_reached"].tolist() == events["door_opened"].tolist()
 
 
 def test_goal_is_the_level_and_is_hidden():
@@ -64,32 +62,6 @@ def test_goal_is_the_level_and_is_hidden():
     assert env.goal.tolist() == [2, 5]
     obs, *_ = env.step(0)
     assert obs.shape == (2,)  # only the position is observed
-
-
-@pytest.mark.parametrize("env_id", DARK)
-def test_splits_are_disjoint_deterministic_and_restrict_draws(env_id):
-    env = gym.make(env_id, levels="test")
-    splits = env.unwrapped.splits()
-    train, test = set(splits["train"].tolist()), set(splits["test"].tolist())
-    assert not train & test and len(train | test) == env.unwrapped.n_levels
-    assert (
-        splits["test"].tolist()
-        == split_levels(env.unwrapped.n_levels, env.unwrapped.n_test_levels)["test"].tolist()
-    )
-    for seed in range(30):
-        env.reset(seed=seed)
-        assert env.unwrapped.level in test
-    with pytest.raises(ValueError, match="not among"):
-        env.reset(options={"level": int(splits["train"][0])})
-
-
-@pytest.mark.parametrize("env_id", DARK)
-@pytest.mark.parametrize("bad", [-1, 10**6])
-def test_level_out_of_range_is_a_clear_value_error(env_id, bad):
-    with pytest.raises(ValueError, match="out of range"):
-        gym.make(env_id).reset(options={"level": bad})
-    with pytest.raises(ValueError, match="out of range"):
-        gym.make(env_id, levels=[0, bad])
 
 
 def test_sticky_actions_repeat_the_previous_action():

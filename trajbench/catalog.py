@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,9 @@ def _space_summary(space: gym.Space) -> str:
 
 def family_info(env_id: str) -> dict[str, Any]:
     """What ``trajbench envs`` shows about one family (instantiates it)."""
-    env = make_env(env_id)
+    with warnings.catch_warnings():  # listing a superseded version is not using it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        env = make_env(env_id)
     try:
         u, splits = env.unwrapped, env.unwrapped.splits()
         max_steps = getattr(u, "max_steps", None) or (env.spec and env.spec.max_episode_steps)
@@ -60,6 +63,10 @@ def family_info(env_id: str) -> dict[str, Any]:
             "max_steps": None if max_steps is None else int(max_steps),
             "has_mission": bool(u.has_mission),
             "expert": u.expert_name,
+            "version": env.spec.version if env.spec else None,
+            "version_note": u.version_note,
+            "level_fixes": u.level_fixes,
+            "episode_draws": u.episode_draws,
         }
     finally:
         env.close()
@@ -87,11 +94,20 @@ def envs_main(argv: list[str] | None = None) -> int:
         "has_mission": "mission",
         "observation_space": "observation",
         "expert": "expert",
+        "version": "version",
+        "level_fixes": "a level fixes",
+        "episode_draws": "each episode draws",
     }
     cells = [[str(h) for h in headers.values()]]
     for row in rows:
+        shown = {**row, "version": f"v{row['version']}"}
+        if row["version_note"]:
+            shown["version"] += f", {row['version_note']}"
         cells.append(
-            ["yes" if row[k] is True else "no" if row[k] is False else str(row[k]) for k in headers]
+            [
+                "yes" if v is True else "no" if v is False else str(v)
+                for v in map(shown.get, headers)
+            ]
         )
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for r in cells:
