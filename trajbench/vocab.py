@@ -7,7 +7,9 @@ model reads, never what the environment asks:
 - ``full``: the episode's own mission;
 - ``empty``: nothing (the episode still starts with ``<bos>``);
 - ``template``: content words masked by their category — "go to the <color> <obj>";
-- ``wrong``: the mission of another level of the same family.
+- ``wrong``: another mission of the same family that differs from the true one in more than its
+  articles (BabyAI's grammar has no synonyms); only the query shows it. Evaluation's conflict test
+  instead shows a mission naming another object present in the level (the families' decoys).
 
 Example:
     >>> vocab = MissionVocab.build(["go to the red ball", "pick up the blue key"])
@@ -38,6 +40,19 @@ def words(mission: str) -> list[str]:
     return re.findall(r"<[a-z]+>|[a-z]+", mission.lower())
 
 
+ARTICLES = frozenset({"a", "an", "the"})
+
+
+def mission_key(mission: str) -> tuple[str, ...]:
+    """What a mission says, up to its articles: two missions with one key name the same thing.
+
+    Example:
+        >>> mission_key("go to a red ball") == mission_key("Go to the red ball.")
+        True
+    """
+    return tuple(w for w in words(mission) if w not in ARTICLES)
+
+
 def template(mission: str) -> str:
     """The mission with its content words replaced by their category mask."""
     return " ".join(CONTENT_WORDS.get(w, w) for w in words(mission))
@@ -59,9 +74,10 @@ def shown_mission(mission: str, instruction: str, pool: list[str], rng) -> str:
     if instruction == "template":
         return template(mission)
     if instruction == "wrong":
-        others = [m for m in pool if m != mission]
+        key = mission_key(mission)
+        others = sorted({m for m in pool if mission_key(m) != key})
         if not others:
-            raise ValueError("the 'wrong' instruction needs another mission in the pool")
+            raise ValueError("the 'wrong' instruction needs a different mission in the pool")
         return others[rng.randrange(len(others))]
     raise ValueError(f"unknown instruction mode {instruction!r}; expected one of {INSTRUCTIONS}")
 
