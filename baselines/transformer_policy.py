@@ -1,20 +1,20 @@
-"""The transformer as a :class:`~trajbench.baselines.base.Policy`: batched, KV-cached rollouts.
+"""The transformer as a :class:`~trajbench.policy.Policy`: batched, KV-cached rollouts.
 
-At the start of each episode every row's context (its demonstrations and own earlier episodes,
-each preceded by its mission words) is packed by the same assembler the prompt builder uses,
-left-padded and encoded into the KV cache; then the query's mission words are fed. Each
-environment step feeds one token per running row through the cache; rows that finish are dropped
-from the cache.
+At the start of each episode every row's context is laid out as the prompt builder lays out a
+training sequence (:mod:`trajbench.contexts.builder`): each context segment (a demonstration, or
+a segment of shuffled transitions) behind one ``<bos>`` delimiter, then ``<bos>`` and the query's
+mission words. It is packed by the builder's own assembler, left-padded and encoded into the KV
+cache. Each environment step feeds one token per running row through the cache; rows that finish
+are dropped from the cache.
 
-The context's cache is kept between episodes: when the next episode's context is the previous one
-plus the episode just played (the evaluation protocol), only that episode's tokens are encoded on
-top of the kept cache, so an episode's start costs the length of one episode, not of the whole
-context. ``use_cache=False`` re-encodes the whole sequence at every step instead (the reference the
-cache is checked and benchmarked against).
+The context's cache is kept between episodes: when the next episode shows the same context (the
+evaluation protocol), it is reused as it is; when it shows the previous context plus the episode
+just played, only that episode is encoded on top. ``use_cache=False`` re-encodes the whole
+sequence at every step instead (the reference the cache is checked and benchmarked against).
 
-Mission words are drawn once per row and true mission for the row's whole rollout, as the prompt
-builder does once per sequence (this matters for the ``wrong`` instruction, which draws another
-mission at random).
+The query's mission words are drawn once per row and true mission for the row's whole rollout
+(this matters for the ``wrong`` instruction, which draws another mission at random); a row whose
+context names a ``shown_mission`` (evaluation's decoys) shows that text as it is.
 
 Example:
     >>> policy = TransformerPolicy.load("runs/dr-bursty/model")   # doctest: +SKIP
@@ -91,48 +91,35 @@ class TransformerPolicy(Policy):
         return cls(TrajectoryTransformer.from_pretrained(directory), **kwargs)
 
     # -- context ---------------------------------------------------------------------------------
-    def _words(self, row: int, env_id: str, mission: str) -> list[int]:
-        """The shown mission's ids, drawn once per row and true mission (see the module doc)."""
+    def _words(self, row: int, context: RowContext) -> list[int]:
+        """The query's mission ids, drawn once per row and true mission (see the module doc)."""
+        if context.shown_mission is not None:
+            return self.vocab.encode(context.shown_mission)
         shown = self._shown[row]
-        if mission not in shown:
-            text = shown_mission(
-                mission, self.instruction, self.mission_pool.get(env_id, []), self.rnd
-            )
-            shown[mission] = self.vocab.encode(text)
-        return shown[mission]
+        if context.mission not in shown:
+            pool = self.mission_pool.get(context.env_id, [])
+            text = shown_mission(context.mission, self.instruction, pool, self.rnd)
+            shown[context.mission] = self.vocab.encode(text)
+        return shown[context.mission]
 
     def _left_padded(
         self, rows: list[RowContext], episodes: list[list[EpisodeRecord]], query: bool
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
-        """Tokens of every row's ``episodes`` (as context), then, if ``query``, its query words.
-
-        Returns left-padded token tensors and their mask, or None when no row has a token.
-        """
+        """Tokens of every row's ``episodes`` (context segments), then, if ``query``, its query
+        words. Returns left-padded token tensors and their mask, or None when there is no token."""
         flat = [ep for eps in episodes for ep in eps]
         if not flat and not query:
             return None
-        F = self.n_features
-        lengths = [len(ep) for ep in flat]
-        table = StepTable.from_episodes(
-            np.concatenate([ep.obs for ep in flat]) if flat else np.zeros((0, F), np.uint8),
-            np.concatenate([ep.actions for ep in flat]) if flat else np.zeros(0, np.int64),
-            np.concatenate([ep.rewards for ep in flat]) if flat else np.zeros(0, np.float32),
-            np.cumsum(lengths, dtype=np.int64) - np.asarray(lengths, dtype=np.int64),
-            lengths,
-            [ep.level for ep in flat],
-            [ep.episode_id for ep in flat],
-        )
+        table = StepTable.from_records(flat, self.n_features)
         plans, offset = [], 0
         for i, (row, eps) in enumerate(zip(rows, episodes, strict=True)):
             plan = RowPlan()
             for ep in eps:
-                plan.add_words(
-                    self._words(i, row.env_id, ep.mission), ep.level, ep.episode_id, query=False
-                )
+                plan.add_words([self.vocab.bos_id], ep.level, ep.episode_id, query=False)
                 plan.add_steps(range(offset, offset + len(ep)), query=False)
                 offset += len(ep)
             if query:
-                plan.add_words(self._words(i, row.env_id, row.mission), row.level, -1, query=True)
+                plan.add_words(self._words(i, row), row.level, -1, query=True)
             plans.append(plan)
         batch = assemble(plans, table, self.n_actions)
         lens = (~batch.pad).sum(1)
@@ -149,17 +136,33 @@ class TransformerPolicy(Policy):
         mask = torch.from_numpy(np.arange(T)[None, :] >= (T - lens)[:, None]).long()
         return tokens, mask.to(self.device)
 
-    def _continues(self, rows: list[RowContext], episodes: list[list[EpisodeRecord]]) -> bool:
-        """Whether every row's context is its previous context plus exactly one new episode."""
+    def _extension(
+        self, rows: list[RowContext], episodes: list[list[EpisodeRecord]]
+    ) -> list[list[EpisodeRecord]] | None:
+        """What every row's context adds to its previous one: nothing (the same context) or one
+        episode (the one just played); None when it is anything else."""
         prev = self._previous
         if prev is None or len(prev) != len(rows):
-            return False
-        for row, eps, (env_id, level, mission, old) in zip(rows, episodes, prev, strict=True):
-            if (row.env_id, row.level, row.mission) != (env_id, level, mission):
-                return False
-            if len(eps) != len(old) + 1 or any(a is not b for a, b in zip(eps, old, strict=False)):
-                return False
-        return True
+            return None
+        added = []
+        for row, eps, (env_id, level, mission, shown, old) in zip(
+            rows, episodes, prev, strict=True
+        ):
+            if (row.env_id, row.level, row.mission, row.shown_mission) != (
+                env_id,
+                level,
+                mission,
+                shown,
+            ):
+                return None
+            if len(eps) - len(old) not in (0, 1) or any(
+                a is not b for a, b in zip(eps, old, strict=False)
+            ):
+                return None
+            added.append(eps[len(old) :])
+        if len({len(a) for a in added}) != 1:
+            return None
+        return added
 
     def _feed(self, tokens, new_mask, cache, mask):
         """Encode ``tokens`` after ``cache`` (None: start a new cache); returns (cache, mask)."""
@@ -173,31 +176,25 @@ class TransformerPolicy(Policy):
     @torch.no_grad()
     def begin(self, rows: list[RowContext]) -> None:
         episodes = [list(row.episodes) if self.use_context else [] for row in rows]
-        continues = self._continues(rows, episodes) and (
-            not self.use_cache or self._prefix is not None
-        )
-        if not continues:
+        added = self._extension(rows, episodes)
+        if added is None or (self.use_cache and self._prefix is None):
             self._shown = [{} for _ in rows]
-            self._prefix = None
+            self._prefix, added = None, None
         self._previous = [
-            (row.env_id, row.level, row.mission, eps)
+            (row.env_id, row.level, row.mission, row.shown_mission, eps)
             for row, eps in zip(rows, episodes, strict=True)
         ]
-        # Draw every shown mission now, in one fixed order, whatever is encoded below.
-        for i, (row, eps) in enumerate(zip(rows, episodes, strict=True)):
-            for ep in eps:
-                self._words(i, row.env_id, ep.mission)
-            self._words(i, row.env_id, row.mission)
+        for i, row in enumerate(rows):  # draw every shown mission now, in one fixed order
+            self._words(i, row)
         self.rows = np.arange(len(rows))
         if not self.use_cache:
             self.tokens, self.mask = self._left_padded(rows, episodes, query=True)
             return
-        # The kept context cache (a copy: stepping extends it), plus the new context episodes.
+        # The kept context cache (a copy: stepping extends it), plus what the context adds.
         cache, mask = (None, None)
-        if continues and self._prefix[0] is not None:
+        if added is not None and self._prefix[0] is not None:
             cache, mask = copy.deepcopy(self._prefix[0]), self._prefix[1]
-        new = [eps[-1:] for eps in episodes] if continues else episodes
-        context = self._left_padded(rows, new, query=False)
+        context = self._left_padded(rows, episodes if added is None else added, query=False)
         if context is not None:
             cache, mask = self._feed(*context, cache, mask)
         self._prefix = (None if cache is None else copy.deepcopy(cache), mask)

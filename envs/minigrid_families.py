@@ -91,6 +91,7 @@ class _BotFamily(BabyAILevelMixin):
     )
 
     def _on_reset(self) -> None:
+        super()._on_reset()
         self._tracker = BotTracker(self)
 
     def expert_action(self) -> int:

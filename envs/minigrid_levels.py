@@ -44,6 +44,7 @@ from minigrid.envs.babyai.core.roomgrid_level import RejectSampling
 from minigrid.envs.babyai.core.verifier import ObjDesc
 
 from .levels import LevelMixin, LevelsArg, ObsEncoding
+from .minigrid_decoys import DecoyTracker
 
 #: Cells in MiniGrid's partial view (7x7).
 VIEW_CELLS = 7 * 7
@@ -309,6 +310,11 @@ class BabyAILevelMixin(MiniGridLevelMixin):
     """
 
     has_mission = True
+    _decoy: DecoyTracker
+
+    def __init__(self, *args, **kwargs):
+        self._decoy = DecoyTracker()
+        super().__init__(*args, **kwargs)
 
     def _gen_grid(self, width: int, height: int) -> None:
         # RoomGridLevel._gen_grid without its print() per rejected sample.
@@ -357,6 +363,23 @@ class BabyAILevelMixin(MiniGridLevelMixin):
         if self._start is not None:
             self.instrs.reset_verifier(self)  # the verifier reads the mission from the start pose
         return obs
+
+    def _on_reset(self) -> None:
+        super()._on_reset()
+        self._decoy.reset(self)
+
+    def draw_decoy(self, rng: np.random.Generator) -> str | None:
+        """Draw a decoy mission for the current level (see :mod:`trajbench.envs.minigrid_decoys`);
+        from now on every episode of this level reports ``info["decoy_success"]``. Returns the
+        decoy's text, or None when the level has no object to name."""
+        return self._decoy.draw(self, rng)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        reached = self._decoy.step(self._prev_action)
+        if reached is not None:
+            info["decoy_success"] = reached
+        return obs, reward, terminated, truncated, info
 
     def _restart_level(self) -> None:
         """Rebuild the current level in this episode's initial state (same grid, mission, start)."""

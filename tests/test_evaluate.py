@@ -1,5 +1,5 @@
-"""``trajbench evaluate`` and the policies it drives: KV-cached rollouts against re-encoding, the
-reference baselines on Dark Room, bad input, and a learning test (bursty beats no-context)."""
+"""``trajbench evaluate``: the reference baselines on Dark Room, formats and instructions in the
+records, honest level sets, bad input, and a learning test (bursty beats no-context)."""
 
 from __future__ import annotations
 
@@ -10,25 +10,18 @@ import re
 from itertools import pairwise
 
 import gymnasium as gym
-import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from trajbench import cli
-from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
-from trajbench.baselines.transformer_policy import TransformerPolicy
+from trajbench.baselines.transformer import ModelConfig
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextConfig
-from trajbench.data import load
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
 from trajbench.pipeline.train import TrainConfig, train
-from trajbench.policy import Policy, RowContext
-from trajbench.rollout import Demonstrations, demonstrations, rollout
-from trajbench.vocab import MissionVocab
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
-GOTO = "trajbench/GoToLocal-v0"
+GOTO = "trajbench/GoToLocal-v1"
 
 
 @pytest.fixture(scope="module")
@@ -48,109 +41,8 @@ def goto_test(tmp_path_factory) -> str:
     levels = ",".join(str(int(x)) for x in env.unwrapped.splits()["test"][:8])
     env.close()
     out = tmp_path_factory.mktemp("data") / "goto-test"
-    cfg = CollectConfig(env=GOTO, levels=levels, episodes_per_level=3, out=out, progress=False)
+    cfg = CollectConfig(env=GOTO, levels=levels, episodes_per_level=5, out=out, progress=False)
     return str(collect(cfg))
-
-
-def untrained_policy(store, use_cache: bool, sharpen: float = 1.0, **kw) -> TransformerPolicy:
-    """A tiny random model for ``store``; ``sharpen`` scales its head so argmaxes are clear-cut."""
-    vocab = MissionVocab.build(store.episodes["mission"].unique())
-    torch.manual_seed(0)
-    model = TrajectoryTransformer(
-        ModelConfig(d_model=32, n_layers=2, n_heads=2), store.encoding, vocab
-    )
-    with torch.no_grad():
-        model.head.weight.mul_(sharpen)
-    return TransformerPolicy(model, use_cache=use_cache, seed=0, **kw)
-
-
-class Twin(Policy):
-    """Drives a cached and a re-encoding policy in lockstep and checks every action agrees."""
-
-    def __init__(self, cached: Policy, reencoding: Policy):
-        self.cached, self.reencoding = cached, reencoding
-        self.actions: list[np.ndarray] = []
-        self.episode_starts = 0
-
-    def begin(self, rows: list[RowContext]) -> None:
-        self.cached.begin(rows)
-        self.reencoding.begin(rows)
-        self.episode_starts += 1
-
-    def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
-        a = self.cached.act(obs, prev_action, prev_reward, rows, envs)
-        b = self.reencoding.act(obs, prev_action, prev_reward, rows, envs)
-        n = len(self.actions)
-        assert np.array_equal(a, b), f"step {n}: cached {a.tolist()} != re-encoding {b.tolist()}"
-        self.actions.append(a)
-        return a
-
-
-def mixed_rows(store, env_id: str, levels: list[int], ks=(0, 1, 2, 4)):
-    """Rows of every level crossed with several k and both supports: contexts of many lengths."""
-    demos = Demonstrations(store)
-    rows = [(lv, k, s) for k in ks for s in ("same", "other") for lv in levels if k or s == "same"]
-    contexts = [demos(env_id, lv, k, s, seed=0) for lv, k, s in rows]
-    missions = store.episodes.groupby("level")["mission"].first().to_dict()
-    return [lv for lv, _, _ in rows], contexts, missions
-
-
-# -- cached stepping == re-encoding ----------------------------------------------------------------
-def test_cached_rollouts_act_as_re_encoding_on_dark_room(dr_test):
-    store = load(dr_test)
-    levels, contexts, missions = mixed_rows(store, DARK_ROOM, sorted(store.episodes.level.unique()))
-    twin = Twin(
-        untrained_policy(store, use_cache=True, sharpen=30.0),
-        untrained_policy(store, use_cache=False, sharpen=30.0),
-    )
-    records = rollout(twin, DARK_ROOM, levels, contexts, missions, n_episodes=3, seed=0)
-    # 3 episodes: the second and third add the policy's own episodes to the kept cache.
-    assert twin.episode_starts == 3 and len(records) == 3 * len(levels) == 3 * 7 * 16
-    actions = np.concatenate(twin.actions)
-    assert len(actions) == 3 * 20 * len(levels)
-    assert len(np.unique(actions)) >= 3  # the check is not vacuous: the model acts on its input
-
-
-def test_cached_rollouts_act_as_re_encoding_on_goto_local(goto_test):
-    """Episodes end at different steps (rows leave the batch); actions are sampled."""
-    store = load(goto_test)
-    levels, contexts, missions = mixed_rows(store, GOTO, sorted(store.episodes.level.unique()))
-    pool = {GOTO: sorted(store.episodes["mission"].unique())}
-    twin = Twin(
-        untrained_policy(store, use_cache=True, greedy=False, mission_pool=pool),
-        untrained_policy(store, use_cache=False, greedy=False, mission_pool=pool),
-    )
-    records = pd.DataFrame(rollout(twin, GOTO, levels, contexts, missions, n_episodes=2, seed=0))
-    for _, episode in records.groupby("episode"):
-        assert episode["length"].nunique() >= 3, "rows should finish at different steps"
-    assert records["success"].any() and not records["success"].all()
-
-
-def test_wrong_missions_are_drawn_once_per_row_in_both_modes(goto_test):
-    """The ``wrong`` instruction draws at random: both modes must draw the same missions."""
-    store = load(goto_test)
-    levels, contexts, missions = mixed_rows(store, GOTO, sorted(store.episodes.level.unique()))
-    pool = {GOTO: sorted(store.episodes["mission"].unique())}
-    kw = dict(greedy=False, mission_pool=pool, instruction="wrong", sharpen=10.0)
-    twin = Twin(untrained_policy(store, True, **kw), untrained_policy(store, False, **kw))
-    rollout(twin, GOTO, levels, contexts, missions, n_episodes=2, seed=1)
-    shown = twin.cached._shown
-    assert shown == twin.reencoding._shown and len(shown) == len(levels)
-    vocab = twin.cached.vocab
-    for row, lv in zip(shown, levels, strict=True):
-        assert row[missions[lv]] != vocab.encode(missions[lv])  # another level's mission
-
-
-def test_demonstrations_are_nested_and_shared(dr_test):
-    store = load(dr_test)
-    level = int(store.episodes.level.iloc[0])
-    four = demonstrations(store, DARK_ROOM, level, 4, "same", seed=3)
-    two = Demonstrations(store)(DARK_ROOM, level, 2, "same", seed=3)
-    assert [e.episode_id for e in two] == [e.episode_id for e in four[:2]]
-    assert all(e.level == level for e in four)
-    other = demonstrations(store, DARK_ROOM, level, 4, "other", seed=3)
-    assert all(e.level != level for e in other)
-    assert demonstrations(store, DARK_ROOM, level, 0, "same", seed=3) == []
 
 
 # -- reference baselines ----------------------------------------------------------------------------
@@ -171,9 +63,11 @@ def test_reference_baselines_score_what_they_must_on_dark_room(dr_test, tmp_path
         return online
 
     expert, hashmap, random = run("expert"), run("hashmap"), run("random")
-    for frame in (expert, hashmap, random):
+    replay = run("replay")
+    for frame in (expert, hashmap, random, replay):
         assert len(frame) == 16 * 2 * 2  # levels x k x episodes
         assert not frame.duplicated(["level", "k", "support", "episode"]).any()
+        assert set(frame["format"]) == {"common"} and set(frame["eval_seed"]) == {0}
     assert expert["success"].all()
     # Returns depend on the start cell; on average the expert scores what its demonstrations do.
     assert expert["normalized_return"].mean() == pytest.approx(1.0, abs=0.15)
@@ -184,6 +78,43 @@ def test_reference_baselines_score_what_they_must_on_dark_room(dr_test, tmp_path
     assert success["random"].max() < 0.35
     assert success["hashmap"][4] >= success["random"][4] + 0.3
     assert success["hashmap"][4] >= success["hashmap"][0] + 0.3
+    # Replaying a demonstration from another start rarely reaches the goal on Dark Room.
+    assert replay[replay.k == 4]["success"].mean() < success["hashmap"][4]
+
+
+def test_formats_instructions_and_decoys_are_recorded(goto_test, tmp_path):
+    """A model trained on an unordered mode is scored in both formats; a decoy evaluation
+    records both rates; levels it trained on are refused."""
+    env = gym.make(GOTO)
+    train_levels = ",".join(str(int(x)) for x in env.unwrapped.splits()["train"][:6])
+    train_data = collect(
+        CollectConfig(
+            env=GOTO, levels=train_levels, episodes_per_level=5, out=tmp_path / "tr", progress=False
+        )
+    )
+    model = train(
+        TrainConfig(
+            data=(str(train_data),),
+            out=str(tmp_path / "run"),
+            context=ContextConfig(mode="shuffled", k=2),
+            model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
+            steps=3,
+            batch_size=4,
+            threads=1,
+            progress=False,
+        )
+    )
+    base = dict(policy=str(model), data=(goto_test,), ks=(0, 2), episodes=1, progress=False)
+    online, _ = evaluate(EvalConfig(**base, out=str(tmp_path / "e1"), offline=False))
+    assert set(online["format"]) == {"common", "matched"}
+    assert set(online.loc[online.k == 0, "format"]) == {"common"}
+    assert set(online["eval_instruction"]) == {"full"} and "decoy_success" not in online
+    wrong, _ = evaluate(
+        EvalConfig(**base, out=str(tmp_path / "e2"), instruction="wrong", formats=("common",))
+    )
+    assert set(wrong["eval_instruction"]) == {"wrong"} and wrong["decoy_success"].notna().all()
+    with pytest.raises(Exception, match="held-out levels only"):
+        evaluate(EvalConfig(**{**base, "data": (str(train_data),)}, out=str(tmp_path / "e3")))
 
 
 # -- bad input ---------------------------------------------------------------------------------------

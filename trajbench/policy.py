@@ -26,7 +26,12 @@ import numpy as np
 
 @dataclass
 class EpisodeRecord:
-    """One episode's steps: encoded observations, actions taken, rewards received."""
+    """One episode's steps (or one context segment's): observations, actions, rewards.
+
+    ``prev_actions`` / ``prev_rewards`` are what each step shows as the previous action and
+    reward (-1: the step starts an episode). None: derived from the record's own order, as for a
+    whole episode; a segment of shuffled transitions carries each step's own.
+    """
 
     obs: np.ndarray  # uint8 [L, F]
     actions: np.ndarray  # int [L]
@@ -34,19 +39,39 @@ class EpisodeRecord:
     level: int
     episode_id: int = -1
     mission: str = ""
+    prev_actions: np.ndarray | None = None  # int [L], -1 at an episode's start
+    prev_rewards: np.ndarray | None = None  # float32 [L]
 
     def __len__(self) -> int:
         return len(self.actions)
 
+    def previous(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(prev_actions, prev_rewards)``, -1 and 0 where a step starts an episode."""
+        if self.prev_actions is not None:
+            return np.asarray(self.prev_actions, np.int64), np.asarray(
+                self.prev_rewards, np.float32
+            )
+        actions = np.asarray(self.actions, np.int64)
+        rewards = np.asarray(self.rewards, np.float32)
+        return (
+            np.concatenate([[-1], actions[:-1]]).astype(np.int64)[: len(actions)],
+            np.concatenate([[0.0], rewards[:-1]]).astype(np.float32)[: len(actions)],
+        )
+
 
 @dataclass
 class RowContext:
-    """What a policy may see before acting in one row: the level's context episodes."""
+    """What a policy may see before acting in one row: the level's context episodes.
+
+    ``shown_mission``: the mission text to show instead of the policy's own rendering of
+    ``mission`` (evaluation's conflict test shows a decoy); None: the policy decides.
+    """
 
     env_id: str
     level: int
     mission: str
     episodes: list[EpisodeRecord] = field(default_factory=list)
+    shown_mission: str | None = None
 
 
 class Policy(ABC):

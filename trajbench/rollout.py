@@ -58,14 +58,16 @@ class Demonstrations:
             self._families[env_id] = (rows, self.expert.level.to_numpy()[rows])
         rows, levels = self._families[env_id]
         pool = rows[levels == level] if support == "same" else rows[levels != level]
-        if k and len(pool) == 0:
+        if len(pool) < k:
             raise TrajbenchError(
-                f"no expert episodes for {support}-level support of {env_id} level {level}"
+                f"{k} distinct expert demonstrations of {support}-level support are needed for "
+                f"{env_id} level {level}, the evaluation store holds {len(pool)}; collect more "
+                "episodes per level"
             )
         if k == 0:
             return []
         order = np.random.default_rng([seed, level, support == "other"]).permutation(len(pool))
-        return [self._record(int(pool[order[i % len(pool)]])) for i in range(k)]
+        return [self._record(int(pool[order[i]])) for i in range(k)]
 
     def _record(self, r: int) -> EpisodeRecord:
         if r not in self._records:
@@ -85,9 +87,30 @@ def demonstrations(
     return Demonstrations(store)(env_id, level, k, support, seed)
 
 
-def reset_seed(seed: int, level: int, episode: int) -> int:
-    """Start-state seed: shared across k, support and policies, so comparisons are paired."""
-    return int(np.random.SeedSequence([seed, level, episode]).generate_state(1)[0])
+def reset_seed(seed: int, level: int, episode: int, attempt: int = 0) -> int:
+    """Start-state seed: shared across k, support, formats and policies, so comparisons are
+    paired; ``attempt`` counts redraws of a start a demonstration already had."""
+    key = [seed, level, episode] + ([attempt] if attempt else [])
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+#: Redraws of an episode's start before giving up on avoiding the demonstrations' starts.
+MAX_START_ATTEMPTS = 50
+
+
+def first_observations(demos: list[EpisodeRecord]) -> set[bytes]:
+    """The first observations of whole demonstrations: starts an evaluation episode avoids."""
+    return {np.asarray(d.obs[0], np.uint8).tobytes() for d in demos if len(d)}
+
+
+def _reset(env, level: int, seed: int, episode: int, avoid: set[bytes]):
+    """Reset ``env`` on ``level`` to the first seeded start whose observation is not in ``avoid``
+    (a start a demonstration had: a context would then hold the query's own episode)."""
+    for attempt in range(MAX_START_ATTEMPTS):
+        obs, _ = env.reset(seed=reset_seed(seed, level, episode, attempt), options={"level": level})
+        if env.unwrapped.encode_obs(obs).tobytes() not in avoid:
+            break
+    return obs
 
 
 def rollout(
@@ -99,15 +122,25 @@ def rollout(
     n_episodes: int,
     seed: int,
     envs: list | None = None,
+    avoid_starts: list[set[bytes]] | None = None,
+    own_episodes: bool = False,
+    decoys: bool = False,
 ) -> list[dict]:
     """Play ``n_episodes`` episodes in every row, batched across rows.
 
     Row ``i`` plays level ``levels[i]`` (a level may appear in several rows, e.g. with different
-    contexts) with ``contexts[i]`` in the policy's context, followed by the row's own earlier
-    episodes. ``envs`` (one per row, of ``env_id``) are reused if given, else made and closed here.
+    contexts) with ``contexts[i]`` in the policy's context. Episodes are independent (each sees only
+    the context) unless ``own_episodes``, when the row's earlier episodes follow the context.
+    ``envs`` (one per row, of ``env_id``) are reused if given, else made and closed here.
+
+    Args:
+        avoid_starts: Per row, first observations an episode must not start from (redrawn until
+            it does not; see :func:`first_observations`).
+        decoys: Show every row a decoy mission of its level (families with ``draw_decoy``: the
+            instruction ablation's conflict test) and record ``decoy_success``.
 
     Returns one dict per (row, episode) with ``row``, ``level``, ``episode``, ``return``,
-    ``success`` and ``length``.
+    ``success``, ``length`` (and ``decoy_success``).
     """
     own_envs = envs is None
     if own_envs:
@@ -115,67 +148,93 @@ def rollout(
     elif len(envs) < len(levels):
         raise ValueError(f"rollout needs {len(levels)} environments, got {len(envs)}")
     envs = list(envs[: len(levels)])
+    avoid = avoid_starts or [set() for _ in levels]
     n_actions = int(envs[0].action_space.n)
     raw = [env.unwrapped for env in envs]
     own: list[list[EpisodeRecord]] = [[] for _ in levels]
+    shown: list[str | None] = [None] * len(levels)
     out = []
     try:
         for e in range(n_episodes):
             obs = [
-                env.reset(seed=reset_seed(seed, lv, e), options={"level": lv})[0]
-                for env, lv in zip(envs, levels, strict=True)
+                _reset(env, lv, seed, e, avoid[i])
+                for i, (env, lv) in enumerate(zip(envs, levels, strict=True))
             ]
+            if decoys and e == 0:
+                shown = [_decoy(raw[i], env_id, seed, lv) for i, lv in enumerate(levels)]
             policy.begin(
                 [
-                    RowContext(env_id, lv, missions[lv], ctx + own[i])
+                    RowContext(env_id, lv, missions[lv], ctx + own[i], shown[i])
                     for i, (lv, ctx) in enumerate(zip(levels, contexts, strict=True))
                 ]
             )
-            active = np.arange(len(levels))
-            prev_a = np.full(len(levels), n_actions, dtype=np.int64)
-            prev_r = np.zeros(len(levels), dtype=np.float32)
-            traj = [([], [], []) for _ in levels]
-            success = np.zeros(len(levels), dtype=bool)
-            while len(active):
-                enc = np.stack([raw[i].encode_obs(obs[i]) for i in active])
-                actions = policy.act(
-                    enc, prev_a[active], prev_r[active], active, [envs[i] for i in active]
-                )
-                finished = np.zeros(len(active), dtype=bool)
-                for j, i in enumerate(active.tolist()):
-                    a = int(actions[j])
-                    o, r, term, trunc, info = envs[i].step(a)
-                    traj[i][0].append(enc[j])
-                    traj[i][1].append(a)
-                    traj[i][2].append(r)
-                    obs[i], prev_a[i], prev_r[i] = o, a, r
-                    success[i] = bool(info.get("success", False))
-                    finished[j] = term or trunc
-                active = active[~finished]
+            traj, success, decoy = _play(policy, envs, raw, obs, n_actions)
             for i, lv in enumerate(levels):
                 o, a, r = traj[i]
-                own[i].append(
-                    EpisodeRecord(
-                        np.stack(o).astype(np.uint8),
-                        np.asarray(a, np.int64),
-                        np.asarray(r, np.float32),
-                        lv,
-                        -1,
-                        missions[lv],
+                if own_episodes:
+                    own[i].append(
+                        EpisodeRecord(
+                            np.stack(o).astype(np.uint8),
+                            np.asarray(a, np.int64),
+                            np.asarray(r, np.float32),
+                            lv,
+                            -1,
+                            missions[lv],
+                        )
                     )
-                )
-                out.append(
-                    {
-                        "row": i,
-                        "level": lv,
-                        "episode": e,
-                        "return": float(np.sum(r)),
-                        "success": bool(success[i]),
-                        "length": len(a),
-                    }
-                )
+                record = {
+                    "row": i,
+                    "level": lv,
+                    "episode": e,
+                    "return": float(np.sum(r)),
+                    "success": bool(success[i]),
+                    "length": len(a),
+                }
+                if decoys:
+                    record["decoy_success"] = bool(decoy[i])
+                out.append(record)
     finally:
         if own_envs:
             for env in envs:
                 env.close()
     return out
+
+
+def _decoy(env, env_id: str, seed: int, level: int) -> str:
+    """Draw a decoy mission for ``env``'s current level (seeded by the evaluation and level)."""
+    draw = getattr(env, "draw_decoy", None)
+    if draw is None:
+        raise TrajbenchError(
+            f"{env_id} has no decoy missions; the wrong-instruction test needs one"
+        )
+    text = draw(np.random.default_rng([seed, level, 0xDEC0]))
+    if text is None:
+        raise TrajbenchError(f"{env_id} level {level} has no other object to name in a decoy")
+    return text
+
+
+def _play(policy: Policy, envs: list, raw: list, obs: list, n_actions: int):
+    """One episode in every row, until each terminates or truncates."""
+    n = len(envs)
+    active = np.arange(n)
+    prev_a = np.full(n, n_actions, dtype=np.int64)
+    prev_r = np.zeros(n, dtype=np.float32)
+    traj = [([], [], []) for _ in range(n)]
+    success = np.zeros(n, dtype=bool)
+    decoy = np.zeros(n, dtype=bool)
+    while len(active):
+        enc = np.stack([raw[i].encode_obs(obs[i]) for i in active])
+        actions = policy.act(enc, prev_a[active], prev_r[active], active, [envs[i] for i in active])
+        finished = np.zeros(len(active), dtype=bool)
+        for j, i in enumerate(active.tolist()):
+            a = int(actions[j])
+            o, r, term, trunc, info = envs[i].step(a)
+            traj[i][0].append(enc[j])
+            traj[i][1].append(a)
+            traj[i][2].append(r)
+            obs[i], prev_a[i], prev_r[i] = o, a, r
+            success[i] = bool(info.get("success", False))
+            decoy[i] = bool(info.get("decoy_success", False))
+            finished[j] = term or trunc
+        active = active[~finished]
+    return traj, success, decoy

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..batch import IGNORE, PAD, STEP, WORD, Batch, hidden_action, start_action
+from ..policy import EpisodeRecord
 from .sampling import iota
 
 # Segment (run) kinds: a run of mission words (ids looked up in the pool), a run of
@@ -70,6 +71,39 @@ class StepTable:
     t: np.ndarray
     level: np.ndarray
     episode_id: np.ndarray
+    prev_actions: np.ndarray | None = None
+    """Each step's previous action (-1: an episode's first step); None: from the step before."""
+    prev_rewards: np.ndarray | None = None
+
+    @classmethod
+    def from_records(cls, records: list[EpisodeRecord], n_features: int) -> StepTable:
+        """The steps of ``records`` laid end to end, each showing its own previous action/reward."""
+        if not records:
+            empty = np.zeros(0, np.int64)
+            return cls(
+                np.zeros((0, n_features), np.uint8),
+                empty,
+                np.zeros(0, np.float32),
+                empty,
+                empty,
+                empty,
+                empty,
+                np.zeros(0, np.float32),
+            )
+        lengths = [len(r) for r in records]
+        prev = [r.previous() for r in records]
+        table = cls.from_episodes(
+            np.concatenate([r.obs for r in records]),
+            np.concatenate([r.actions for r in records]).astype(np.int64),
+            np.concatenate([r.rewards for r in records]).astype(np.float32),
+            np.cumsum(lengths) - np.asarray(lengths),
+            lengths,
+            [r.level for r in records],
+            [r.episode_id for r in records],
+        )
+        table.prev_actions = np.concatenate([a for a, _ in prev])
+        table.prev_rewards = np.concatenate([r for _, r in prev])
+        return table
 
     @classmethod
     def from_episodes(
@@ -97,7 +131,11 @@ class StepTable:
             has_prev = t > 0
             prev_action = np.full(n + 2, start_action(n_actions), dtype=np.int64)
             prev_reward = np.zeros(n + 2, dtype=np.float32)
-            if n:
+            if self.prev_actions is not None:
+                explicit = np.asarray(self.prev_actions, np.int64)
+                prev_action[:n] = np.where(explicit >= 0, explicit, start_action(n_actions))
+                prev_reward[:n] = np.asarray(self.prev_rewards, np.float32)
+            elif n:
                 prev_action[1:n] = np.where(has_prev[1:], action[:-1], start_action(n_actions))
                 prev_reward[1:n] = np.where(has_prev[1:], reward[:-1], 0.0)
             prev_action[n + 1] = 0

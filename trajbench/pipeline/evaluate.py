@@ -1,18 +1,26 @@
 """``trajbench evaluate``: in-context evaluation on held-out levels and families.
 
 For every held-out level of the evaluation store, K expert demonstrations of that level (episodes
-never trained on) go in the policy's context; the policy then plays E episodes online, its own
-earlier episodes on the level staying in its context. K sweeps a list (the k-shot curve). The
-*no-support* score gives the same budget of demonstrations from *other* levels instead: what is
-left is in-weights, not in-context, knowledge. Offline in-context action accuracy on held-out
-expert episodes is reported beside it.
+never trained on) go in the policy's context; the policy then plays E independent episodes online
+from start states no demonstration had, so no context holds the query's own episode. K sweeps a
+list (the k-shot curve). The *no-support* score shows K demonstrations of *other* levels instead:
+what is left is in-weights, not in-context, knowledge. Offline in-context action accuracy on
+held-out expert episodes is reported beside it.
 
-Rollouts are batched: every (level, k, support) of a family is one row of a batch, the rows'
-environments are made once and reused, and the transformer steps with its KV cache (see
-:mod:`trajbench.baselines.transformer_policy`). On the CPU it runs on one torch thread by default.
+Formats: every policy sees the demonstrations in the *common* format (whole episodes in order);
+a model trained on an unordered mode (``shuffled``, ``isolated``) is also scored in its *matched*
+format (the same steps as transitions in random order, as it trained). Records say which.
 
-Output: ``OUT/records.parquet`` (one row per (policy, family, level, k, support, episode)) and
-``OUT/offline.parquet``, plus a printed summary with IQM and 95% CIs.
+Instructions: the query shows the mission as the model trained (``--instruction train``), or as
+``full`` / ``empty`` / ``template`` says; ``wrong`` shows a decoy naming another object of the
+level while the demonstrations go to the true goal, and records both whether the agent reached
+the demonstrations' goal (``success``) and the decoy's object (``decoy_success``).
+
+Rollouts are batched: every (level, k, support, format) of a family is one row of a batch, the
+rows' environments are made once and reused, and the transformer steps with its KV cache.
+
+Output: ``OUT/records.parquet`` (one row per (family, level, k, support, format, episode)) and
+``OUT/offline.parquet``, plus a printed summary.
 
 Example:
     trajbench collect --env trajbench/DarkRoom-v0 --levels test --episodes-per-level 6 --out data/dr-test
@@ -26,20 +34,22 @@ from pathlib import Path
 from typing import Literal
 
 import gymnasium as gym
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from trajbench.batch import Batch
 from trajbench.cliargs import parse_config
-from trajbench.contexts import ContextBuilder
+from trajbench.contexts import MODES, ContextBuilder
+from trajbench.contexts.formats import in_structure
 from trajbench.data import load
 from trajbench.device import resolve_device, torch_threads
 from trajbench.errors import TrajbenchError
 from trajbench.families import subset
 from trajbench.io import write_parquet
 from trajbench.metrics import aggregate
-from trajbench.rollout import Demonstrations, rollout
+from trajbench.rollout import Demonstrations, first_observations, rollout
 
 from .policies import PolicyInfo, load_policy, refuse_trained_levels, trained_levels_of
 
@@ -57,10 +67,19 @@ class EvalConfig:
     """Output directory for records.parquet and offline.parquet."""
     ks: tuple[int, ...] = (0, 1, 2, 4)
     """Numbers of demonstrations in the context (the k-shot sweep)."""
-    episodes: int = 2
-    """Online episodes per level and k; later ones see the earlier ones in their context."""
+    episodes: int = 4
+    """Independent online episodes per level, k, support and format (each from its own start)."""
     support: Literal["same", "other", "both"] = "both"
-    """Demonstrations from the level itself (same), from other levels (other: the no-support score), or both."""
+    """Demonstrations from the level itself (same), from other levels (other: the no-support
+    score), or both."""
+    formats: tuple[Literal["common", "matched"], ...] = ("common", "matched")
+    """common: whole demonstrations in order, for every policy; matched: a model trained on an
+    unordered mode also sees them as it trained (transitions in random order)."""
+    instruction: Literal["train", "full", "empty", "template", "wrong"] = "train"
+    """What the query's mission says: as the model trained (train), full, empty, template, or
+    wrong (a decoy naming another object of the level; BabyAI families)."""
+    own_episodes: bool = False
+    """Keep the row's earlier episodes in its context after the demonstrations."""
     max_levels: int = 0
     """Evaluate a seeded random draw of this many levels per family (0: every level in the store)."""
     allow_trained_levels: bool = False
@@ -73,9 +92,10 @@ class EvalConfig:
     offline_sequences: int = 256
     """Sequences per (k, support) for the offline accuracy."""
     batch_rows: int = 128
-    """Rollouts run together in one batch: every (level, k, support) of a family is one row."""
+    """Rollouts run together in one batch: every (level, k, support, format) is one row."""
     seed: int = 0
-    """Evaluation seed (start states, demonstration choice, reference policies)."""
+    """Evaluation seed (start states, demonstration choice, shuffles, decoys, reference policies),
+    recorded as eval_seed; keep it apart from the training seed."""
     device: str = "auto"
     """auto, cpu or cuda[:N]."""
     threads: int = 1
@@ -89,7 +109,6 @@ class EvalConfig:
     """Show a progress bar."""
 
 
-# -- the evaluation ---------------------------------------------------------------------------
 def validate(cfg: EvalConfig) -> None:
     """Raise :class:`TrajbenchError` naming the first bad knob."""
     if cfg.episodes < 1 or cfg.batch_rows < 1 or any(k < 0 for k in cfg.ks) or not cfg.ks:
@@ -98,6 +117,8 @@ def validate(cfg: EvalConfig) -> None:
         )
     if cfg.max_levels < 0 or cfg.offline_sequences < 0 or cfg.threads < 0:
         raise TrajbenchError("max_levels, offline_sequences and threads must be >= 0")
+    if not cfg.formats:
+        raise TrajbenchError("--formats needs common, matched or both")
     if not cfg.policy:
         raise TrajbenchError("--policy needs a model directory or a reference policy name")
     if not cfg.data:
@@ -129,65 +150,30 @@ def _evaluate(cfg: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, pd.D
         use_cache=cfg.use_cache,
         greedy=cfg.greedy,
     )
-    about = asdict(info)
-    supports = ["same", "other"] if cfg.support == "both" else [cfg.support]
-    conditions = [(k, s) for k in cfg.ks for s in supports if not (k == 0 and s == "other")]
+    shown_instruction = _set_instruction(policy, info, cfg.instruction)
     demos = Demonstrations(store)
-    expert = demos.expert
-    if expert.empty:
+    if demos.expert.empty:
         raise TrajbenchError(
             f"the evaluation store {', '.join(cfg.data)} has no successful expert episodes"
         )
-    trained = trained_levels_of(cfg.policy)
-    # Every (level, k, support) of a family is one row; rows are rolled out in batches.
+    conditions = _conditions(cfg, info)
+    trained = {} if cfg.allow_trained_levels else trained_levels_of(cfg.policy)
     chunks = []
     for env_id in store.env_ids:
-        present = expert.loc[expert.env_id == env_id, "level"].unique()
+        present = demos.expert.loc[demos.expert.env_id == env_id, "level"].unique()
         levels = subset(present, cfg.max_levels, env_id).tolist()
-        if not cfg.allow_trained_levels:
-            refuse_trained_levels(cfg.policy, env_id, levels, trained)
-        rows = [(lv, k, s) for k, s in conditions for lv in levels]
-        for start in range(0, len(rows), cfg.batch_rows):
-            chunks.append((env_id, rows[start : start + cfg.batch_rows]))
-    records, envs = [], {}
-    try:
-        for env_id, rows in tqdm(
-            chunks, desc=f"evaluate {about['policy']}", disable=not cfg.progress, leave=False
-        ):
-            fam = expert[expert.env_id == env_id]
-            missions = fam.groupby("level")["mission"].first().to_dict()
-            expert_return = fam.groupby("level")["return"].mean().to_dict()
-            pool = envs.setdefault(env_id, [])
-            pool += [gym.make(env_id, levels="all") for _ in range(len(rows) - len(pool))]
-            contexts = [demos(env_id, lv, k, support, cfg.seed) for lv, k, support in rows]
-            levels = [lv for lv, _, _ in rows]
-            out = rollout(
-                policy, env_id, levels, contexts, missions, cfg.episodes, cfg.seed, envs=pool
-            )
-            for rec in out:
-                _, k, support = rows[rec.pop("row")]
-                ref = expert_return[rec["level"]]
-                rec["normalized_return"] = (
-                    rec["return"] / ref if ref > 0 else float(rec["return"] >= ref)
-                )
-                records.append(
-                    {
-                        **about,
-                        "family": env_id,
-                        "eval_split": cfg.eval_split,
-                        "k": k,
-                        "support": support,
-                        "seed": about["train_seed"],
-                        **rec,
-                    }
-                )
-    finally:
-        for pool in envs.values():
-            for env in pool:
-                env.close()
+        refuse_trained_levels(cfg.policy, env_id, levels, trained)
+        rows = [(lv, *c) for c in conditions for lv in levels]
+        chunks += [
+            (env_id, rows[i : i + cfg.batch_rows]) for i in range(0, len(rows), cfg.batch_rows)
+        ]
+    about = {**asdict(info), "eval_instruction": shown_instruction, "eval_seed": cfg.seed}
+    records = _roll_out(cfg, policy, info, demos, chunks, about)
     online = pd.DataFrame.from_records(records)
     order = {c: i for i, c in enumerate(conditions)}
-    online["_order"] = [order[(k, s)] for k, s in zip(online["k"], online["support"], strict=True)]
+    online["_order"] = [
+        order[c] for c in zip(online["k"], online["support"], online["format"], strict=True)
+    ]
     online = (
         online.sort_values(["family", "_order", "level", "episode"], kind="stable")
         .drop(columns="_order")
@@ -201,6 +187,94 @@ def _evaluate(cfg: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, pd.D
     write_parquet(Path(cfg.out) / "records.parquet", online)
     write_parquet(Path(cfg.out) / "offline.parquet", offline)
     return online, offline
+
+
+def _set_instruction(policy, info: PolicyInfo, instruction: str) -> str:
+    """Point a trained policy at the instruction mode to show; returns the mode's name."""
+    if instruction in ("train", "wrong"):
+        return info.instruction if instruction == "train" else "wrong"
+    if info.model_params:
+        policy.instruction = instruction
+    return instruction
+
+
+def _conditions(cfg: EvalConfig, info: PolicyInfo) -> list[tuple[int, str, str]]:
+    """Every (k, support, format) to evaluate; ``matched`` only where it differs from common."""
+    supports = ["same", "other"] if cfg.support == "both" else [cfg.support]
+    mode = MODES.get(info.train_context)
+    formats = [f for f in cfg.formats if f == "common" or (mode is not None and not mode.ordered)]
+    if not formats:
+        raise TrajbenchError(
+            f"{cfg.policy}: nothing to evaluate in the matched format only; its training mode "
+            f"{info.train_context!r} keeps whole episodes, so matched is the common format"
+        )
+    return [
+        (k, s, f)
+        for k in cfg.ks
+        for s in supports
+        for f in formats
+        if not (k == 0 and (s == "other" or f == "matched"))
+    ]
+
+
+def _roll_out(cfg, policy, info, demos, chunks, about) -> list[dict]:
+    """Roll every chunk of rows out; one record per (row, episode)."""
+    expert = demos.expert
+    kmax = max(cfg.ks)
+    records, envs = [], {}
+    try:
+        for env_id, rows in tqdm(
+            chunks, desc=f"evaluate {info.policy}", disable=not cfg.progress, leave=False
+        ):
+            fam = expert[expert.env_id == env_id]
+            missions = fam.groupby("level")["mission"].first().to_dict()
+            expert_return = fam.groupby("level")["return"].mean().to_dict()
+            pool = envs.setdefault(env_id, [])
+            pool += [gym.make(env_id, levels="all") for _ in range(len(rows) - len(pool))]
+            contexts, avoid = [], []
+            for lv, k, support, fmt in rows:
+                shown = demos(env_id, lv, k, support, cfg.seed)
+                ordered = fmt == "common" or MODES[info.train_context].ordered
+                rng = np.random.default_rng([cfg.seed, lv, k, support == "other"])
+                contexts.append(in_structure(shown, ordered, rng))
+                avoid.append(first_observations(demos(env_id, lv, kmax, "same", cfg.seed)))
+            levels = [lv for lv, *_ in rows]
+            out = rollout(
+                policy,
+                env_id,
+                levels,
+                contexts,
+                missions,
+                cfg.episodes,
+                cfg.seed,
+                envs=pool,
+                avoid_starts=avoid,
+                own_episodes=cfg.own_episodes,
+                decoys=cfg.instruction == "wrong",
+            )
+            for rec in out:
+                _, k, support, fmt = rows[rec.pop("row")]
+                ref = expert_return[rec["level"]]
+                rec["normalized_return"] = (
+                    rec["return"] / ref if ref > 0 else float(rec["return"] >= ref)
+                )
+                records.append(
+                    {
+                        **about,
+                        "family": env_id,
+                        "eval_split": cfg.eval_split,
+                        "k": k,
+                        "support": support,
+                        "format": fmt,
+                        "seed": info.train_seed,
+                        **rec,
+                    }
+                )
+    finally:
+        for pool in envs.values():
+            for env in pool:
+                env.close()
+    return records
 
 
 @torch.no_grad()
@@ -232,7 +306,7 @@ def offline_accuracy(policy, store, cfg: EvalConfig, info: PolicyInfo) -> pd.Dat
                     instruction=policy.instruction,
                 )
             except TrajbenchError:
-                continue  # e.g. a single level in the store: no other-level support to measure
+                continue  # e.g. too few episodes per level for k distinct demonstrations
             correct = total = 0
             for start in range(0, cfg.offline_sequences, chunk):
                 batch = builder.sample(min(chunk, cfg.offline_sequences - start))
@@ -257,10 +331,10 @@ def offline_accuracy(policy, store, cfg: EvalConfig, info: PolicyInfo) -> pd.Dat
 
 
 def summary(online: pd.DataFrame) -> pd.DataFrame:
-    """IQM success and normalized return with 95% stratified-bootstrap CIs per (family, k, support)."""
-    groups = ["policy", "train_context", "family", "k", "support"]
-    succ = aggregate(online, "success", groups, statistic="iqm", resample="seeds")
-    ret = aggregate(online, "normalized_return", groups, statistic="iqm", resample="seeds")
+    """Mean success (95% CI over levels) and normalized-return IQM per condition."""
+    groups = ["policy", "train_context", "family", "k", "support", "format"]
+    succ = aggregate(online, "success", groups, seed_col="eval_seed")
+    ret = aggregate(online, "normalized_return", groups, seed_col="eval_seed", statistic="iqm")
     return succ.merge(ret[[*groups, "normalized_return_iqm"]], on=groups)
 
 
