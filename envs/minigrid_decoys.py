@@ -1,4 +1,4 @@
-"""Decoy missions for the instruction ablation's conflict test (BabyAI families).
+"""Decoy missions and the random-guess reference of the instruction ablation (BabyAI families).
 
 A decoy is the level's own kind of mission (go to / pick up / put next to) naming *another object
 present in the level*: an object of an appearance (type and color) that no object the true mission
@@ -51,6 +51,32 @@ def decoy_instruction(env: Any, rng: np.random.Generator) -> Any | None:
         fixed = instr.desc_fixed
         return PutNextInstr(desc, ObjDesc(fixed.type, fixed.color, fixed.loc))
     return type(instr)(desc)
+
+
+def mission_chance(env: Any) -> float:
+    """How likely acting on a uniformly random object of the level (a random ordered pair of
+    distinct objects for "put next to") satisfies its mission.
+
+    Example:
+        >>> import gymnasium as gym, trajbench
+        >>> env = gym.make("trajbench/GoToLocal-v1").unwrapped
+        >>> _ = env.reset(seed=0, options={"level": 7})
+        >>> 0 < mission_chance(env) <= 1
+        True
+    """
+    objs = [o for o in env.grid.grid if o is not None and o.type in _TYPES]
+    instr = env.instrs
+
+    def matching(desc: Any) -> set[int]:
+        return set(map(id, ObjDesc(desc.type, desc.color, desc.loc).find_matching_objs(env)[0]))
+
+    if isinstance(instr, PutNextInstr):
+        move, fixed = matching(instr.desc_move), matching(instr.desc_fixed)
+        pairs = sum(id(a) in move and id(b) in fixed for a in objs for b in objs if a is not b)
+        return pairs / (len(objs) * (len(objs) - 1))
+    if isinstance(instr, GoToInstr | PickupInstr):
+        return len(matching(instr.desc)) / len(objs)
+    raise ValueError(f"{type(instr).__name__} missions have no random-guess reference")
 
 
 class DecoyTracker:

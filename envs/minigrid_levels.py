@@ -44,7 +44,7 @@ from minigrid.envs.babyai.core.roomgrid_level import RejectSampling
 from minigrid.envs.babyai.core.verifier import ObjDesc
 
 from .levels import LevelMixin, LevelsArg, ObsEncoding
-from .minigrid_decoys import DecoyTracker
+from .minigrid_decoys import DecoyTracker, mission_chance
 
 #: Cells in MiniGrid's partial view (7x7).
 VIEW_CELLS = 7 * 7
@@ -367,6 +367,12 @@ class BabyAILevelMixin(MiniGridLevelMixin):
     def _on_reset(self) -> None:
         super()._on_reset()
         self._decoy.reset(self)
+
+    def mission_chance(self) -> float:
+        """The instruction ablation's random-guess reference for the current level: how likely an
+        agent that acts on a uniformly random object of the room (a random pair for "put next
+        to") satisfies the mission."""
+        return mission_chance(self)
 
     def draw_decoy(self, rng: np.random.Generator) -> str | None:
         """Draw a decoy mission for the current level (see :mod:`trajbench.envs.minigrid_decoys`);

@@ -7,7 +7,7 @@ Add a new version (never edit an old one) when a family is added, removed or cha
 
 Example:
     >>> SUITE, SUITE_VERSION
-    ('trajbench', '1')
+    ('trajbench', '2')
     >>> SUITE_VERSIONS[SUITE_VERSION]["split_version"]
     1
 """
@@ -20,7 +20,7 @@ from typing import Any
 SUITE = "trajbench"
 
 #: The version the runner writes into results.json.
-SUITE_VERSION = "1"
+SUITE_VERSION = "2"
 
 #: Every version the leaderboard accepts -> what it measures (families and level-split version).
 SUITE_VERSIONS: dict[str, dict[str, Any]] = {
@@ -40,6 +40,26 @@ SUITE_VERSIONS: dict[str, dict[str, Any]] = {
             "trajbench/GoToLocal-v0",
             "trajbench/PickupLoc-v0",
             "trajbench/PutNextLocal-v0",
+        ),
+    },
+    "2": {
+        "description": "Suite v2: levels that cannot be copied (MiniGrid/BabyAI -v1 draw the start "
+        "pose per episode), the order family DarkSequence-v0, and held-out families whose "
+        "actions are trained; level splits of version 1",
+        "split_version": 1,
+        "families": (
+            "trajbench/DarkRoom-v0",
+            "trajbench/DarkKeyToDoor-v0",
+            "trajbench/DarkSequence-v0",
+            "trajbench/FourRooms-v1",
+            "trajbench/MultiRoom-v1",
+            "trajbench/SimpleCrossing-v1",
+            "trajbench/LavaCrossing-v1",
+            "trajbench/DoorKey-v1",
+            "trajbench/Unlock-v1",
+            "trajbench/GoToLocal-v1",
+            "trajbench/PickupLoc-v1",
+            "trajbench/PutNextLocal-v1",
         ),
     },
 }

@@ -56,15 +56,33 @@ def train_template(
 
 
 def eval_template(
-    ks: tuple[int, ...] = (0, 1, 2, 4), episodes: int = 2, max_levels: int = 0
+    ks: tuple[int, ...] = (0, 1, 2, 4), episodes: int = 4, max_levels: int = 0
 ) -> EvalConfig:
     """A group's evaluation config: every job fills in its policy, data, directory and seed."""
     return EvalConfig(ks=ks, episodes=episodes, max_levels=max_levels)
 
 
+@dataclass(frozen=True)
+class Condition:
+    """One training condition of a group: a context mode, an instruction mode, a p_bursty."""
+
+    mode: str
+    instruction: str = "full"
+    p_bursty: float | None = None
+
+
+def cross(
+    modes: tuple[str, ...] = MODE_NAMES,
+    instructions: tuple[str, ...] = ("full",),
+    p_bursty: tuple[float | None, ...] = (None,),
+) -> tuple[Condition, ...]:
+    """Every combination of ``modes``, ``instructions`` and ``p_bursty``."""
+    return tuple(Condition(m, i, p) for m in modes for i in instructions for p in p_bursty)
+
+
 @dataclass
 class Group:
-    """Families trained together and the conditions crossed over them."""
+    """Families trained together and the conditions trained on them."""
 
     name: str
     train_data: tuple[DataSpec, ...]
@@ -72,13 +90,15 @@ class Group:
     """Expert episodes of held-out levels of the training families (demonstrations)."""
     heldout_family_data: tuple[DataSpec, ...] = ()
     """Expert episodes of families never trained on."""
-    modes: tuple[str, ...] = MODE_NAMES
-    instructions: tuple[str, ...] = ("full",)
-    p_bursty: tuple[float | None, ...] = (None,)
+    conditions: tuple[Condition, ...] = field(default_factory=cross)
+    """Training conditions; every one is trained with every seed."""
     train: TrainConfig = field(default_factory=train_template)
     """Training config of every condition; a job replaces its mode, instruction and p_bursty."""
     eval: EvalConfig = field(default_factory=eval_template)
     """Evaluation config of every job."""
+    decoy_eval: bool = False
+    """Also evaluate every full-instruction model and reference policy with decoy missions on
+    the query (the instruction ablation's conflict test; BabyAI families)."""
     baselines: tuple[str, ...] = ("random", "hashmap", "replay", "expert")
 
 
@@ -96,15 +116,62 @@ class Preset:
 
 DR = "trajbench/DarkRoom-v0"
 DKTD = "trajbench/DarkKeyToDoor-v0"
-GOTO = "trajbench/GoToLocal-v0"
-PICKUP = "trajbench/PickupLoc-v0"
-PUTNEXT = "trajbench/PutNextLocal-v0"
-FOUR_ROOMS = "trajbench/FourRooms-v0"
-MULTI_ROOM = "trajbench/MultiRoom-v0"
-SIMPLE_CROSSING = "trajbench/SimpleCrossing-v0"
-LAVA_CROSSING = "trajbench/LavaCrossing-v0"
-DOOR_KEY = "trajbench/DoorKey-v0"
-UNLOCK = "trajbench/Unlock-v0"
+DSEQ = "trajbench/DarkSequence-v0"
+GOTO = "trajbench/GoToLocal-v1"
+PICKUP = "trajbench/PickupLoc-v1"
+PUTNEXT = "trajbench/PutNextLocal-v1"
+FOUR_ROOMS = "trajbench/FourRooms-v1"
+MULTI_ROOM = "trajbench/MultiRoom-v1"
+SIMPLE_CROSSING = "trajbench/SimpleCrossing-v1"
+LAVA_CROSSING = "trajbench/LavaCrossing-v1"
+DOOR_KEY = "trajbench/DoorKey-v1"
+UNLOCK = "trajbench/Unlock-v1"
+
+#: The instruction ablation: full / empty / template with context, and the grounding check
+#: (full vs empty without context, where the mission is the only information).
+INSTRUCTION_ABLATION = (
+    *cross(("bursty",), ("full", "empty", "template")),
+    *cross(("none",), ("full", "empty")),
+)
+
+
+def _group(
+    name: str,
+    env: str,
+    n_train_levels: int,
+    n_test_levels: int,
+    train: TrainConfig,
+    eval: EvalConfig,
+    **kw,
+) -> Group:
+    """A group on one family: expert episodes of sampled train and test levels."""
+    return Group(
+        name=name,
+        train_data=(DataSpec(env, "train", 6, max_levels=n_train_levels),),
+        test_data=(DataSpec(env, "test", 6, seed=1, max_levels=n_test_levels),),
+        train=train,
+        eval=eval,
+        **kw,
+    )
+
+
+def _babyai(n_train: int, n_test: int, train: TrainConfig, eval: EvalConfig) -> Group:
+    """GoToLocal and PutNextLocal trained (expert and noisy), PickupLoc held out: its expert's
+    actions (pickup, drop) are PutNextLocal's training targets."""
+    return Group(
+        name="babyai",
+        train_data=tuple(
+            DataSpec(e, "train", 6, d, max_levels=n_train)
+            for e in (GOTO, PUTNEXT)
+            for d in ("expert", "noisy")
+        ),
+        test_data=tuple(DataSpec(e, "test", 6, seed=1, max_levels=n_test) for e in (GOTO, PUTNEXT)),
+        heldout_family_data=(DataSpec(PICKUP, "test", 6, seed=1, max_levels=n_test),),
+        conditions=INSTRUCTION_ABLATION,
+        decoy_eval=True,
+        train=train,
+        eval=eval,
+    )
 
 
 _LARGE_MINIGRID = train_template(
@@ -117,30 +184,19 @@ _LARGE_MINIGRID = train_template(
 )
 
 
-def _dark_room(
-    n_train: int, n_test: int, train: TrainConfig, eval: EvalConfig | None = None, **kw
-) -> Group:
-    return Group(
-        name="dark-room",
-        train_data=(DataSpec(DR, "train", n_train),),
-        test_data=(DataSpec(DR, "test", n_test, seed=1),),
-        train=train,
-        eval=eval or eval_template(),
-        **kw,
-    )
-
-
 PRESETS: dict[str, Preset] = {
     "ci": Preset(
         name="ci",
         description="Seconds-scale check of the whole pipeline (used by the tests).",
         groups=(
-            _dark_room(
-                n_train=6,
-                n_test=3,
+            _group(
+                "dark-room",
+                DR,
+                0,
+                6,
                 train=train_template(steps=40, d_model=32),
-                eval=eval_template(ks=(0, 2), episodes=1, max_levels=6),
-                modes=("bursty", "none"),
+                eval=eval_template(ks=(0, 2), episodes=2),
+                conditions=cross(("bursty", "none")),
                 baselines=("random", "hashmap", "replay"),
             ),
         ),
@@ -149,82 +205,106 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description=(
-            "The README's main job on a 2-core CPU: the five context modes on Dark Room, and the "
-            "four instruction modes crossed with bursty and isolated on BabyAI GoToLocal, 3 seeds."
+            "The README's main job on a 2-core CPU: support on Dark Room, the order family's five "
+            "cells, and BabyAI (GoToLocal + PutNextLocal, PickupLoc held out) against the copy "
+            "baselines with the instruction ablation and its grounding check."
         ),
         groups=(
-            _dark_room(n_train=20, n_test=8, train=train_template(steps=200)),
-            Group(
-                name="babyai-goto",
-                train_data=tuple(
-                    DataSpec(env, "train", 2, demonstrator, max_levels=300)
-                    for env in (GOTO, PUTNEXT)
-                    for demonstrator in ("expert", "noisy")
-                ),
-                test_data=(DataSpec(GOTO, "test", 3, seed=1, max_levels=24),),
-                heldout_family_data=(DataSpec(PICKUP, "test", 3, seed=1, max_levels=24),),
-                modes=("bursty", "isolated"),
-                instructions=("full", "empty", "template", "wrong"),
-                train=train_template(steps=400, context_demonstrators=("expert", "noisy")),
-                eval=eval_template(ks=(0, 4), episodes=1),
+            _group(
+                "dark-room",
+                DR,
+                0,
+                0,
+                train=train_template(steps=300),
+                eval=eval_template(ks=(0, 1, 4)),
+                conditions=cross(("bursty", "isolated", "none")),
+            ),
+            _group(
+                "dark-sequence",
+                DSEQ,
+                2000,
+                80,
+                train=train_template(steps=1200, batch_size=32),
+                eval=eval_template(ks=(0, 4)),
+            ),
+            _babyai(
+                300,
+                24,
+                train_template(steps=400, context_demonstrators=("expert", "noisy")),
+                eval_template(ks=(0, 4)),
             ),
         ),
+        seeds=(0, 1),
     ),
     "standard": Preset(
         name="standard",
         description="The whole suite on a GPU: larger models, every mode and instruction, held-out families.",
         groups=(
-            _dark_room(
-                n_train=40,
-                n_test=10,
+            _group(
+                "dark-room",
+                DR,
+                0,
+                0,
                 train=train_template(steps=3000, batch_size=64, d_model=128, n_layers=4),
+                eval=eval_template(),
             ),
-            Group(
-                name="dark-key-to-door",
-                train_data=(DataSpec(DKTD, "train", 4, max_levels=2000),),
-                test_data=(DataSpec(DKTD, "test", 6, seed=1, max_levels=100),),
+            _group(
+                "dark-key-to-door",
+                DKTD,
+                2000,
+                200,
                 train=train_template(steps=6000, batch_size=64, d_model=128, n_layers=4),
+                eval=eval_template(),
+            ),
+            _group(
+                "dark-sequence",
+                DSEQ,
+                20000,
+                400,
+                train=train_template(steps=8000, batch_size=64, d_model=128, n_layers=4),
+                eval=eval_template(),
             ),
             Group(
                 name="minigrid-navigation",
                 train_data=tuple(
-                    DataSpec(e, "train", 2, d, max_levels=3000)
+                    DataSpec(e, "train", 6, d, max_levels=3000)
                     for e in (FOUR_ROOMS, MULTI_ROOM, SIMPLE_CROSSING, DOOR_KEY, UNLOCK)
                     for d in ("expert", "noisy")
                 ),
                 test_data=tuple(
-                    DataSpec(e, "test", 4, seed=1, max_levels=100)
+                    DataSpec(e, "test", 6, seed=1, max_levels=100)
                     for e in (FOUR_ROOMS, MULTI_ROOM, SIMPLE_CROSSING, DOOR_KEY, UNLOCK)
                 ),
-                heldout_family_data=(DataSpec(LAVA_CROSSING, "test", 4, seed=1, max_levels=100),),
+                heldout_family_data=(DataSpec(LAVA_CROSSING, "test", 6, seed=1, max_levels=100),),
                 train=_LARGE_MINIGRID,
             ),
-            Group(
-                name="babyai",
-                train_data=tuple(
-                    DataSpec(e, "train", 2, d, max_levels=3000)
-                    for e in (GOTO, PUTNEXT)
-                    for d in ("expert", "noisy")
-                ),
-                test_data=tuple(
-                    DataSpec(e, "test", 4, seed=1, max_levels=100) for e in (GOTO, PUTNEXT)
-                ),
-                heldout_family_data=(DataSpec(PICKUP, "test", 4, seed=1, max_levels=100),),
-                instructions=("full", "empty", "template", "wrong"),
-                train=_LARGE_MINIGRID,
-            ),
+            _babyai(3000, 100, _LARGE_MINIGRID, eval_template()),
         ),
         seeds=(0, 1, 2, 3, 4),
         workers=1,
     ),
     "gpu": Preset(
         name="gpu",
-        description="Sized for about 8 minutes on one H100: Dark Room, five modes, 3 seeds, a larger model.",
+        description=(
+            "Sized for one H100: Dark Room and the order family, five modes each, 3 seeds, a "
+            "larger model."
+        ),
         groups=(
-            _dark_room(
-                n_train=40,
-                n_test=10,
+            _group(
+                "dark-room",
+                DR,
+                0,
+                0,
                 train=train_template(steps=1500, batch_size=128, d_model=128, n_layers=4),
+                eval=eval_template(),
+            ),
+            _group(
+                "dark-sequence",
+                DSEQ,
+                20000,
+                200,
+                train=train_template(steps=4000, batch_size=128, d_model=128, n_layers=4),
+                eval=eval_template(),
             ),
         ),
         workers=1,

@@ -43,7 +43,7 @@ from trajbench.provenance import git_commit, hardware
 from trajbench.report import write_report
 
 from .evaluate import evaluate
-from .presets import PRESETS, DataSpec, Group, Preset
+from .presets import PRESETS, Condition, DataSpec, Group, Preset
 from .train import train
 
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]  (the registered presets)
@@ -74,31 +74,36 @@ class Job:
 
     group: Group
     seed: int
-    mode: str = ""
-    instruction: str = "full"
-    p_bursty: float | None = None
+    condition: Condition | None = None
     baseline: str = ""
 
     @property
     def name(self) -> str:
         if self.baseline:
             return f"baseline-{self.baseline}"
-        p = "" if self.p_bursty is None else f"-p{self.p_bursty:g}"
-        return f"{self.mode}-{self.instruction}{p}"
+        c = self.condition
+        p = "" if c.p_bursty is None else f"-p{c.p_bursty:g}"
+        return f"{c.mode}-{c.instruction}{p}"
+
+    @property
+    def eval_seed(self) -> int:
+        """The evaluation seed: apart from the training seed, the same for every condition."""
+        return EVAL_SEED_OFFSET + self.seed
 
     def directory(self, out: Path) -> Path:
         return out / "jobs" / self.group.name / self.name / f"seed{self.seed}"
 
 
+#: Evaluation seed = this + training seed (so no evaluation reuses a training seed's stream).
+EVAL_SEED_OFFSET = 1000
+
+
 def jobs_of(preset: Preset, seeds: tuple[int, ...]) -> list[Job]:
+    """Every (condition or reference policy, seed) of every group of ``preset``."""
     jobs = []
     for group in preset.groups:
-        for mode in group.modes:
-            for instruction in group.instructions:
-                for p in group.p_bursty:
-                    jobs += [Job(group, s, mode, instruction, p) for s in seeds]
-        for baseline in group.baselines:
-            jobs += [Job(group, s, baseline=baseline) for s in seeds]
+        jobs += [Job(group, s, condition=c) for c in group.conditions for s in seeds]
+        jobs += [Job(group, s, baseline=b) for b in group.baselines for s in seeds]
     return jobs
 
 
@@ -176,17 +181,51 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     records_path = jdir / "records.parquet"
     if records_path.exists():
         return records_path
-    policy = job.baseline
-    if not job.baseline:
-        model_dir = jdir / "model"
-        if not model_dir.exists():
-            context = replace(
-                g.train.context, mode=job.mode, p_bursty=job.p_bursty, instruction=job.instruction
+    policy = job.baseline or str(_trained(job, out, device, compile_model))
+    c = job.condition
+    instructions = ["train"]
+    if g.decoy_eval and (job.baseline or c.instruction == "full"):
+        instructions.append("wrong")
+    frames = []
+    for split, specs in (("test_levels", g.test_data), ("test_families", g.heldout_family_data)):
+        for instruction in instructions if specs else ():
+            ecfg = replace(
+                g.eval,
+                policy=policy,
+                data=tuple(str(data_dir(out, s)) for s in specs),
+                out=str(jdir / f"eval-{split}-{instruction}"),
+                eval_split=split,
+                instruction=instruction,
+                formats=g.eval.formats if instruction == "train" else ("common",),
+                seed=job.eval_seed,
+                device=device,
+                progress=False,
+                offline=not job.baseline and instruction == "train",
             )
-            cfg = replace(
+            frames.append(evaluate(ecfg)[0])
+    records = pd.concat(frames, ignore_index=True)
+    records["seed"] = job.seed
+    records["train_context"] = c.mode if c else "-"
+    records["instruction"] = c.instruction if c else "-"
+    records["p_bursty"] = float("nan") if c is None or c.p_bursty is None else float(c.p_bursty)
+    records["group"] = g.name
+    write_parquet(records_path, records)
+    return records_path
+
+
+def _trained(job: Job, out: Path, device: str, compile_model: bool) -> Path:
+    """The job's model directory, trained (or resumed) unless it is there."""
+    g, c = job.group, job.condition
+    model_dir = job.directory(out) / "model"
+    if not model_dir.exists():
+        context = replace(
+            g.train.context, mode=c.mode, p_bursty=c.p_bursty, instruction=c.instruction
+        )
+        train(
+            replace(
                 g.train,
                 data=tuple(str(data_dir(out, s)) for s in g.train_data),
-                out=str(jdir),
+                out=str(job.directory(out)),
                 context=context,
                 seed=job.seed,
                 device=device,
@@ -194,33 +233,8 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
                 resume=True,
                 progress=False,
             )
-            train(cfg)
-        policy = str(model_dir)
-    frames = []
-    for split, specs in (("test_levels", g.test_data), ("test_families", g.heldout_family_data)):
-        if not specs:
-            continue
-        ecfg = replace(
-            g.eval,
-            policy=policy,
-            data=tuple(str(data_dir(out, s)) for s in specs),
-            out=str(jdir / f"eval-{split}"),
-            eval_split=split,
-            seed=job.seed,
-            device=device,
-            progress=False,
-            offline=not job.baseline,
         )
-        online, _ = evaluate(ecfg)
-        frames.append(online)
-    records = pd.concat(frames, ignore_index=True)
-    records["seed"] = job.seed
-    records["train_context"] = job.mode or "-"
-    records["instruction"] = job.instruction if not job.baseline else "-"
-    records["p_bursty"] = float("nan") if job.p_bursty is None else float(job.p_bursty)
-    records["group"] = g.name
-    write_parquet(records_path, records)
-    return records_path
+    return model_dir
 
 
 # -- the run --------------------------------------------------------------------------------------

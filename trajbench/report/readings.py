@@ -1,0 +1,120 @@
+"""The benchmark's questions, asked of one group's records as paired comparisons.
+
+At the largest K, with demonstrations of the level itself, in the common format and the
+training instruction:
+
+- *support*: ``bursty`` vs ``trajectories`` (same steps' structure, other levels);
+- *order*: ``bursty`` vs ``shuffled`` (in the common and in shuffled's own format) and
+  ``trajectories`` vs ``isolated``;
+- *context*: ``bursty`` vs ``none``;
+- *copying*: the best trained condition vs each copy baseline (``hashmap``, ``replay``);
+- *grounding* (groups with an instruction ablation): ``none`` with full vs empty missions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..families import make_env
+from .tables import COPY_BASELINES, REFERENCES, Comparison, compare
+
+QUESTIONS = (
+    ("support", "bursty", "trajectories", "common"),
+    ("order", "bursty", "shuffled", "common"),
+    ("order", "bursty", "shuffled", "matched"),
+    ("order", "trajectories", "isolated", "common"),
+    ("context", "bursty", "none", "common"),
+)
+
+
+def headline(records: pd.DataFrame) -> pd.DataFrame:
+    """The records every question reads: largest K, same-level support, training instruction."""
+    kmax = int(records["k"].max())
+    return records[
+        (records["k"] == kmax)
+        & (records["support"] == "same")
+        & (records["eval_instruction"] != "wrong")
+    ]
+
+
+def comparisons(records: pd.DataFrame) -> list[Comparison]:
+    """Every question's comparison that this group's labelled records can answer."""
+    out = []
+    for (_family, _split), rows in headline(records).groupby(["family", "eval_split"]):
+        base = {"family": _family, "eval_split": _split}
+        for question, a, b, fmt in QUESTIONS:
+            c = compare(
+                rows,
+                question if fmt == "common" else f"{question} ({fmt} format)",
+                {**base, "label": a, "format": "common"},
+                {**base, "label": b, "format": fmt},
+            )
+            out.append(c)
+        best = best_trained(rows[rows["format"] == "common"])
+        if best is not None:
+            for copy in COPY_BASELINES:
+                out.append(
+                    compare(
+                        rows,
+                        "copying",
+                        {**base, "label": best, "format": "common"},
+                        {**base, "label": copy, "format": "common"},
+                    )
+                )
+        out.append(
+            compare(
+                rows,
+                "grounding",
+                {**base, "label": "none", "format": "common"},
+                {**base, "label": "none/empty", "format": "common"},
+            )
+        )
+    return [c for c in out if c is not None]
+
+
+def best_trained(rows: pd.DataFrame) -> str | None:
+    """The trained condition with the highest mean success among ``rows``."""
+    trained = rows[~rows["policy"].isin(REFERENCES)]
+    if trained.empty:
+        return None
+    return str(trained.groupby("label")["success"].mean().idxmax())
+
+
+def sentence(c: Comparison) -> str:
+    """One line saying what the comparison shows, with its CI and, for a null, its power."""
+    diff = f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
+    means = f"{c.a_mean:.2f} vs {c.b_mean:.2f}"
+    if c.separated:
+        word = "higher" if c.diff > 0 else "lower"
+        return f"`{c.a}` is {word} than `{c.b}`: {means}, difference {diff}."
+    return (
+        f"`{c.a}` and `{c.b}` are not distinguishable: {means}, difference {diff}; this run "
+        f"would detect a difference of {c.mde:.2f} or more (80% power)."
+    )
+
+
+def grounded(cs: list[Comparison], family: str, split: str) -> bool | None:
+    """Whether ``none`` with full missions beats ``none`` with empty ones (disjoint CIs): the
+    model can read its missions. None where the group has no such pair."""
+    for c in cs:
+        if c.question == "grounding" and (c.family, c.eval_split) == (family, split):
+            return c.separated and c.diff > 0
+    return None
+
+
+def guess_reference(family: str, levels: list[int]) -> float | None:
+    """Mean over ``levels`` of the chance that acting on a random object satisfies the mission
+    (BabyAI families; None elsewhere)."""
+    env = make_env(family, levels="all")
+    try:
+        u = env.unwrapped
+        if not hasattr(u, "mission_chance"):
+            return None
+        chances = []
+        for level in levels:
+            env.reset(seed=0, options={"level": int(level)})
+            chances.append(u.mission_chance())
+        return float(np.mean(chances))
+    finally:
+        env.close()
