@@ -11,16 +11,9 @@ import pytest
 import torch
 
 import trajbench  # noqa: F401  (registers the environments)
-from trajbench.analysis.importance import (
-    KINDS,
-    ImportanceConfig,
-    importance,
-    kind_table,
-    off_plan_steps,
-    spearman,
-    step_kinds,
-)
-from trajbench.analysis.internals import kl_divergence, markdown_table, top_share
+from trajbench.analysis.common import kl_divergence, markdown_table, top_share
+from trajbench.analysis.importance import ImportanceConfig, compute, kind_table, spearman
+from trajbench.analysis.steps import KINDS, off_plan_steps, step_kinds
 from trajbench.errors import TrajbenchError
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
@@ -268,7 +261,7 @@ def test_end_to_end_tables_and_a_deletion_recomputed_by_hand(tiny):
     from trajbench.contexts import RowPlan, StepTable, assemble
     from trajbench.data import load
 
-    result = importance(_cfg(tiny))
+    result = compute(_cfg(tiny))
     steps, episodes = result.steps, result.episodes
     assert len(steps) == 3 * 20  # 3 sequences of one 20-step episode
     assert len(episodes) == 3
@@ -341,18 +334,18 @@ def test_bad_inputs_get_clear_errors(tiny, tmp_path):
     from trajbench.collect import CollectConfig, collect
 
     with pytest.raises(TrajbenchError, match="k must be"):
-        importance(_cfg(tiny, k=0))
+        compute(_cfg(tiny, k=0))
     with pytest.raises(TrajbenchError, match="context_demonstrators"):
-        importance(_cfg(tiny, context_demonstrators=("robot",)))
+        compute(_cfg(tiny, context_demonstrators=("robot",)))
     with pytest.raises(TrajbenchError, match="does not exist"):
-        importance(_cfg(tiny, model=str(tmp_path / "nope")))
+        compute(_cfg(tiny, model=str(tmp_path / "nope")))
     one_level = collect(
         CollectConfig(
             env=DARK_ROOM, levels="5", episodes_per_level=2, out=tmp_path / "one", progress=False
         )
     )
     with pytest.raises(TrajbenchError, match="another level"):
-        importance(_cfg(tiny, data=(str(one_level),), out=str(tmp_path / "out")))
+        compute(_cfg(tiny, data=(str(one_level),), out=str(tmp_path / "out")))
     key_door = collect(
         CollectConfig(
             env="trajbench/DarkKeyToDoor-v0",
@@ -363,6 +356,6 @@ def test_bad_inputs_get_clear_errors(tiny, tmp_path):
         )
     )
     with pytest.raises(TrajbenchError, match="encoding"):
-        importance(_cfg(tiny, data=(str(key_door),)))
+        compute(_cfg(tiny, data=(str(key_door),)))
     assert cli(["analyze", "importance", "--model", tiny[2], "--data", tiny[1]]) == 2  # no --out
     assert not (tmp_path / "out").exists()
