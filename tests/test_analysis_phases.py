@@ -17,7 +17,6 @@ from trajbench.analysis.phases import (
     phase_labels,
     summarize_predictions,
 )
-from trajbench.analysis.steps import is_decision
 from trajbench.baselines.transformer import ModelConfig
 from trajbench.contexts import ContextConfig
 from trajbench.errors import TrajbenchError
@@ -28,27 +27,6 @@ NOOP, UP, DOWN, LEFT, RIGHT = range(5)
 
 
 # -- labels and summaries -----------------------------------------------------------------------
-def test_routine_and_decision_labels():
-    start = 5  # start_action of a 5-action family
-    actions = [RIGHT, RIGHT, RIGHT, DOWN, DOWN, NOOP, NOOP]
-    prev = [start, RIGHT, RIGHT, RIGHT, DOWN, DOWN, NOOP]
-    assert is_decision(actions, prev, 5, "dark-room").tolist() == [
-        True,  # first step: the plan is chosen
-        False,
-        False,
-        True,  # turn
-        False,
-        True,  # arrive: stop moving
-        False,  # stay
-    ]
-    # MiniGrid: forward along a corridor is routine, a repeated toggle is still a decision.
-    fwd, toggle = 2, 5
-    got = is_decision([fwd, fwd, toggle, toggle], [7, fwd, fwd, toggle], 7, "minigrid")
-    assert got.tolist() == [True, False, True, True]
-    # Without the encoding, a repeated toggle would be routine.
-    assert not is_decision([toggle], [toggle], 7, "")[0]
-    with pytest.raises(TrajbenchError):
-        is_decision([1, 2], [1], 5)
 
 
 def test_summarize_predictions_counts_and_error_share():
