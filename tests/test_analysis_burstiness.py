@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -149,3 +151,23 @@ def test_training_counts_replay_the_batch_stream(quick_run: Path):
     top = S.most_trained(steep, 3)
     assert list(steep[top]) == sorted(steep, reverse=True)[:3]
     assert S.most_trained(steep, 0) == sorted(steep.index, key=lambda lv: (-steep[lv], lv))
+
+
+def test_held_out_evaluations_are_reused_only_when_they_cover_the_conditions(
+    quick_run: Path, tmp_path: Path
+):
+    from trajbench.data import load
+
+    cfg = B.quick_config(B.BurstinessConfig(out=str(quick_run)))
+    run = tmp_path / "run"
+    shutil.copytree(next((quick_run / "models").glob("*/seed0")), run)
+    test_data = next((quick_run / "data").glob("DarkRoom-v0-test-*"))
+    levels = sorted(int(lv) for lv in load(test_data).episodes.level.unique())
+    records = run / "eval" / "seed0" / "records.parquet"
+    before = records.stat().st_mtime_ns
+    again = S.held_out_records(cfg.eval, run, test_data, levels, range(1))
+    assert records.stat().st_mtime_ns == before  # the stage's output covers it: reused
+    assert set(zip(again.k, again.support, strict=True)) == {(0, "same"), (1, "same"), (1, "other")}
+    fewer = S.held_out_records(replace(cfg.eval, ks=(0,)), run, test_data, levels, range(1))
+    assert records.stat().st_mtime_ns != before  # other conditions: evaluated again
+    assert set(fewer.k) == {0} and len(fewer) == len(levels)

@@ -4,7 +4,7 @@ Trains one model per (p_bursty, Zipf exponent, seed) on the train levels of a fa
 default) and measures, with no weight updates:
 
 - **in-context success**: held-out (test) levels, K expert demonstrations *of the level itself* in
-  the context, for every K of ``--ks`` (the k-shot curve);
+  the context, for every K of ``--eval.ks`` (the k-shot curve);
 - **no-support score**: held-out levels, K demonstrations of *other* levels: what is left is the
   model's prior, not the demonstrations;
 - **in-weights success**: *train* levels with K demonstrations of other train levels: a model can
@@ -55,7 +55,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trajbench.errors import TrajbenchError
 from trajbench.families import resolve_env_id
 from trajbench.pipeline.evaluate import EvalConfig
 from trajbench.pipeline.presets import DataSpec
@@ -63,7 +62,7 @@ from trajbench.pipeline.runner import collect_data
 from trajbench.pipeline.train import TrainConfig
 from trajbench.pipeline.train import validate as validate_train
 
-from .common import compare, fmt_ci, output_dir, pick, pyplot, run_analysis
+from .common import compare, fmt_ci, output_dir, pick, pyplot, require, run_analysis
 from .sweep import (
     HELD_OUT,
     TRAIN,
@@ -164,33 +163,32 @@ def quick_config(cfg: BurstinessConfig) -> BurstinessConfig:
 def validate(cfg: BurstinessConfig) -> None:
     """Raise :class:`TrajbenchError` naming the first bad knob (the training config's included)."""
     ev, seeds = cfg.eval, cfg.seeds
-    checks = [
-        (len(cfg.p_bursty) > 0, "--p-bursty needs at least one value"),
-        (
-            all(0.0 <= p <= 1.0 for p in (*cfg.p_bursty, cfg.zipf_p_bursty)),
-            f"p_bursty must be in [0, 1], got {cfg.p_bursty} and {cfg.zipf_p_bursty}",
-        ),
-        (
-            all(np.isfinite(z) and z >= 0 for z in cfg.zipf),
-            f"zipf exponents must be finite and >= 0, got {cfg.zipf}",
-        ),
-        (len(seeds) > 0 and min(seeds) >= 0, f"seeds must be >= 0 and non-empty, got {seeds}"),
-        (len(set(seeds)) == len(seeds), f"seeds must be distinct, got {seeds}"),
-        (len(ev.ks) > 0 and min(ev.ks) >= 0, f"ks must be non-empty and >= 0, got {ev.ks}"),
-        (
-            min(cfg.train_episodes, cfg.test_episodes, ev.episodes, cfg.workers) >= 1,
-            "train_episodes, test_episodes, eval.episodes and workers must be >= 1",
-        ),
-        (
-            min(cfg.max_train_levels, cfg.train_eval_levels, ev.max_levels, ev.seed, ev.threads)
-            >= 0,
-            "max_train_levels, train_eval_levels, eval.max_levels, eval.seed and eval.threads "
-            "must be >= 0",
-        ),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise TrajbenchError(message)
+    require(
+        [
+            (len(cfg.p_bursty) > 0, "--p-bursty needs at least one value"),
+            (
+                all(0.0 <= p <= 1.0 for p in (*cfg.p_bursty, cfg.zipf_p_bursty)),
+                f"p_bursty must be in [0, 1], got {cfg.p_bursty} and {cfg.zipf_p_bursty}",
+            ),
+            (
+                all(np.isfinite(z) and z >= 0 for z in cfg.zipf),
+                f"zipf exponents must be finite and >= 0, got {cfg.zipf}",
+            ),
+            (len(seeds) > 0 and min(seeds) >= 0, f"seeds must be >= 0 and non-empty, got {seeds}"),
+            (len(set(seeds)) == len(seeds), f"seeds must be distinct, got {seeds}"),
+            (len(ev.ks) > 0 and min(ev.ks) >= 0, f"ks must be non-empty and >= 0, got {ev.ks}"),
+            (
+                min(cfg.train_episodes, cfg.test_episodes, ev.episodes, cfg.workers) >= 1,
+                "train_episodes, test_episodes, eval.episodes and workers must be >= 1",
+            ),
+            (
+                min(cfg.max_train_levels, cfg.train_eval_levels, ev.max_levels, ev.seed, ev.threads)
+                >= 0,
+                "max_train_levels, train_eval_levels, eval.max_levels, eval.seed and eval.threads "
+                "must be >= 0",
+            ),
+        ]
+    )
     # The training stage's own checks, before any collection (data and out are set per model).
     validate_train(replace(cfg.train, data=(".",), out="."))
 

@@ -64,6 +64,13 @@ def run_analysis(
     return 0
 
 
+def require(checks: list[tuple[bool, str]]) -> None:
+    """Raise :class:`TrajbenchError` with the message of the first check that is False."""
+    for ok, message in checks:
+        if not ok:
+            raise TrajbenchError(message)
+
+
 # -- outputs --------------------------------------------------------------------------------------
 def output_dir(out: str | Path) -> Path:
     """``--out`` as a Path; refused when it exists and is not a directory."""

@@ -49,7 +49,15 @@ from trajbench.policy import EpisodeRecord
 from trajbench.rollout import demonstrations, episode_record, rollout
 from trajbench.vocab import template
 
-from .common import compare, fmt_ci, mission_pool, output_dir, pyplot, run_analysis
+from .common import (
+    compare,
+    fmt_ci,
+    mission_pool,
+    output_dir,
+    pyplot,
+    require,
+    run_analysis,
+)
 from .cuts import cut_episode, imperfect_pool
 
 NAME = "failures"
@@ -114,31 +122,29 @@ def quick_config(cfg: FailuresConfig) -> FailuresConfig:
 
 def validate(cfg: FailuresConfig) -> None:
     """Raise :class:`TrajbenchError` naming the first bad knob."""
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            raise TrajbenchError(message)
-
-    ev = cfg.eval
-    need(len(cfg.models) > 0, "--models needs at least one model directory")
-    for m in cfg.models:
-        need(Path(m).is_dir(), f"--models {m}: no such directory")
-    need(len(ev.ks) > 0 and all(k >= 1 for k in ev.ks), f"ks must be >= 1, got {ev.ks}")
-    need(
-        len(cfg.imperfect_shares) > 0 and all(0 < s <= 1 for s in cfg.imperfect_shares),
-        f"imperfect_shares must be in (0, 1], got {cfg.imperfect_shares}",
+    ev, shares = cfg.eval, cfg.imperfect_shares
+    require(
+        [
+            (len(cfg.models) > 0, "--models needs at least one model directory"),
+            *((Path(m).is_dir(), f"--models {m}: no such directory") for m in cfg.models),
+            (len(ev.ks) > 0 and min(ev.ks) >= 1, f"ks must be >= 1, got {ev.ks}"),
+            (
+                len(shares) > 0 and all(0 < s <= 1 for s in shares),
+                f"imperfect_shares must be in (0, 1], got {shares}",
+            ),
+            (0.0 <= cfg.epsilon <= 1.0, f"epsilon must be in [0, 1], got {cfg.epsilon}"),
+            (
+                min(cfg.expert_episodes, cfg.imperfect_episodes, ev.episodes) >= 1,
+                "expert_episodes, imperfect_episodes and eval.episodes must be >= 1",
+            ),
+            (
+                min(ev.max_levels, ev.threads, ev.seed) >= 0,
+                "eval.max_levels, eval.threads and eval.seed must be >= 0",
+            ),
+        ]
     )
-    need(0.0 <= cfg.epsilon <= 1.0, f"epsilon must be in [0, 1], got {cfg.epsilon}")
-    for name in ("expert_episodes", "imperfect_episodes"):
-        need(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}")
-    need(ev.episodes >= 1, f"eval.episodes must be >= 1, got {ev.episodes}")
-    need(
-        min(ev.max_levels, ev.threads, ev.seed) >= 0,
-        "eval max_levels, threads and seed must be >= 0",
-    )
 
 
-# -- contexts ------------------------------------------------------------------------------------
 def build_contexts(
     expert_store,
     imperfect_store,

@@ -6,7 +6,8 @@
 - :func:`query_logits` and :func:`mean_effects`: the query's teacher-forced action distributions
   and how far each perturbation moves them (KL, flipped greedy actions);
 - :func:`received_attention`: the attention each context step receives from the query;
-- :func:`online_success`: online success with whole context episodes deleted or replaced.
+- :func:`online_success`: online success with whole context episodes deleted or replaced;
+- :func:`step_rows`, :func:`episode_rows`: the per-step and per-episode tables of the effects.
 """
 
 from __future__ import annotations
@@ -360,13 +361,16 @@ def online_success(
 
 
 # -- tables ---------------------------------------------------------------------------------------
-def _context_rows(eps: pd.DataFrame, seqs: list[SequenceSpec], mean: pd.DataFrame, per_step: bool):
-    """``(sequence, its position, context row, effect key, row fields)`` of every context step
-    (``per_step``) or context episode."""
+def _context_rows(
+    eps: pd.DataFrame, seqs: list[SequenceSpec], mean: pd.DataFrame, per_step: bool
+) -> Iterator[tuple[int, int, int, int, dict, dict]]:
+    """``(sequence, step position, context row, t, where, effects)`` of every context step
+    (``per_step``: ``t`` is its index in its episode) or of every context episode (``t = 0``)."""
+    what = "step" if per_step else "episode"
     for si, seq in enumerate(seqs):
         pos = 0
         for j, c in enumerate(seq.context):
-            head = {
+            where = {
                 "sequence": si,
                 "env_id": seq.env_id,
                 "level": seq.level,
@@ -375,29 +379,34 @@ def _context_rows(eps: pd.DataFrame, seqs: list[SequenceSpec], mean: pd.DataFram
                 "context_episode": int(eps.at[c, "episode_id"]),
                 "demonstrator": eps.at[c, "demonstrator"],
             }
-            what = "step" if per_step else "episode"
             for t in range(int(eps.at[c, "length"]) if per_step else 1):
-                key = pos if per_step else j
-                rep = mean.loc[(si, f"{what}_replace", key)]
-                dele = mean.loc[(si, f"{what}_delete", key)]
+                rep = mean.loc[(si, f"{what}_replace", pos if per_step else j)]
+                dele = mean.loc[(si, f"{what}_delete", pos if per_step else j)]
                 effects = {
                     "kl_replace": rep["kl"],
                     "kl_delete": dele["kl"],
                     "flip_replace": rep["flip"],
                     "flip_delete": dele["flip"],
                 }
-                yield si, pos, c, t, head, effects
+                yield si, pos, c, t, where, effects
                 pos += 1
 
 
-def step_rows(store, eps, seqs, mean, attention, labels) -> pd.DataFrame:
+def step_rows(
+    store,
+    eps: pd.DataFrame,
+    seqs: list[SequenceSpec],
+    mean: pd.DataFrame,
+    attention: list[tuple[np.ndarray, np.ndarray]],
+    labels: dict[int, dict[str, np.ndarray]],
+) -> pd.DataFrame:
     """One row per context step: where it is, its kinds, its effects and the attention it gets."""
     rows = []
-    for si, pos, c, t, head, effects in _context_rows(eps, seqs, mean, per_step=True):
+    for si, pos, c, t, where, effects in _context_rows(eps, seqs, mean, per_step=True):
         g = int(eps.at[c, "offset"]) + t
         rows.append(
             {
-                **head,
+                **where,
                 "context_pos": pos,
                 "t": t,
                 "action": int(store.actions[g]),
@@ -411,10 +420,10 @@ def step_rows(store, eps, seqs, mean, attention, labels) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def episode_rows(eps, seqs, mean) -> pd.DataFrame:
+def episode_rows(eps: pd.DataFrame, seqs: list[SequenceSpec], mean: pd.DataFrame) -> pd.DataFrame:
     """One row per context episode: where it is, its length and its effects."""
     rows = [
-        {**head, "length": int(eps.at[c, "length"]), **effects}
-        for _, _, c, _, head, effects in _context_rows(eps, seqs, mean, per_step=False)
+        {**where, "length": int(eps.at[c, "length"]), **effects}
+        for _, _, c, _, where, effects in _context_rows(eps, seqs, mean, per_step=False)
     ]
     return pd.DataFrame(rows)

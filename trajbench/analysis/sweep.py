@@ -89,8 +89,8 @@ def held_out_records(
     episode (one episode at evaluation seed ``e``, into ``run/eval/seed<e>/``), for every K of
     ``template.ks`` with same- and other-level support; an evaluation whose records cover every
     (K, support, level) is reused."""
-    expected = {(k, s, lv) for k in template.ks for s in ("same", "other") for lv in levels}
-    expected = {(k, s, lv) for k, s, lv in expected if k or s == "same"}
+    supports = [(k, s) for k in template.ks for s in ("same", "other") if k or s == "same"]
+    expected = {(k, s, lv) for k, s in supports for lv in levels}
     frames = []
     for e in seeds:
         ecfg = replace(
@@ -106,12 +106,12 @@ def held_out_records(
         )
         path = Path(ecfg.out) / "records.parquet"
         online = pd.read_parquet(path) if path.exists() else None
-        have = (
-            set()
-            if online is None
-            else set(zip(online.k, online.support, online.level, strict=True))
+        done = (
+            online is not None
+            and set(online[["k", "support", "level"]].itertuples(index=False, name=None))
+            == expected
         )
-        if have != expected:
+        if not done:
             online, _ = evaluate(ecfg)
         frames.append(online.assign(levels=HELD_OUT, episode=e)[COLUMNS])
     return pd.concat(frames, ignore_index=True)
