@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 
 from trajbench.analysis import burstiness as B
 from trajbench.analysis import main as analyze
+from trajbench.analysis import sweep as S
 from trajbench.errors import TrajbenchError
 
 
@@ -21,16 +24,16 @@ def quick_run(tmp_path_factory) -> Path:
 
 
 def expected_rows(cfg: B.BurstinessConfig) -> set[tuple]:
-    kmax = max(cfg.ks)
+    kmax = max(cfg.eval.ks)
     rows = set()
     sweeps = [("p_bursty", (p, 0.0)) for p in cfg.p_bursty]
     sweeps += [("zipf", (cfg.zipf_p_bursty, z)) for z in cfg.zipf]
     for sweep, (p, z) in sweeps:
-        for k in cfg.ks:
-            rows.add((sweep, p, z, B.HELD_OUT, k, "same"))
+        for k in cfg.eval.ks:
+            rows.add((sweep, p, z, S.HELD_OUT, k, "same"))
             if k:
-                rows.add((sweep, p, z, B.HELD_OUT, k, "other"))
-        rows.add((sweep, p, z, B.TRAIN, kmax, "other"))
+                rows.add((sweep, p, z, S.HELD_OUT, k, "other"))
+        rows.add((sweep, p, z, S.TRAIN, kmax, "other"))
     return rows
 
 
@@ -40,9 +43,9 @@ def test_quick_run_writes_the_table_with_the_expected_rows(quick_run: Path):
     got = {(r.sweep, r.p_bursty, r.zipf, r.levels, r.k, r.support) for r in table.itertuples()}
     assert got == expected_rows(cfg)
     assert (table.n_seeds == len(cfg.seeds)).all()
-    held = table[table.levels == B.HELD_OUT]
-    assert (held.n_levels == cfg.max_test_levels).all()
-    assert (table[table.levels == B.TRAIN].n_levels == cfg.train_eval_levels).all()
+    held = table[table.levels == S.HELD_OUT]
+    assert (held.n_levels == cfg.eval.max_levels).all()
+    assert (table[table.levels == S.TRAIN].n_levels == cfg.train_eval_levels).all()
     assert (
         (table.success_ci_low <= table.success_iqm) & (table.success_iqm <= table.success_ci_high)
     ).all()
@@ -57,10 +60,10 @@ def test_rerun_reuses_models_and_evaluations(quick_run: Path):
     weights = sorted((quick_run / "models").glob("*/seed*/model/*.safetensors"))
     assert weights
     before = {p: p.stat().st_mtime_ns for p in weights}
-    records = pd.read_parquet(quick_run / "burstiness-records.parquet")
+    records = pd.read_csv(quick_run / "burstiness_records.csv")
     assert analyze(["burstiness", "--out", str(quick_run), "--quick", "--no-progress"]) == 0
     assert {p: p.stat().st_mtime_ns for p in weights} == before
-    again = pd.read_parquet(quick_run / "burstiness-records.parquet")
+    again = pd.read_csv(quick_run / "burstiness_records.csv")
     pd.testing.assert_frame_equal(records, again)
 
 
@@ -73,11 +76,11 @@ def test_a_model_trained_with_other_settings_is_refused(quick_run: Path, tmp_pat
 
     there = config_dict(tcfg)
     (run / "train_config.json").write_text(json.dumps(there))
-    B._check_reusable(tcfg)  # same settings: fine
+    S.check_reusable(tcfg)  # same settings: fine
     there["steps"] += 1
     (run / "train_config.json").write_text(json.dumps(there))
     with pytest.raises(TrajbenchError, match="other settings"):
-        B._check_reusable(tcfg)
+        S.check_reusable(tcfg)
 
 
 def _row(p, z, levels, k, support, iqm, lo, hi, sweep="p_bursty"):
@@ -100,17 +103,18 @@ def _row(p, z, levels, k, support, iqm, lo, hi, sweep="p_bursty"):
 
 def test_the_reading_is_generated_from_the_numbers():
     rows = [
-        _row(0.0, 0.0, B.HELD_OUT, 0, "same", 0.05, 0.0, 0.1),
-        _row(0.0, 0.0, B.HELD_OUT, 4, "same", 0.1, 0.0, 0.2),
-        _row(0.0, 0.0, B.HELD_OUT, 4, "other", 0.05, 0.0, 0.1),
-        _row(0.0, 0.0, B.TRAIN, 4, "other", 0.6, 0.5, 0.7),
-        _row(1.0, 0.0, B.HELD_OUT, 0, "same", 0.05, 0.0, 0.1),
-        _row(1.0, 0.0, B.HELD_OUT, 4, "same", 0.95, 0.9, 1.0),
-        _row(1.0, 0.0, B.HELD_OUT, 4, "other", 0.0, 0.0, 0.05),
-        _row(1.0, 0.0, B.TRAIN, 4, "other", 0.1, 0.0, 0.2),
+        _row(0.0, 0.0, S.HELD_OUT, 0, "same", 0.05, 0.0, 0.1),
+        _row(0.0, 0.0, S.HELD_OUT, 4, "same", 0.1, 0.0, 0.2),
+        _row(0.0, 0.0, S.HELD_OUT, 4, "other", 0.05, 0.0, 0.1),
+        _row(0.0, 0.0, S.TRAIN, 4, "other", 0.6, 0.5, 0.7),
+        _row(1.0, 0.0, S.HELD_OUT, 0, "same", 0.05, 0.0, 0.1),
+        _row(1.0, 0.0, S.HELD_OUT, 4, "same", 0.95, 0.9, 1.0),
+        _row(1.0, 0.0, S.HELD_OUT, 4, "other", 0.0, 0.0, 0.05),
+        _row(1.0, 0.0, S.TRAIN, 4, "other", 0.1, 0.0, 0.2),
     ]
     table = pd.DataFrame(rows)
-    md = B.render(table, B.BurstinessConfig(out="x"), wall_s=1.0)
+    cfg = B.BurstinessConfig(out="x")
+    md = B.render(B.BurstinessResult(table, pd.DataFrame(), B.about_of(cfg, 1.0)), cfg)
     assert "p_bursty=1 is higher than p_bursty=0 (95% CIs separated)" in md
     assert (
         "in-context gain (same-level minus other-level IQM) ranges from 0.05 (p_bursty=0) to 0.95 (p_bursty=1)"
@@ -127,7 +131,7 @@ def test_the_reading_is_generated_from_the_numbers():
         (["--p-bursty", "1.5"], "p_bursty must be in"),
         (["--zipf", "-1"], "zipf exponents"),
         (["--seeds", "0", "0"], "distinct"),
-        (["--ks"], "ks must be"),
+        (["--eval.ks"], "ks must be"),
         (["--env", "trajbench/NoSuchRoom-v0"], "unknown environment"),
     ],
 )
@@ -140,10 +144,30 @@ def test_bad_input_is_one_clear_error(tmp_path: Path, args, message):
 def test_training_counts_replay_the_batch_stream(quick_run: Path):
     cfg = B.quick_config(B.BurstinessConfig(out=str(quick_run)))
     data = next((quick_run / "data").glob("DarkRoom-v0-train-*"))
-    flat = B.training_counts(B.train_config(cfg, quick_run, data, 1.0, 0.0, 0))
-    steep = B.training_counts(B.train_config(cfg, quick_run, data, 1.0, 2.0, 0))
-    assert flat.sum() == steep.sum() == cfg.steps * cfg.batch_size
+    flat = S.training_counts(B.train_config(cfg, quick_run, data, 1.0, 0.0, 0))
+    steep = S.training_counts(B.train_config(cfg, quick_run, data, 1.0, 2.0, 0))
+    assert flat.sum() == steep.sum() == cfg.train.steps * cfg.train.batch_size
     assert steep.max() > flat.max()  # Zipf 2 concentrates the queries on a few levels
-    top = B.most_trained(steep, 3)
+    top = S.most_trained(steep, 3)
     assert list(steep[top]) == sorted(steep, reverse=True)[:3]
-    assert B.most_trained(steep, 0) == sorted(steep.index, key=lambda lv: (-steep[lv], lv))
+    assert S.most_trained(steep, 0) == sorted(steep.index, key=lambda lv: (-steep[lv], lv))
+
+
+def test_held_out_evaluations_are_reused_only_when_they_cover_the_conditions(
+    quick_run: Path, tmp_path: Path
+):
+    from trajbench.data import load
+
+    cfg = B.quick_config(B.BurstinessConfig(out=str(quick_run)))
+    run = tmp_path / "run"
+    shutil.copytree(next((quick_run / "models").glob("*/seed0")), run)
+    test_data = next((quick_run / "data").glob("DarkRoom-v0-test-*"))
+    levels = sorted(int(lv) for lv in load(test_data).episodes.level.unique())
+    records = run / "eval" / "seed0" / "records.parquet"
+    before = records.stat().st_mtime_ns
+    again = S.held_out_records(cfg.eval, run, test_data, levels, range(1))
+    assert records.stat().st_mtime_ns == before  # the stage's output covers it: reused
+    assert set(zip(again.k, again.support, strict=True)) == {(0, "same"), (1, "same"), (1, "other")}
+    fewer = S.held_out_records(replace(cfg.eval, ks=(0,)), run, test_data, levels, range(1))
+    assert records.stat().st_mtime_ns != before  # other conditions: evaluated again
+    assert set(fewer.k) == {0} and len(fewer) == len(levels)

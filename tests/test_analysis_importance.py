@@ -4,184 +4,28 @@ from __future__ import annotations
 
 import math
 
-import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import trajbench  # noqa: F401  (registers the environments)
-from trajbench.analysis.importance import (
-    KINDS,
-    ImportanceConfig,
-    importance,
-    kind_table,
-    off_plan_steps,
-    spearman,
-    step_kinds,
-)
-from trajbench.analysis.internals import kl_divergence, markdown_table, top_share
+from trajbench.analysis.common import kl_divergence, markdown_table
+from trajbench.analysis.importance import ImportanceConfig, compute, kind_table, spearman
+from trajbench.analysis.steps import KINDS
 from trajbench.errors import TrajbenchError
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
 NOOP, UP, DOWN, LEFT, RIGHT = range(5)
 
 
-# -- core computations --------------------------------------------------------------------------
-def test_kl_is_zero_for_identical_and_matches_a_known_pair():
-    logits = torch.tensor([[0.3, -1.0, 2.0], [0.0, 0.0, 0.0]])
-    assert torch.allclose(kl_divergence(logits, logits), torch.zeros(2, dtype=torch.float64))
-    p, q = np.array([0.5, 0.5]), np.array([0.9, 0.1])
-    expected = float(np.sum(p * np.log(p / q)))
-    got = kl_divergence(torch.log(torch.tensor(p)), torch.log(torch.tensor(q)))
-    assert float(got) == pytest.approx(expected, rel=1e-9)
-    # Not symmetric: KL(q || p) differs.
-    other = kl_divergence(torch.log(torch.tensor(q)), torch.log(torch.tensor(p)))
-    assert float(other) == pytest.approx(float(np.sum(q * np.log(q / p))), rel=1e-9)
-    assert float(other) != pytest.approx(expected)
-
-
-def test_top_share_of_known_vectors():
-    assert top_share([1.0] * 20) == pytest.approx(0.1)
-    assert top_share([7.0] + [0.0] * 9) == 1.0
-    assert top_share(np.arange(1, 11)) == pytest.approx(10 / 55)
-    # 30 values: the top 10% is 3 values, not 4 (0.1 * 30 is 3.0000000000000004 in floats).
-    assert top_share([3.0, 2.0, 1.0] + [0.0] * 27 + []) == 1.0
-    assert top_share([1.0] * 3 + [1.0] * 27) == pytest.approx(3 / 30)
-    assert top_share(np.arange(1, 21), fraction=0.25) == pytest.approx(sum(range(16, 21)) / 210)
-    assert math.isnan(top_share([0.0, 0.0]))
-    with pytest.raises(TrajbenchError):
-        top_share([1.0, -1.0])
-    with pytest.raises(TrajbenchError):
-        top_share([1.0], fraction=0.0)
-
-
+# -- tables -------------------------------------------------------------------------------------
 def test_spearman_perfect_reversed_and_undefined():
     x = np.array([0.1, 0.5, 0.2, 0.9])
     assert spearman(x, x**2) == pytest.approx(1.0)
     assert spearman(x, -x) == pytest.approx(-1.0)
     assert math.isnan(spearman(x, np.ones(4)))
     assert math.isnan(spearman(x[:2], x[:2]))
-
-
-def test_dark_room_step_kinds_on_a_hand_made_episode():
-    # Walk right twice, down once onto the goal, stay twice.
-    obs = np.array([[0, 0], [1, 0], [2, 0], [2, 1], [2, 1]], np.uint8)
-    actions = np.array([RIGHT, RIGHT, DOWN, NOOP, NOOP])
-    rewards = np.array([0, 0, 1, 1, 1], np.float32)
-    k = step_kinds(obs, actions, rewards, "dark-room")
-    assert set(k) == set(KINDS)
-    assert k["goal_reached"].tolist() == [False, False, True, True, True]
-    assert k["goal_arrival"].tolist() == [False, False, True, False, False]
-    assert k["turning_point"].tolist() == [False, False, True, True, False]
-    assert k["episode_start"].tolist() == [True, False, False, False, False]
-    assert k["episode_end"].tolist() == [False, False, False, False, True]
-    assert not k["off_plan"].any() and not k["recovery"].any()
-    assert not k["key_pickup"].any() and not k["door_opened"].any()
-    # With a plan: step 1 left it, step 2 came back.
-    k = step_kinds(obs, actions, rewards, "dark-room", off_plan=[False, True, False, False, False])
-    assert k["off_plan"].tolist() == [False, True, False, False, False]
-    assert k["recovery"].tolist() == [False, False, True, False, False]
-    with pytest.raises(TrajbenchError):
-        step_kinds(obs, actions, rewards[:3], "dark-room")
-
-
-def test_key_to_door_step_kinds():
-    # obs (x, y, has_key); the key reward at step 1, the door reward at step 3.
-    obs = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 1], [2, 1, 1]], np.uint8)
-    actions = np.array([RIGHT, RIGHT, DOWN, DOWN])
-    rewards = np.array([0, 1, 0, 1], np.float32)
-    k = step_kinds(obs, actions, rewards, "dark-key-to-door")
-    assert k["key_pickup"].tolist() == [False, True, False, False]
-    assert k["door_opened"].tolist() == [False, False, False, True]
-    assert k["goal_reached"].tolist() == [False, False, False, True]
-
-
-def _minigrid_obs(agent_obj: int, front_obj: int, front_state: int) -> np.ndarray:
-    from minigrid.core.constants import OBJECT_TO_IDX
-
-    o = np.zeros(148, np.uint8)
-    o[0:147:3] = OBJECT_TO_IDX["wall"]
-    # image[x, y, c] flattened in C order: the agent's cell is (3, 6), the one in front (3, 5).
-    o[(3 * 7 + 6) * 3] = agent_obj
-    o[(3 * 7 + 5) * 3] = front_obj
-    o[(3 * 7 + 5) * 3 + 2] = front_state
-    return o
-
-
-def test_minigrid_step_kinds_on_hand_made_views():
-    from minigrid.core.actions import Actions
-    from minigrid.core.constants import OBJECT_TO_IDX, STATE_TO_IDX
-
-    empty, key, door = OBJECT_TO_IDX["empty"], OBJECT_TO_IDX["key"], OBJECT_TO_IDX["door"]
-    opened, locked = STATE_TO_IDX["open"], STATE_TO_IDX["locked"]
-    obs = np.stack(
-        [
-            _minigrid_obs(empty, key, 0),  # facing the key: pickup succeeds
-            _minigrid_obs(key, door, locked),  # carrying it, facing a locked door: toggle
-            _minigrid_obs(key, door, opened),  # the door is open now: forward
-            _minigrid_obs(key, empty, 0),  # toggle on nothing
-            _minigrid_obs(key, door, locked),  # a failed toggle: the door stays locked
-            _minigrid_obs(key, door, locked),
-        ]
-    )
-    a = [Actions.pickup, Actions.toggle, Actions.forward, Actions.toggle, Actions.toggle, 2]
-    rewards = np.array([0, 0, 0, 0, 0, 0.9], np.float32)
-    k = step_kinds(obs, np.array([int(x) for x in a]), rewards, "minigrid")
-    assert k["key_pickup"].tolist() == [True, False, False, False, False, False]
-    assert k["door_opened"].tolist() == [False, True, False, False, False, False]
-    assert k["goal_reached"].tolist() == [False] * 5 + [True]
-    # A pickup facing a key that does not end up carried (hands full with a ball) is not one.
-    ball = OBJECT_TO_IDX["ball"]
-    obs2 = np.stack([_minigrid_obs(ball, key, 0), _minigrid_obs(ball, key, 0)])
-    k2 = step_kinds(obs2, np.array([int(Actions.pickup)] * 2), np.zeros(2), "minigrid")
-    assert not k2["key_pickup"].any()
-
-
-def test_a_real_door_key_episode_has_one_pickup_and_one_opening():
-    env = gym.make("trajbench/DoorKey-v0", levels="test")
-    obs, _ = env.reset(seed=3)
-    raw = env.unwrapped
-    o, a, r = [], [], []
-    done = False
-    while not done:
-        o.append(raw.encode_obs(obs))
-        action = raw.expert_action()
-        obs, reward, term, trunc, _ = env.step(action)
-        a.append(action)
-        r.append(reward)
-        done = term or trunc
-    env.close()
-    k = step_kinds(np.stack(o), np.array(a), np.array(r, np.float32), "minigrid")
-    assert k["key_pickup"].sum() == 1
-    assert k["door_opened"].sum() == 1
-    assert k["goal_reached"].sum() == 1 and k["goal_reached"][-1]
-    assert np.flatnonzero(k["key_pickup"])[0] < np.flatnonzero(k["door_opened"])[0]
-
-
-def test_off_plan_steps_replays_an_episode_and_finds_its_detours():
-    env = gym.make(DARK_ROOM, levels="all")
-    level, seed = 40, 11
-    obs, _ = env.reset(seed=seed, options={"level": level})
-    raw = env.unwrapped
-    detours = {1, 2, 6}
-    o, a, expected = [], [], []
-    for t in range(12):
-        o.append(raw.encode_obs(obs))
-        best = raw.expert_action()
-        action = (best + 1) % 5 if t in detours else best
-        expected.append(action != best)
-        obs, *_ = env.step(action)
-        a.append(action)
-    env.close()
-    o = np.stack(o)
-    off = off_plan_steps(DARK_ROOM, seed, level, o, np.array(a))
-    assert off.tolist() == expected
-    k = step_kinds(o, np.array(a), np.zeros(12), "dark-room", off)
-    assert np.flatnonzero(k["recovery"]).tolist() == [3, 7]
-    wrong = o.copy()
-    wrong[5, 0] = (wrong[5, 0] + 1) % 9
-    assert off_plan_steps(DARK_ROOM, seed, level, wrong, np.array(a)) is None
 
 
 def test_kind_table_compares_each_kind_with_the_rest():
@@ -268,7 +112,7 @@ def test_end_to_end_tables_and_a_deletion_recomputed_by_hand(tiny):
     from trajbench.contexts import RowPlan, StepTable, assemble
     from trajbench.data import load
 
-    result = importance(_cfg(tiny))
+    result = compute(_cfg(tiny))
     steps, episodes = result.steps, result.episodes
     assert len(steps) == 3 * 20  # 3 sequences of one 20-step episode
     assert len(episodes) == 3
@@ -341,18 +185,18 @@ def test_bad_inputs_get_clear_errors(tiny, tmp_path):
     from trajbench.collect import CollectConfig, collect
 
     with pytest.raises(TrajbenchError, match="k must be"):
-        importance(_cfg(tiny, k=0))
+        compute(_cfg(tiny, k=0))
     with pytest.raises(TrajbenchError, match="context_demonstrators"):
-        importance(_cfg(tiny, context_demonstrators=("robot",)))
+        compute(_cfg(tiny, context_demonstrators=("robot",)))
     with pytest.raises(TrajbenchError, match="does not exist"):
-        importance(_cfg(tiny, model=str(tmp_path / "nope")))
+        compute(_cfg(tiny, model=str(tmp_path / "nope")))
     one_level = collect(
         CollectConfig(
             env=DARK_ROOM, levels="5", episodes_per_level=2, out=tmp_path / "one", progress=False
         )
     )
     with pytest.raises(TrajbenchError, match="another level"):
-        importance(_cfg(tiny, data=(str(one_level),), out=str(tmp_path / "out")))
+        compute(_cfg(tiny, data=(str(one_level),), out=str(tmp_path / "out")))
     key_door = collect(
         CollectConfig(
             env="trajbench/DarkKeyToDoor-v0",
@@ -363,6 +207,6 @@ def test_bad_inputs_get_clear_errors(tiny, tmp_path):
         )
     )
     with pytest.raises(TrajbenchError, match="encoding"):
-        importance(_cfg(tiny, data=(str(key_door),)))
+        compute(_cfg(tiny, data=(str(key_door),)))
     assert cli(["analyze", "importance", "--model", tiny[2], "--data", tiny[1]]) == 2  # no --out
     assert not (tmp_path / "out").exists()

@@ -138,7 +138,7 @@ def test_records_end_to_end_split_and_score(tmp_path: Path):
     # 'empty' never succeeds on the non-inferable levels (chance 2/8 on each): score -1/3.
     assert by.loc[("empty", "not inferable"), "guess_normalized_iqm"] == pytest.approx(-1 / 3)
     assert by.loc[("empty", "not inferable"), "chance_iqm"] == pytest.approx(0.25)
-    levels = pd.read_csv(out / "instructions-levels.csv")
+    levels = pd.read_csv(out / "instructions_levels.csv")
     assert sorted(levels.level) == LEVELS
     md = (out / "instructions.md").read_text()
     assert "on not inferable levels `full` scores 1.00, `empty` -0.33 (lower, CIs separated)" in md
@@ -160,8 +160,9 @@ def test_models_end_to_end_with_reference_policies(tmp_path: Path):
         )
     )
     out = tmp_path / "out"
-    argv = ["instructions", "--models", "expert", "random", "--data", str(data), "--out", str(out)]
-    assert analyze([*argv, "--ks", "4", "--eval-episodes", "1", "--no-progress"]) == 0
+    argv = ["instructions", "--models", "expert", "random", "--eval.data", str(data)]
+    argv += ["--out", str(out), "--ks", "4", "--eval.episodes", "1", "--no-progress"]
+    assert analyze(argv) == 0
     table = pd.read_csv(out / "instructions.csv")
     assert set(zip(table.policy, table.inferable, strict=True)) == {
         (p, s) for p in ("expert", "random") for s in ("inferable", "not inferable")
@@ -189,6 +190,6 @@ def test_bad_input_is_one_clear_error(tmp_path: Path):
     corrupt.write_bytes(b"not parquet")
     with pytest.raises(TrajbenchError, match="cannot read"):
         analyze(["instructions", "--records", str(corrupt), *out])
-    with pytest.raises(TrajbenchError, match="--data"):
+    with pytest.raises(TrajbenchError, match=r"--eval\.data"):
         analyze(["instructions", "--models", "random", *out])
     assert not (tmp_path / "o").exists()

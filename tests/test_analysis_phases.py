@@ -12,42 +12,21 @@ import torch
 from trajbench.analysis.phases import (
     EVALS_FILE,
     PhasesConfig,
+    compute,
     detect_bottleneck,
-    is_decision,
     phase_labels,
-    phases,
     summarize_predictions,
 )
 from trajbench.baselines.transformer import ModelConfig
 from trajbench.contexts import ContextConfig
 from trajbench.errors import TrajbenchError
+from trajbench.pipeline.train import TrainConfig
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
 NOOP, UP, DOWN, LEFT, RIGHT = range(5)
 
 
 # -- labels and summaries -----------------------------------------------------------------------
-def test_routine_and_decision_labels():
-    start = 5  # start_action of a 5-action family
-    actions = [RIGHT, RIGHT, RIGHT, DOWN, DOWN, NOOP, NOOP]
-    prev = [start, RIGHT, RIGHT, RIGHT, DOWN, DOWN, NOOP]
-    assert is_decision(actions, prev, 5, "dark-room").tolist() == [
-        True,  # first step: the plan is chosen
-        False,
-        False,
-        True,  # turn
-        False,
-        True,  # arrive: stop moving
-        False,  # stay
-    ]
-    # MiniGrid: forward along a corridor is routine, a repeated toggle is still a decision.
-    fwd, toggle = 2, 5
-    got = is_decision([fwd, fwd, toggle, toggle], [7, fwd, fwd, toggle], 7, "minigrid")
-    assert got.tolist() == [True, False, True, True]
-    # Without the encoding, a repeated toggle would be routine.
-    assert not is_decision([toggle], [toggle], 7, "")[0]
-    with pytest.raises(TrajbenchError):
-        is_decision([1, 2], [1], 5)
 
 
 def test_summarize_predictions_counts_and_error_share():
@@ -160,29 +139,32 @@ def stores(tmp_path_factory):
     return root, make("0,1,2,4", 3, "train"), make("3,40", 3, "test")
 
 
-def _cfg(stores, out, **kw) -> PhasesConfig:
+def _cfg(stores, out, every=2, eval_sequences=4, threshold=0.95, eval_data=None, **kw):
     root, train, test = stores
     base = dict(
         data=(train,),
-        eval_data=(test,),
-        out=str(root / out),
         context=ContextConfig(mode="bursty", k=1),
         model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
         steps=4,
-        every=2,
         batch_size=4,
         warmup_steps=1,
-        eval_sequences=4,
         threads=1,
         progress=False,
         device="cpu",
     )
-    return PhasesConfig(**{**base, **kw})
+    return PhasesConfig(
+        eval_data=eval_data or (test,),
+        out=str(root / out),
+        train=TrainConfig(**{**base, **kw}),
+        every=every,
+        eval_sequences=eval_sequences,
+        threshold=threshold,
+    )
 
 
 def test_end_to_end_evaluations_and_resume(stores):
     cfg = _cfg(stores, "run-a")
-    result = phases(cfg)
+    result = compute(cfg)
     ev = result.evaluations
     assert ev["step"].tolist() == [2, 4]
     for c in ("routine_accuracy", "decision_accuracy", "decision_step_share"):
@@ -194,13 +176,13 @@ def test_end_to_end_evaluations_and_resume(stores):
     assert saved["step"].tolist() == [2, 4]
     # A second run on the same OUT needs --resume; resumed, it keeps the same evaluations.
     with pytest.raises(TrajbenchError, match="resume"):
-        phases(cfg)
-    again = phases(_cfg(stores, "run-a", resume=True))
+        compute(cfg)
+    again = compute(_cfg(stores, "run-a", resume=True))
     pd.testing.assert_frame_equal(
         again.evaluations.drop(columns="phase"), ev.drop(columns="phase"), check_dtype=False
     )
     with pytest.raises(TrajbenchError, match="other settings"):
-        phases(_cfg(stores, "run-a", resume=True, eval_sequences=3))
+        compute(_cfg(stores, "run-a", resume=True, eval_sequences=3))
 
 
 def test_the_evaluation_hook_leaves_training_unchanged(stores):
@@ -214,7 +196,7 @@ def test_the_evaluation_hook_leaves_training_unchanged(stores):
 
     root = stores[0]
     size = ModelConfig(d_model=16, n_layers=1, n_heads=2, dropout=0.2)
-    assert len(phases(_cfg(stores, "hooked", model=size, steps=6)).evaluations) == 3
+    assert len(compute(_cfg(stores, "hooked", model=size, steps=6)).evaluations) == 3
     train(train_config(_cfg(stores, "plain", model=size, steps=6)))
     a = TrajectoryTransformer.from_pretrained(root / "hooked" / "run" / "model")
     b = TrajectoryTransformer.from_pretrained(root / "plain" / "run" / "model")
@@ -229,10 +211,12 @@ def test_main_writes_outputs_and_bad_inputs_fail_cleanly(stores, tmp_path):
 
     root, train, test = stores
     out = root / "main"
-    argv = ["phases", "--data", train, "--eval-data", test, "--out", str(out), "--steps", "2"]
-    argv += ["--every", "2", "--batch-size", "4", "--warmup-steps", "1", "--eval-sequences", "2"]
-    argv += ["--context.k", "1", "--model.d-model", "16", "--model.n-layers", "1"]
-    argv += ["--model.n-heads", "2", "--threads", "1", "--no-progress", "--device", "cpu"]
+    argv = ["phases", "--train.data", train, "--eval-data", test, "--out", str(out)]
+    argv += ["--train.steps", "2", "--every", "2", "--train.batch-size", "4"]
+    argv += ["--train.warmup-steps", "1", "--eval-sequences", "2", "--train.context.k", "1"]
+    argv += ["--train.model.d-model", "16", "--train.model.n-layers", "1"]
+    argv += ["--train.model.n-heads", "2", "--train.threads", "1", "--train.no-progress"]
+    argv += ["--train.device", "cpu"]
     assert main(argv) == 0
     for suffix in (".csv", ".md", ".png", "_bottleneck.csv"):
         assert (out / f"phases{suffix}").is_file()
@@ -241,9 +225,9 @@ def test_main_writes_outputs_and_bad_inputs_fail_cleanly(stores, tmp_path):
     assert f"| 2 | {table['train_loss'].iloc[0]:.3f} |" in md
 
     with pytest.raises(TrajbenchError, match="every"):
-        phases(_cfg(stores, "bad", every=5))
+        compute(_cfg(stores, "bad", every=5))
     with pytest.raises(TrajbenchError, match="threshold"):
-        phases(_cfg(stores, "bad", threshold=0.0))
+        compute(_cfg(stores, "bad", threshold=0.0))
     key_door = collect(
         CollectConfig(
             env="trajbench/DarkKeyToDoor-v0",
@@ -254,6 +238,6 @@ def test_main_writes_outputs_and_bad_inputs_fail_cleanly(stores, tmp_path):
         )
     )
     with pytest.raises(TrajbenchError, match="encoding"):
-        phases(_cfg(stores, "bad", eval_data=(str(key_door),)))
+        compute(_cfg(stores, "bad", eval_data=(str(key_door),)))
     assert not (root / "bad").exists()
-    assert cli(["analyze", "phases", "--data", train, "--eval-data", test]) == 2  # no --out
+    assert cli(["analyze", "phases", "--train.data", train, "--eval-data", test]) == 2  # no --out

@@ -1,8 +1,10 @@
 """``trajbench analyze``: what in a trajectory carries the lesson.
 
-Each analysis is one module with a dataclass config (its docstrings are the ``--help``), a
-function that returns a pandas DataFrame, and a ``main(argv)`` that writes a table (CSV and
-Markdown) and a plot into ``--out``:
+Each analysis is one module with a dataclass config (its docstrings are the ``--help``; stage
+configs such as ``TrainConfig`` and ``EvalConfig`` are nested, as ``--train.*`` and ``--eval.*``),
+``compute(cfg)`` returning its tables, ``render`` (Markdown generated from the numbers), ``plot``
+and ``main(argv)``, which writes ``OUT/NAME.csv`` (and ``OUT/NAME_<table>.csv``), ``OUT/NAME.md``
+and ``OUT/NAME.png`` (see :mod:`trajbench.analysis.common`):
 
 =============== =================================================================================
 burstiness      success vs p_bursty, vs K, and the Zipf sweep, with the no-support score beside it
@@ -16,6 +18,8 @@ instructions    the instruction ablation split by whether the mission is inferab
 from __future__ import annotations
 
 import importlib
+
+from trajbench.errors import TrajbenchError
 
 ANALYSES = {
     "burstiness": "success against p_bursty, K and the Zipf exponent, with the no-support score",
@@ -36,7 +40,5 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     name = argv[0]
     if name not in ANALYSES:
-        from trajbench.errors import TrajbenchError
-
         raise TrajbenchError(f"unknown analysis {name!r}; expected one of {sorted(ANALYSES)}")
     return int(importlib.import_module(f"trajbench.analysis.{name}").main(argv[1:]) or 0)

@@ -30,7 +30,7 @@ guesser, 1 for always succeeding, negative below chance.
 
 Input: a run directory of ``trajbench run`` (its ``records.parquet``), ``records.parquet`` files
 of ``trajbench evaluate``, or model directories (or reference policies) evaluated here on
-``--data``. Only families with object missions (``GoToLocal-v0``, ``PickupLoc-v0``,
+``--eval.data``. Only families with object missions (``GoToLocal-v0``, ``PickupLoc-v0``,
 ``PutNextLocal-v0``) are analysed; other families in the records are skipped.
 
 Example:
@@ -42,16 +42,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+from minigrid.core.actions import Actions
+from minigrid.envs.babyai.core.verifier import GoToInstr, PickupInstr, PutNextInstr
+from tqdm.auto import tqdm
 
 from trajbench.errors import TrajbenchError
+from trajbench.families import make_env
+from trajbench.metrics import aggregate
+from trajbench.pipeline.evaluate import EvalConfig, evaluate
+from trajbench.report import label_p_bursty
 
-from .common import direction, fmt_ci, parse, pyplot, write_outputs
+from .common import direction, fmt_ci, pyplot, run_analysis
 
 NAME = "instructions"
 #: Object types a BabyAI mission can name (the candidates of a guess).
@@ -60,6 +67,8 @@ REQUIRED = ("policy", "train_context", "instruction", "family", "eval_split", "k
 #: Columns that, when present, also separate conditions (the runner's group and p_bursty).
 OPTIONAL_CONDITION = ("group", "p_bursty")
 INSTRUCTION_ORDER = ("full", "empty", "template", "wrong", "-")
+#: The BabyAI missions this analysis reads: go to / pick up / put next to an object.
+OBJECT_MISSIONS = (GoToInstr, PickupInstr, PutNextInstr)
 
 
 @dataclass
@@ -67,31 +76,40 @@ class InstructionsConfig:
     """The instruction ablation split by whether the mission is inferable from the demonstrations."""
 
     out: str
-    """Output directory: OUT/instructions.{csv,md,png} and OUT/instructions-levels.csv."""
+    """Output directory: OUT/instructions.{csv,md,png} and OUT/instructions_levels.csv."""
     run: str = ""
     """A run directory of trajbench run (reads RUN/records.parquet)."""
     records: tuple[str, ...] = ()
     """records.parquet files (of trajbench run or trajbench evaluate)."""
     models: tuple[str, ...] = ()
-    """Model directories (or reference policies random / expert / hashmap) to evaluate on --data."""
-    data: tuple[str, ...] = ()
-    """Evaluation episode stores for --models (expert episodes of the levels to score)."""
+    """Model directories (or reference policies random / expert / hashmap) to evaluate on
+    --eval.data."""
     ks: tuple[int, ...] = ()
-    """K values to report (empty: the largest K of the records)."""
+    """K values to report (empty: the largest K of the records); with --models also the K values
+    evaluated (empty: --eval.ks)."""
     support: Literal["same", "other", "both"] = "same"
-    """Which demonstrations to report: of the level itself (same), of other levels, or both."""
+    """Which demonstrations to report (and evaluate, with --models): of the level itself (same),
+    of other levels, or both."""
     baselines: bool = True
     """Keep reference policies (instruction '-') in the table."""
-    eval_episodes: int = 2
-    """Online episodes per level and K when evaluating --models."""
-    max_levels: int = 0
-    """When evaluating --models: at most this many levels per family (0: all)."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N (for --models)."""
-    threads: int = 1
-    """CPU threads for torch (0: torch's default)."""
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(ks=(0, 4), offline=False))
+    """How --models are evaluated: data (expert episodes of the levels to score), episodes,
+    max_levels, seed, device, threads, ...; policy and out are set per model, support is --support
+    and ks is --ks unless that is empty."""
     progress: bool = True
     """Show progress bars."""
+
+
+@dataclass
+class InstructionsResult:
+    """The tables of the analysis (see :func:`compute`)."""
+
+    table: pd.DataFrame
+    """One row per (condition, inferable or not): success, guess-normalized score and chance."""
+    levels: pd.DataFrame
+    """One row per evaluated level: its mission, chance, inferability and final target."""
+    about: dict
+    """What was analysed (wall time)."""
 
 
 # -- what the level's layout says --------------------------------------------------------------
@@ -99,24 +117,62 @@ def _appearance(obj) -> tuple[str, str]:
     return (obj.type, obj.color)
 
 
-def _mission_kinds():
-    from minigrid.envs.babyai.core.verifier import GoToInstr, PickupInstr, PutNextInstr
-
-    return GoToInstr | PickupInstr | PutNextInstr
-
-
 def has_object_missions(env_id: str) -> bool:
     """Whether ``env_id``'s missions name objects (go to / pick up / put next to)."""
-    from trajbench.families import make_env
-
     env = make_env(env_id, disable_env_checker=True)
     try:
         if not getattr(env.unwrapped, "has_mission", False):
             return False
         env.unwrapped.reset(seed=0)
-        return isinstance(getattr(env.unwrapped, "instrs", None), _mission_kinds())
+        return isinstance(getattr(env.unwrapped, "instrs", None), OBJECT_MISSIONS)
     finally:
         env.close()
+
+
+def _chance(instr, objs: list) -> tuple[float, int]:
+    """``(chance, satisfying)`` of a uniform guess among ``objs`` (see the module doc)."""
+    n = len(objs)
+    if isinstance(instr, PutNextInstr):
+        move = {id(o) for o in instr.desc_move.obj_set}
+        fixed = {id(o) for o in instr.desc_fixed.obj_set}
+        pairs = sum(id(a) in move and id(b) in fixed for a in objs for b in objs if a is not b)
+        return pairs / (n * (n - 1)), pairs
+    satisfying = len(instr.desc.obj_set)
+    return satisfying / n, satisfying
+
+
+def _expert_episode(u, env_id: str, level: int):
+    """Play the expert to the end of the episode; returns the object it dropped last (or None).
+
+    Raises:
+        TrajbenchError: the expert does not succeed.
+    """
+    moved, info = None, {}
+    for _ in range(10 * int(u.max_steps)):
+        action = int(u.expert_action())
+        if action == int(Actions.drop) and u.carrying is not None:
+            moved = u.carrying
+        _, _, terminated, truncated, info = u.step(action)
+        if terminated or truncated:
+            break
+    if not info.get("success", False):
+        raise TrajbenchError(f"the expert does not solve {env_id} level {level}")
+    return moved
+
+
+def _final_target(u, instr, objs: list, moved, count: dict) -> tuple[list, bool]:
+    """The objects the demonstrations end on, and whether that names a single object."""
+    if isinstance(instr, GoToInstr | PickupInstr):
+        target = u.grid.get(*u.front_pos) if isinstance(instr, GoToInstr) else u.carrying
+        return [target], count[_appearance(target)] == 1
+    x, y = moved.cur_pos
+    near = [
+        o for o in objs if o is not moved and abs(o.cur_pos[0] - x) + abs(o.cur_pos[1] - y) == 1
+    ]
+    inferable = (
+        count[_appearance(moved)] == 1 and len(near) == 1 and count[_appearance(near[0])] == 1
+    )
+    return [moved, *near], inferable
 
 
 def level_targets(env_id: str, level: int) -> dict:
@@ -125,70 +181,29 @@ def level_targets(env_id: str, level: int) -> dict:
     Raises:
         TrajbenchError: the family has no object missions, or its expert fails on the level.
     """
-    from minigrid.core.actions import Actions
-    from minigrid.envs.babyai.core.verifier import GoToInstr, PickupInstr, PutNextInstr
-
-    from trajbench.families import make_env
-
     env = make_env(env_id, levels=[int(level)], disable_env_checker=True)
     u = env.unwrapped
     try:
         u.reset(seed=0, options={"level": int(level)})
         instr = getattr(u, "instrs", None)
-        if not isinstance(instr, _mission_kinds()):
+        if not isinstance(instr, OBJECT_MISSIONS):
             raise TrajbenchError(
                 f"{env_id} has no object mission (go to / pick up / put next to); the instruction "
                 "analysis covers GoToLocal-v0, PickupLoc-v0 and PutNextLocal-v0"
             )
         objs = [o for o in u.grid.grid if o is not None and o.type in CANDIDATE_TYPES]
-        n = len(objs)
         count = {a: sum(_appearance(o) == a for o in objs) for a in map(_appearance, objs)}
         mission = str(u.mission)
-        if isinstance(instr, PutNextInstr):
-            move = {id(o) for o in instr.desc_move.obj_set}
-            fixed = {id(o) for o in instr.desc_fixed.obj_set}
-            pairs = sum(id(a) in move and id(b) in fixed for a in objs for b in objs if a is not b)
-            chance, satisfying = pairs / (n * (n - 1)), pairs
-        else:
-            satisfying = len(instr.desc.obj_set)
-            chance = satisfying / n
-        moved, done, info = None, False, {}
-        for _ in range(10 * int(u.max_steps)):
-            action = int(u.expert_action())
-            if action == int(Actions.drop) and u.carrying is not None:
-                moved = u.carrying
-            _, _, terminated, truncated, info = u.step(action)
-            done = terminated or truncated
-            if done:
-                break
-        if not info.get("success", False):
-            raise TrajbenchError(f"the expert does not solve {env_id} level {level}")
-        if isinstance(instr, GoToInstr):
-            targets = [u.grid.get(*u.front_pos)]
-            inferable = count[_appearance(targets[0])] == 1
-        elif isinstance(instr, PickupInstr):
-            targets = [u.carrying]
-            inferable = count[_appearance(targets[0])] == 1
-        else:
-            x, y = moved.cur_pos
-            near = [
-                o
-                for o in objs
-                if o is not moved and abs(o.cur_pos[0] - x) + abs(o.cur_pos[1] - y) == 1
-            ]
-            targets = [moved, *near]
-            inferable = (
-                count[_appearance(moved)] == 1
-                and len(near) == 1
-                and count[_appearance(near[0])] == 1
-            )
+        chance, satisfying = _chance(instr, objs)
+        moved = _expert_episode(u, env_id, level)
+        targets, inferable = _final_target(u, instr, objs, moved, count)
     finally:
         env.close()
     return {
         "family": env_id,
         "level": int(level),
         "mission": mission,
-        "n_objects": n,
+        "n_objects": len(objs),
         "n_satisfying": int(satisfying),
         "chance": float(chance),
         "inferable": bool(inferable),
@@ -199,8 +214,6 @@ def level_targets(env_id: str, level: int) -> dict:
 
 def levels_table(pairs: Iterable[tuple[str, int]], progress: bool = False) -> pd.DataFrame:
     """:func:`level_targets` of every (family, level)."""
-    from tqdm.auto import tqdm
-
     pairs = sorted(set(pairs))
     rows = [
         level_targets(f, lv)
@@ -226,10 +239,10 @@ def guess_normalized(success, chance):
 
 # -- inputs ------------------------------------------------------------------------------------
 def load_records(cfg: InstructionsConfig) -> pd.DataFrame:
-    """The evaluation records named by ``--run``, ``--records`` or ``--models`` + ``--data``."""
+    """The evaluation records named by ``--run``, ``--records`` or ``--models`` + ``--eval.data``."""
     sources = sum(bool(x) for x in (cfg.run, cfg.records, cfg.models))
     if sources != 1:
-        raise TrajbenchError("give exactly one of --run, --records or --models (with --data)")
+        raise TrajbenchError("give exactly one of --run, --records or --models (with --eval.data)")
     if cfg.models:
         return evaluate_models(cfg)
     paths = [Path(cfg.run) / "records.parquet"] if cfg.run else [Path(p) for p in cfg.records]
@@ -244,50 +257,30 @@ def load_records(cfg: InstructionsConfig) -> pd.DataFrame:
             raise TrajbenchError(f"cannot read {p}: {err}") from None
     records = pd.concat(frames, ignore_index=True)
     if "p_bursty" in records.columns:  # the runner writes NaN for conditions that do not mix modes
-        from trajbench.report import label_p_bursty
-
         records = label_p_bursty(records)
     return records
 
 
 def evaluate_models(cfg: InstructionsConfig) -> pd.DataFrame:
-    """Evaluate every ``--models`` entry on ``--data`` with ``trajbench evaluate``."""
-    from trajbench.pipeline.evaluate import EvalConfig, evaluate
-
-    if not cfg.data:
-        raise TrajbenchError("--models needs --data: episode stores of the levels to evaluate on")
+    """Evaluate every ``--models`` entry with ``trajbench evaluate`` (``cfg.eval``)."""
+    if not cfg.eval.data:
+        raise TrajbenchError(
+            "--models needs --eval.data: episode stores of the levels to evaluate on"
+        )
+    template = replace(
+        cfg.eval, ks=tuple(cfg.ks) or cfg.eval.ks, support=cfg.support, progress=cfg.progress
+    )
     frames = []
     for i, model in enumerate(cfg.models):
-        online, _ = evaluate(
-            EvalConfig(
-                policy=model,
-                data=tuple(cfg.data),
-                out=str(Path(cfg.out) / "eval" / f"model{i}"),
-                ks=tuple(cfg.ks) or (0, 4),
-                episodes=cfg.eval_episodes,
-                support=cfg.support,
-                max_levels=cfg.max_levels,
-                offline=False,
-                device=cfg.device,
-                progress=cfg.progress,
-            )
-        )
+        out = str(Path(cfg.out) / "eval" / f"model{i}")
+        online, _ = evaluate(replace(template, policy=model, out=out))
         frames.append(online)
     return pd.concat(frames, ignore_index=True)
 
 
 # -- the analysis ------------------------------------------------------------------------------
-def instructions(cfg: InstructionsConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Returns (table, per-level table); see the module docstring."""
-    import torch
-
-    from trajbench.metrics import aggregate
-
-    if cfg.threads < 0 or cfg.eval_episodes < 1 or cfg.max_levels < 0:
-        raise TrajbenchError("threads and max_levels must be >= 0 and eval_episodes >= 1")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    records = load_records(cfg)
+def _select(records: pd.DataFrame, cfg: InstructionsConfig) -> pd.DataFrame:
+    """The records to report: the chosen K, support and families with object missions."""
     missing = [c for c in (*REQUIRED, "seed", "level", "success") if c not in records.columns]
     if missing:
         raise TrajbenchError(f"records lack column(s) {missing}; they have {list(records.columns)}")
@@ -305,7 +298,13 @@ def instructions(cfg: InstructionsConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"none of the records' families ({', '.join(sorted(records.family.unique()))}) has object "
             "missions; the instruction analysis covers GoToLocal-v0, PickupLoc-v0 and PutNextLocal-v0"
         )
-    records = records[records.family.isin(families)]
+    return records[records.family.isin(families)]
+
+
+def compute(cfg: InstructionsConfig) -> InstructionsResult:
+    """The table and the per-level table (see the module docstring)."""
+    started = time.perf_counter()
+    records = _select(load_records(cfg), cfg)
     levels = levels_table(
         zip(records.family, records.level.astype(int), strict=True), progress=cfg.progress
     )
@@ -329,7 +328,8 @@ def instructions(cfg: InstructionsConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     levels = levels.assign(skipped=False)
     if len(degenerate):
         levels = pd.concat([levels, degenerate.assign(skipped=True)], ignore_index=True)
-    return table.reset_index(drop=True), levels
+    about = {"wall_s": time.perf_counter() - started}
+    return InstructionsResult(table.reset_index(drop=True), levels, about)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -339,9 +339,9 @@ def _label(row) -> str:
     return f"{row['train_context']} / {row['instruction']}"
 
 
-def render(
-    table: pd.DataFrame, levels: pd.DataFrame, cfg: InstructionsConfig, wall_s: float
-) -> str:
+def render(result: InstructionsResult, cfg: InstructionsConfig) -> str:
+    """The report: the levels, one table per (family, split, K, support) and its reading."""
+    table, levels = result.table, result.levels
     n_seeds = int(table["n_seeds"].max())
     lines = [
         "# Instruction content: inferable vs not inferable missions",
@@ -350,7 +350,7 @@ def render(
         f"{n_seeds} seed(s) x levels with 95% stratified-bootstrap CIs. A mission is *inferable* "
         "when exactly one object of the layout matches the demonstrations' final target (no "
         "look-alike of the same type and color); chance = satisfying objects / candidate objects "
-        f"of the layout. Wall time {wall_s:.0f} s.",
+        f"of the layout. Wall time {result.about['wall_s']:.0f} s.",
         "",
     ]
     used = levels[~levels.skipped]
@@ -435,9 +435,10 @@ def _reading(sub: pd.DataFrame) -> list[str]:
     return out
 
 
-def plot(table: pd.DataFrame):
+def plot(result: InstructionsResult, cfg: InstructionsConfig):
     """Guess-normalized IQM per condition, inferable vs not, one panel per (family, split, K)."""
     plt = pyplot()
+    table = result.table
     keys = list(table.groupby(["family", "eval_split", "k", "support"], sort=False))
     fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 3.8), squeeze=False)
     for ax, ((fam, split, k, support), sub) in zip(axes[0], keys, strict=True):
@@ -464,17 +465,5 @@ def plot(table: pd.DataFrame):
 
 
 def main(argv: list[str]) -> int:
-    cfg = parse(InstructionsConfig, argv, NAME)
-    if cfg is None:
-        return 0
-    from trajbench.io import atomic_write_text
-
-    started = time.perf_counter()
-    table, levels = instructions(cfg)
-    atomic_write_text(Path(cfg.out) / f"{NAME}-levels.csv", levels.to_csv(index=False))
-    md = write_outputs(
-        cfg.out, NAME, table, render(table, levels, cfg, time.perf_counter() - started), plot(table)
-    )
-    print(md.read_text())
-    print(f"written: {md}, {md.with_suffix('.csv')}, {md.with_suffix('.png')}")
-    return 0
+    """``trajbench analyze instructions``."""
+    return run_analysis(argv, NAME, InstructionsConfig, compute, render, plot)

@@ -1,6 +1,6 @@
 """``trajbench analyze phases``: routine vs decision steps during training.
 
-Trains a model (``trajbench train`` with the knobs below, into ``OUT/run``) and, every ``every``
+Trains a model (``trajbench train`` with the ``--train.*`` knobs, into ``OUT/run``) and, every ``every``
 steps, evaluates it teacher-forced on a fixed set of held-out query episodes (expert episodes of
 held-out levels, with the training condition's context). Each query step is one of:
 
@@ -23,12 +23,12 @@ or the end of the run. The **error-share crossover** is the first evaluation fro
 steps hold at least half of all errors at every later evaluation that has errors (decision steps
 are a minority of the steps, so this is where they become the main source of error).
 
-The evaluations are written to ``OUT/run/phases_evaluations.csv`` as training goes, so ``--resume``
-continues an interrupted analysis (training resumes from its last checkpoint, which is written at
+The evaluations are written to ``OUT/run/phases_evaluations.csv`` as training goes, so
+``--train.resume`` continues an interrupted analysis (training resumes from its last checkpoint, which is written at
 the same steps as the evaluations).
 
 Example:
-    trajbench analyze phases --data data/dr --eval-data data/dr-test --out runs/dr-phases
+    trajbench analyze phases --train.data data/dr --eval-data data/dr-test --out runs/dr-phases
 """
 
 from __future__ import annotations
@@ -42,93 +42,59 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trajbench.baselines.transformer import ModelConfig as ModelSize
-from trajbench.cliargs import parse_config
-from trajbench.contexts import ContextConfig
+from trajbench.contexts import ContextBuilder, ContextConfig
+from trajbench.data import load
+from trajbench.device import resolve_device
 from trajbench.errors import TrajbenchError
+from trajbench.io import atomic_write_json, atomic_write_text
+from trajbench.pipeline.policies import check_compatible, load_trained_policy
+from trajbench.pipeline.train import TrainConfig, train
+from trajbench.pipeline.train import validate as validate_train
 
-from .internals import entropy, fmt, markdown_table, pct, set_threads, write_outputs
+from .common import entropy, fmt, markdown_table, pct, pyplot, run_analysis
+from .steps import is_decision
 
 NAME = "phases"
 EVALS_FILE = "phases_evaluations.csv"
+SETUP_FILE = "phases_setup.json"
 CLASSES = ("routine", "decision")
-#: Actions that are decisions whenever they are taken, by observation encoding (MiniGrid's
-#: pickup, drop, toggle, done); the dark grids have none (their 5 actions are moves and stay).
-INTERACTION_ACTIONS: dict[str, tuple[int, ...]] = {"minigrid": (3, 4, 5, 6)}
 
 
 @dataclass
 class PhasesConfig:
     """Learning phases: accuracy and entropy on routine vs decision steps during training."""
 
-    data: tuple[str, ...]
-    """Training episode stores (as for trajbench train)."""
     eval_data: tuple[str, ...]
     """Held-out episode stores: the query episodes evaluated at every checkpoint."""
     out: str
     """Output directory: the training run goes to OUT/run, the analysis to OUT/phases.*."""
-    context: ContextConfig = field(default_factory=ContextConfig)
-    """How training sequences are built (the evaluation uses the same mode, k and instruction)."""
-    model: ModelSize = field(default_factory=ModelSize)
-    """Model shape."""
-    steps: int = 300
-    """Optimizer steps of the training run."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300))
+    """The analysed training run (data, context, model, steps, lr, seed, device, threads, resume,
+    progress, ...). Its out is OUT/run and it checkpoints and logs every --every steps; --train.seed
+    also draws the evaluation sequences and --train.resume continues an interrupted analysis."""
     every: int = 10
     """Evaluate (and checkpoint) every this many steps."""
-    batch_size: int = 32
-    """Sequences per optimizer step."""
-    lr: float = 1e-3
-    """Peak learning rate (warm-up, then cosine decay over the whole run)."""
-    warmup_steps: int = 100
-    """Linear warm-up steps."""
     eval_sequences: int = 64
     """Held-out sequences evaluated at every checkpoint (the same ones each time)."""
     eval_k: int | None = None
     """Context episodes of the evaluation sequences (None: the training k)."""
     threshold: float = 0.95
     """Accuracy at which a class of steps counts as learned."""
-    resume: bool = False
-    """Continue an interrupted analysis in OUT (its run and its evaluations so far)."""
-    seed: int = 0
-    """Seed of the training run and of the evaluation sequences."""
-    device: str = "auto"
-    """auto, cpu or cuda[:N]."""
-    threads: int = 0
-    """CPU threads for torch (0: torch's default)."""
-    progress: bool = True
-    """Show a progress bar."""
 
 
 @dataclass
 class PhasesResult:
+    """The tables of the analysis (see :func:`compute`)."""
+
     evaluations: pd.DataFrame
     """One row per evaluation: accuracy, entropy, NLL per class, error share, phase."""
-    bottleneck: dict
-    """The detected points (see :func:`detect_bottleneck`)."""
+    bottleneck: pd.DataFrame
+    """One row: the detected points (see :func:`detect_bottleneck`)."""
     about: dict
     """What was run (sizes, wall time)."""
 
 
 # -- core computations --------------------------------------------------------------------------
-def is_decision(
-    actions: np.ndarray, prev_actions: np.ndarray, n_actions: int, encoding: str = ""
-) -> np.ndarray:
-    """Whether each expert step is a decision step (else routine); see the module docstring.
-
-    Args:
-        actions: The expert's actions ``a_t``.
-        prev_actions: ``a_{t-1}``, with ``start_action = n_actions`` at the first step.
-        n_actions: Size of the action space (``start_action``).
-        encoding: Observation encoding name; selects :data:`INTERACTION_ACTIONS`.
-    """
-    a = np.asarray(actions, dtype=np.int64)
-    prev = np.asarray(prev_actions, dtype=np.int64)
-    if a.shape != prev.shape:
-        raise TrajbenchError(f"actions {a.shape} and prev_actions {prev.shape} differ in shape")
-    interaction = np.isin(a, INTERACTION_ACTIONS.get(encoding, ()))
-    return (prev == n_actions) | (a != prev) | interaction
-
-
 @torch.no_grad()
 def step_predictions(model, batches, device, encoding: str) -> pd.DataFrame:
     """One row per query step of ``batches``: correct, entropy, nll, decision."""
@@ -256,49 +222,34 @@ def phase_labels(evals: pd.DataFrame, threshold: float) -> list[str]:
 
 
 # -- the run ------------------------------------------------------------------------------------
-def _validate(cfg: PhasesConfig) -> None:
-    for name in ("steps", "every", "batch_size", "eval_sequences"):
+def train_config(cfg: PhasesConfig) -> TrainConfig:
+    """The :class:`~trajbench.pipeline.train.TrainConfig` of the analysed run."""
+    out = str(Path(cfg.out) / "run")
+    return replace(cfg.train, out=out, checkpoint_every=cfg.every, log_every=cfg.every)
+
+
+def validate(cfg: PhasesConfig) -> None:
+    """Raise :class:`TrajbenchError` naming the first bad knob (the training config's included)."""
+    for name in ("every", "eval_sequences"):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TrajbenchError(f"{name} must be an integer >= 1, got {value!r}")
-    if cfg.every > cfg.steps:
-        raise TrajbenchError(f"every ({cfg.every}) must be <= steps ({cfg.steps})")
+    if cfg.every > cfg.train.steps:
+        raise TrajbenchError(f"every ({cfg.every}) must be <= steps ({cfg.train.steps})")
     if cfg.eval_k is not None and cfg.eval_k < 1:
         raise TrajbenchError(f"eval_k must be >= 1 or None, got {cfg.eval_k}")
     if not 0.0 < cfg.threshold <= 1.0:
         raise TrajbenchError(f"threshold must be in (0, 1], got {cfg.threshold}")
-    if not cfg.data or not cfg.eval_data:
-        raise TrajbenchError("--data and --eval-data each need at least one episode store")
-    cfg.context.validate()
-
-
-def train_config(cfg: PhasesConfig):
-    """The :class:`~trajbench.train.TrainConfig` of the analysed run."""
-    from trajbench.pipeline.train import TrainConfig
-
-    return TrainConfig(
-        data=tuple(cfg.data),
-        out=str(Path(cfg.out) / "run"),
-        context=replace(cfg.context),
-        model=replace(cfg.model),
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        warmup_steps=cfg.warmup_steps,
-        seed=cfg.seed,
-        device=cfg.device,
-        threads=cfg.threads,
-        checkpoint_every=cfg.every,
-        log_every=cfg.every,
-        resume=cfg.resume,
-        progress=cfg.progress,
-    )
+    if not cfg.train.data or not cfg.eval_data:
+        raise TrajbenchError("--train.data and --eval-data each need at least one episode store")
+    validate_train(train_config(cfg))
+    resolve_device(cfg.train.device)  # a bad device fails before any training
 
 
 def eval_context(cfg: PhasesConfig) -> ContextConfig:
     """The held-out sequences' context: the training mode, k and instruction, expert queries,
     uniform levels, no bursty/trajectories mixing (``p_bursty`` set: bursty)."""
-    ctx = cfg.context
+    ctx = cfg.train.context
     mode = "bursty" if ctx.p_bursty is not None else ctx.mode
     return replace(
         ctx,
@@ -310,113 +261,111 @@ def eval_context(cfg: PhasesConfig) -> ContextConfig:
     )
 
 
-def phases(cfg: PhasesConfig) -> PhasesResult:
+class CheckpointEvaluator:
+    """The ``on_checkpoint`` hook of :func:`~trajbench.pipeline.train.train`: evaluates the model
+    on the fixed held-out batches and saves every evaluation so far to ``OUT/run/phases_evaluations.csv``.
+
+    Resuming, it reads the evaluations back, after checking that they were made with the same
+    settings (``setup``); steps already evaluated are skipped.
+    """
+
+    def __init__(self, run: Path, batches: list, encoding: str, setup: dict, resume: bool):
+        self.batches, self.encoding, self.setup = batches, encoding, setup
+        self.path, self.setup_path = run / EVALS_FILE, run / SETUP_FILE
+        self.rows: list[dict] = []
+        self.seconds = 0.0
+        if resume and self.path.exists():
+            before = json.loads(self.setup_path.read_text()) if self.setup_path.exists() else None
+            if before != json.loads(json.dumps(setup)):
+                raise TrajbenchError(
+                    f"{run} was evaluated with other settings ({before}); resume with the same "
+                    "--eval-data, --eval-k, --eval-sequences and --train.seed, or use a new --out"
+                )
+            self.rows = pd.read_csv(self.path).to_dict("records")
+        self.done = {int(r["step"]) for r in self.rows}
+
+    def __call__(self, step: int, model) -> None:
+        if step in self.done:
+            return
+        started = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        try:
+            device = next(model.parameters()).device
+            pred = step_predictions(model, self.batches, device, self.encoding)
+        finally:
+            model.train(was_training)
+        self.rows.append({"step": int(step), **summarize_predictions(pred)})
+        self.done.add(int(step))
+        if not self.setup_path.exists():
+            atomic_write_json(self.setup_path, self.setup)
+        atomic_write_text(self.path, pd.DataFrame(self.rows).to_csv(index=False))
+        self.seconds += time.perf_counter() - started
+
+
+def compute(cfg: PhasesConfig) -> PhasesResult:
     """Train with periodic evaluation; returns the evaluations and the detected bottleneck.
 
     Writes the training run to ``OUT/run`` (and the evaluations so far to
     ``OUT/run/phases_evaluations.csv``), nothing else.
     """
-    from trajbench.contexts import ContextBuilder
-    from trajbench.data import load
-    from trajbench.device import resolve_device
-    from trajbench.io import atomic_write_text
-    from trajbench.pipeline.train import train
-
-    _validate(cfg)
-    set_threads(cfg.threads)
-    resolve_device(cfg.device)  # a bad device fails before any training
-    t0 = time.perf_counter()
+    started = time.perf_counter()
+    validate(cfg)
     tcfg = train_config(cfg)
     run = Path(tcfg.out)
-    evals_path = run / EVALS_FILE
-    if run.exists() and any(run.iterdir()) and not cfg.resume:
-        raise TrajbenchError(f"{run} already holds a run; pass --resume to continue it")
-    train_store, eval_store = load(list(cfg.data)), load(list(cfg.eval_data))
-    if tuple(train_store.encoding.feature_sizes) != tuple(eval_store.encoding.feature_sizes) or (
-        train_store.encoding.n_actions != eval_store.encoding.n_actions
-    ):
-        raise TrajbenchError(
-            f"--eval-data uses encoding {eval_store.encoding.name!r}, the training data "
-            f"{train_store.encoding.name!r}: the model could not read it"
-        )
-    vocab = ContextBuilder(train_store, seed=cfg.seed, config=cfg.context).vocab  # as train's
-    builder = ContextBuilder(eval_store, seed=cfg.seed, vocab=vocab, config=eval_context(cfg))
+    if run.exists() and any(run.iterdir()) and not tcfg.resume:
+        raise TrajbenchError(f"{run} already holds a run; pass --train.resume to continue it")
+    train_store, eval_store = load(list(tcfg.data)), load(list(cfg.eval_data))
+    check_compatible(train_store.encoding, eval_store.encoding, "trained on --train.data")
+    vocab = ContextBuilder(train_store, seed=tcfg.seed, config=tcfg.context).vocab  # as train's
+    builder = ContextBuilder(eval_store, seed=tcfg.seed, vocab=vocab, config=eval_context(cfg))
     batches = [
-        builder.sample(min(32, cfg.eval_sequences - s), seed=cfg.seed * 7919 + s)
+        builder.sample(min(32, cfg.eval_sequences - s), seed=tcfg.seed * 7919 + s)
         for s in range(0, cfg.eval_sequences, 32)
     ]
-    encoding = eval_store.encoding.name
-    rows: list[dict] = []
     # What the evaluations depend on besides the training run (which train() itself checks).
-    eval_setup = {
+    setup = {
         "eval_data": [str(Path(p).resolve()) for p in cfg.eval_data],
         "eval_context": asdict(eval_context(cfg)),
         "eval_sequences": cfg.eval_sequences,
-        "seed": cfg.seed,
+        "seed": tcfg.seed,
     }
-    setup_path = run / "phases_setup.json"
-    if cfg.resume and evals_path.exists():
-        before = json.loads(setup_path.read_text()) if setup_path.exists() else None
-        if before != json.loads(json.dumps(eval_setup)):
-            raise TrajbenchError(
-                f"{run} was evaluated with other settings ({before}); resume with the same "
-                "--eval-data, --eval-k, --eval-sequences and --seed, or use a new --out"
-            )
-        rows = pd.read_csv(evals_path).to_dict("records")
-    done = {int(r["step"]) for r in rows}
-    eval_s = [0.0]
-
-    def on_checkpoint(step: int, model) -> None:
-        if step in done:
-            return
-        t = time.perf_counter()
-        was_training = model.training
-        model.eval()
-        try:
-            pred = step_predictions(model, batches, next(model.parameters()).device, encoding)
-        finally:
-            model.train(was_training)
-        rows.append({"step": int(step), **summarize_predictions(pred)})
-        done.add(int(step))
-        if not setup_path.exists():
-            atomic_write_text(setup_path, json.dumps(eval_setup, indent=2) + "\n")
-        atomic_write_text(evals_path, pd.DataFrame(rows).to_csv(index=False))
-        eval_s[0] += time.perf_counter() - t
-
-    model_dir = train(tcfg, on_checkpoint=on_checkpoint)
-    saved = json.loads((Path(model_dir) / "trajbench_model.json").read_text())["vocab"]
-    if saved != vocab.itos:  # the evaluation sequences must be encoded as the model reads
+    evaluator = CheckpointEvaluator(run, batches, eval_store.encoding.name, setup, tcfg.resume)
+    model_dir = train(tcfg, on_checkpoint=evaluator)
+    if load_trained_policy(model_dir)[0].vocab.itos != vocab.itos:
+        # The evaluation sequences must be encoded as the model reads them.
         raise TrajbenchError(f"{model_dir} has another mission vocabulary than its training data")
-    evals = pd.DataFrame(rows).sort_values("step").reset_index(drop=True)
-    metrics_path = run / "metrics.csv"
-    if metrics_path.exists():
-        loss = pd.read_csv(metrics_path)[["step", "loss"]].rename(columns={"loss": "train_loss"})
-        evals = evals.merge(loss, on="step", how="left")
+    evals = pd.DataFrame(evaluator.rows).sort_values("step").reset_index(drop=True)
+    if (run / "metrics.csv").exists():
+        loss = pd.read_csv(run / "metrics.csv")[["step", "loss"]]
+        evals = evals.merge(loss.rename(columns={"loss": "train_loss"}), on="step", how="left")
     evals["phase"] = phase_labels(evals, cfg.threshold)
-    bottleneck = detect_bottleneck(evals, cfg.threshold)
     about = {
-        "data": list(cfg.data),
+        "data": list(tcfg.data),
         "eval_data": list(cfg.eval_data),
         "env_ids": eval_store.env_ids,
-        "context": asdict(cfg.context),
+        "context": asdict(tcfg.context),
         "eval_k": eval_context(cfg).k,
-        "steps": cfg.steps,
+        "steps": tcfg.steps,
         "every": cfg.every,
         "eval_sequences": cfg.eval_sequences,
         "query_steps": int(evals[["n_routine", "n_decision"]].iloc[-1].sum()),
-        "wall_s": time.perf_counter() - t0,
-        "eval_s": eval_s[0],
+        "wall_s": time.perf_counter() - started,
+        "eval_s": evaluator.seconds,
     }
+    bottleneck = pd.DataFrame([detect_bottleneck(evals, cfg.threshold)])
     return PhasesResult(evals, bottleneck, about)
 
 
 # -- report -------------------------------------------------------------------------------------
-def _step(value) -> str:
-    return "-" if value is None else str(int(value))
+def _points(result: PhasesResult) -> dict:
+    """The detected points as a dict (None where a point was not found)."""
+    return {k: None if pd.isna(v) else v for k, v in result.bottleneck.iloc[0].items()}
 
 
-def render_markdown(result: PhasesResult, cfg: PhasesConfig) -> str:
-    ev, b, about = result.evaluations, result.bottleneck, result.about
+def render(result: PhasesResult, cfg: PhasesConfig) -> str:
+    """The report: the setting, findings generated from the numbers, the evaluations."""
+    ev, about = result.evaluations, result.about
     thr = pct(cfg.threshold)
     last = ev.iloc[-1]
     lines = [
@@ -431,14 +380,40 @@ def render_markdown(result: PhasesResult, cfg: PhasesConfig) -> str:
         "",
         "## Findings",
         "",
+        *_findings(ev, _points(result), about, thr),
     ]
+    per_class = [f"{c}_{m}" for m in ("accuracy", "entropy") for c in CLASSES]
+    cols = ["step", "train_loss", *per_class, "decision_error_share", "errors", "phase"]
+    cols = [c for c in cols if c in ev]
+    lines += ["", "## Evaluations", "", markdown_table(ev[cols]), ""]
+    lines += [
+        "## Definitions",
+        "",
+        "- routine step: the expert repeats its previous action (not an interaction); decision "
+        "step: first step, changed action, or an interaction (MiniGrid pickup/drop/toggle/done).",
+        f"- learned: accuracy >= {thr} at that evaluation and every later one; bottleneck: from "
+        "the step routine steps are learned while decision steps are not; crossover: decision "
+        "steps hold >= 50% of the errors at every later evaluation with errors.",
+        "- entropy: mean entropy (nats) of the predicted action distribution; accuracy: most "
+        "likely action equals the expert's. Teacher-forced on held-out query episodes.",
+        "",
+        f"Files: phases.csv (one row per evaluation), phases_bottleneck.csv; the run is in "
+        f"`{Path(cfg.out) / 'run'}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _findings(ev: pd.DataFrame, b: dict, about: dict, thr: str) -> list[str]:
+    """Sentences on when each class is learned, the bottleneck, the errors and the entropy."""
+    last, first = ev.iloc[-1], ev.iloc[0]
     r_l, d_l = b["routine_learned"], b["decision_learned"]
-    lines.append(
+    lines = [
         f"- Routine steps reach and keep {thr} accuracy "
         + (f"from step {r_l}" if r_l is not None else f"at no point within {about['steps']} steps")
         + "; decision steps "
         + (f"from step {d_l}." if d_l is not None else f"never within {about['steps']} steps.")
-    )
+    ]
     if b["bottleneck_step"] is not None:
         at = ev.loc[ev["step"] == b["bottleneck_step"]].iloc[0]
         lines.append(
@@ -469,49 +444,19 @@ def render_markdown(result: PhasesResult, cfg: PhasesConfig) -> str:
         )
     else:
         lines.append("- Decision steps never hold a lasting majority of the errors.")
-    first = ev.iloc[0]
     lines.append(
         f"- Entropy of the predicted action: routine {fmt(first['routine_entropy'])} -> "
         f"{fmt(last['routine_entropy'])} nats, decision {fmt(first['decision_entropy'])} -> "
         f"{fmt(last['decision_entropy'])} nats (step {int(first['step'])} -> "
         f"{int(last['step'])})."
     )
-    cols = [
-        "step",
-        "train_loss",
-        "routine_accuracy",
-        "decision_accuracy",
-        "routine_entropy",
-        "decision_entropy",
-        "decision_error_share",
-        "errors",
-        "phase",
-    ]
-    cols = [c for c in cols if c in ev]
-    lines += ["", "## Evaluations", "", markdown_table(ev[cols]), ""]
-    lines += [
-        "## Definitions",
-        "",
-        "- routine step: the expert repeats its previous action (not an interaction); decision "
-        "step: first step, changed action, or an interaction (MiniGrid pickup/drop/toggle/done).",
-        f"- learned: accuracy >= {thr} at that evaluation and every later one; bottleneck: from "
-        "the step routine steps are learned while decision steps are not; crossover: decision "
-        "steps hold >= 50% of the errors at every later evaluation with errors.",
-        "- entropy: mean entropy (nats) of the predicted action distribution; accuracy: most "
-        "likely action equals the expert's. Teacher-forced on held-out query episodes.",
-        "",
-        f"Files: phases.csv (one row per evaluation), phases_bottleneck.csv; the run is in "
-        f"`{Path(cfg.out) / 'run'}`.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
-def render_plot(result: PhasesResult, cfg: PhasesConfig) -> bytes:
-    from .internals import figure_png, pyplot
-
+def plot(result: PhasesResult, cfg: PhasesConfig):
+    """Three panels: accuracy, entropy and the decision steps' share of errors, against steps."""
     plt = pyplot()
-    ev, b = result.evaluations, result.bottleneck
+    ev, b = result.evaluations, _points(result)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for name, style in zip(CLASSES, ("-o", "-s"), strict=True):
         axes[0].plot(ev["step"], ev[f"{name}_accuracy"], style, ms=3, label=f"{name} steps")
@@ -538,20 +483,9 @@ def render_plot(result: PhasesResult, cfg: PhasesConfig) -> bytes:
         ax.set_xlabel("training step")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return figure_png(fig)
+    return fig
 
 
 def main(argv: list[str]) -> int:
-    cfg = parse_config(PhasesConfig, argv, prog="trajbench analyze phases")
-    if cfg is None:
-        return 0
-    result = phases(cfg)
-    markdown = render_markdown(result, cfg)
-    png = render_plot(result, cfg)
-    bottleneck = pd.DataFrame([result.bottleneck])
-    paths = write_outputs(
-        cfg.out, NAME, result.evaluations, markdown, png, {"bottleneck": bottleneck}
-    )
-    print(markdown)
-    print(f"written: {', '.join(str(p) for p in paths)}")
-    return 0
+    """``trajbench analyze phases``."""
+    return run_analysis(argv, NAME, PhasesConfig, compute, render, plot)
