@@ -19,7 +19,7 @@ def test_dark_room_step_kinds_on_a_hand_made_episode():
     obs = np.array([[0, 0], [1, 0], [2, 0], [2, 1], [2, 1]], np.uint8)
     actions = np.array([RIGHT, RIGHT, DOWN, NOOP, NOOP])
     rewards = np.array([0, 0, 1, 1, 1], np.float32)
-    k = step_kinds(obs, actions, rewards, "dark-room")
+    k = step_kinds(obs, actions, rewards, "trajbench/DarkRoom-v0")
     assert set(k) == set(KINDS)
     assert k["goal_reached"].tolist() == [False, False, True, True, True]
     assert k["goal_arrival"].tolist() == [False, False, True, False, False]
@@ -29,11 +29,13 @@ def test_dark_room_step_kinds_on_a_hand_made_episode():
     assert not k["off_plan"].any() and not k["recovery"].any()
     assert not k["key_pickup"].any() and not k["door_opened"].any()
     # With a plan: step 1 left it, step 2 came back.
-    k = step_kinds(obs, actions, rewards, "dark-room", off_plan=[False, True, False, False, False])
+    k = step_kinds(
+        obs, actions, rewards, "trajbench/DarkRoom-v0", off_plan=[False, True, False, False, False]
+    )
     assert k["off_plan"].tolist() == [False, True, False, False, False]
     assert k["recovery"].tolist() == [False, False, True, False, False]
     with pytest.raises(TrajbenchError):
-        step_kinds(obs, actions, rewards[:3], "dark-room")
+        step_kinds(obs, actions, rewards[:3], "trajbench/DarkRoom-v0")
 
 
 def test_key_to_door_step_kinds():
@@ -41,7 +43,7 @@ def test_key_to_door_step_kinds():
     obs = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 1], [2, 1, 1]], np.uint8)
     actions = np.array([RIGHT, RIGHT, DOWN, DOWN])
     rewards = np.array([0, 1, 0, 1], np.float32)
-    k = step_kinds(obs, actions, rewards, "dark-key-to-door")
+    k = step_kinds(obs, actions, rewards, "trajbench/DarkKeyToDoor-v0")
     assert k["key_pickup"].tolist() == [False, True, False, False]
     assert k["door_opened"].tolist() == [False, False, False, True]
     assert k["goal_reached"].tolist() == [False, False, False, True]
@@ -77,14 +79,14 @@ def test_minigrid_step_kinds_on_hand_made_views():
     )
     a = [Actions.pickup, Actions.toggle, Actions.forward, Actions.toggle, Actions.toggle, 2]
     rewards = np.array([0, 0, 0, 0, 0, 0.9], np.float32)
-    k = step_kinds(obs, np.array([int(x) for x in a]), rewards, "minigrid")
+    k = step_kinds(obs, np.array([int(x) for x in a]), rewards, "trajbench/DoorKey-v1")
     assert k["key_pickup"].tolist() == [True, False, False, False, False, False]
     assert k["door_opened"].tolist() == [False, True, False, False, False, False]
     assert k["goal_reached"].tolist() == [False] * 5 + [True]
     # A pickup facing a key that does not end up carried (hands full with a ball) is not one.
     ball = OBJECT_TO_IDX["ball"]
     obs2 = np.stack([_minigrid_obs(ball, key, 0), _minigrid_obs(ball, key, 0)])
-    k2 = step_kinds(obs2, np.array([int(Actions.pickup)] * 2), np.zeros(2), "minigrid")
+    k2 = step_kinds(obs2, np.array([int(Actions.pickup)] * 2), np.zeros(2), "trajbench/DoorKey-v1")
     assert not k2["key_pickup"].any()
 
 
@@ -102,7 +104,7 @@ def test_a_real_door_key_episode_has_one_pickup_and_one_opening():
         r.append(reward)
         done = term or trunc
     env.close()
-    k = step_kinds(np.stack(o), np.array(a), np.array(r, np.float32), "minigrid")
+    k = step_kinds(np.stack(o), np.array(a), np.array(r, np.float32), "trajbench/DoorKey-v1")
     assert k["key_pickup"].sum() == 1
     assert k["door_opened"].sum() == 1
     assert k["goal_reached"].sum() == 1 and k["goal_reached"][-1]
@@ -127,7 +129,7 @@ def test_off_plan_steps_replays_an_episode_and_finds_its_detours():
     o = np.stack(o)
     off = off_plan_steps(DARK_ROOM, seed, level, o, np.array(a))
     assert off.tolist() == expected
-    k = step_kinds(o, np.array(a), np.zeros(12), "dark-room", off)
+    k = step_kinds(o, np.array(a), np.zeros(12), "trajbench/DarkRoom-v0", off)
     assert np.flatnonzero(k["recovery"]).tolist() == [3, 7]
     wrong = o.copy()
     wrong[5, 0] = (wrong[5, 0] + 1) % 9
@@ -138,7 +140,7 @@ def test_routine_and_decision_labels():
     start = 5  # start_action of a 5-action family
     actions = [RIGHT, RIGHT, RIGHT, DOWN, DOWN, NOOP, NOOP]
     prev = [start, RIGHT, RIGHT, RIGHT, DOWN, DOWN, NOOP]
-    assert is_decision(actions, prev, 5, "dark-room").tolist() == [
+    assert is_decision(actions, prev, 5, "trajbench/DarkRoom-v0").tolist() == [
         True,  # first step: the plan is chosen
         False,
         False,
@@ -149,23 +151,24 @@ def test_routine_and_decision_labels():
     ]
     # MiniGrid: forward along a corridor is routine, a repeated toggle is still a decision.
     fwd, toggle = 2, 5
-    got = is_decision([fwd, fwd, toggle, toggle], [7, fwd, fwd, toggle], 7, "minigrid")
+    got = is_decision([fwd, fwd, toggle, toggle], [7, fwd, fwd, toggle], 7, "trajbench/DoorKey-v1")
     assert got.tolist() == [True, False, True, True]
-    # Without the encoding, a repeated toggle would be routine.
-    assert not is_decision([toggle], [toggle], 7, "")[0]
+    # A family without interactions: a repeated action is routine.
+    assert not is_decision([3], [3], 5, "trajbench/DarkRoom-v0")[0]
     with pytest.raises(TrajbenchError):
-        is_decision([1, 2], [1], 5)
+        is_decision([1, 2], [1], 5, "trajbench/DarkRoom-v0")
 
 
 def test_family_events_are_the_family_specific_part_of_the_kinds():
     obs = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 1], [2, 1, 1]], np.uint8)
     actions, rewards = np.array([RIGHT, RIGHT, DOWN, DOWN]), np.array([0, 1, 0, 1], np.float32)
-    events = family_events(obs, actions, rewards, "dark-key-to-door")
-    kinds = step_kinds(obs, actions, rewards, "dark-key-to-door")
-    assert set(events) == {"goal_reached", "key_pickup", "door_opened"}
+    events = family_events(obs, actions, rewards, "trajbench/DarkKeyToDoor-v0")
+    kinds = step_kinds(obs, actions, rewards, "trajbench/DarkKeyToDoor-v0")
+    assert set(events) == {"goal_reached", "key_pickup", "door_opened", "waypoint"}
     for name, labels in events.items():
         assert labels.tolist() == kinds[name].tolist()
-    # Any other encoding: the reward marks the goal, there are no keys or doors.
-    other = family_events(obs, actions, rewards, "some-new-family")
-    assert other["goal_reached"].tolist() == [False, True, False, True]
-    assert not other["key_pickup"].any() and not other["door_opened"].any()
+    assert events["key_pickup"].tolist() == [False, True, False, False]
+    # The order family names its waypoints; a family without keys never has one.
+    seq = family_events(obs[:, :2], actions, rewards, "trajbench/DarkSequence-v0")
+    assert seq["waypoint"].tolist() == [False, True, False, True]
+    assert not seq["key_pickup"].any() and not seq["door_opened"].any()

@@ -56,7 +56,6 @@ from trajbench.errors import TrajbenchError
 from trajbench.families import make_env
 from trajbench.metrics import aggregate
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
-from trajbench.report import label_p_bursty
 
 from .common import direction, fmt_ci, pyplot, run_analysis
 
@@ -257,7 +256,9 @@ def load_records(cfg: InstructionsConfig) -> pd.DataFrame:
             raise TrajbenchError(f"cannot read {p}: {err}") from None
     records = pd.concat(frames, ignore_index=True)
     if "p_bursty" in records.columns:  # the runner writes NaN for conditions that do not mix modes
-        records = label_p_bursty(records)
+        records = records.assign(
+            p_bursty=records["p_bursty"].map(lambda v: "-" if pd.isna(v) else f"{v:g}")
+        )
     return records
 
 

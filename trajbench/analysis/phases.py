@@ -96,7 +96,7 @@ class PhasesResult:
 
 # -- core computations --------------------------------------------------------------------------
 @torch.no_grad()
-def step_predictions(model, batches, device, encoding: str) -> pd.DataFrame:
+def step_predictions(model, batches, device, env_id: str) -> pd.DataFrame:
     """One row per query step of ``batches``: correct, entropy, nll, decision."""
     n_actions = model.encoding.n_actions
     parts = []
@@ -116,7 +116,7 @@ def step_predictions(model, batches, device, encoding: str) -> pd.DataFrame:
                         batch.target[batch.loss_mask],
                         batch.prev_action[batch.loss_mask],
                         n_actions,
-                        encoding,
+                        env_id,
                     ),
                 }
             )
@@ -269,8 +269,8 @@ class CheckpointEvaluator:
     settings (``setup``); steps already evaluated are skipped.
     """
 
-    def __init__(self, run: Path, batches: list, encoding: str, setup: dict, resume: bool):
-        self.batches, self.encoding, self.setup = batches, encoding, setup
+    def __init__(self, run: Path, batches: list, env_id: str, setup: dict, resume: bool):
+        self.batches, self.env_id, self.setup = batches, env_id, setup
         self.path, self.setup_path = run / EVALS_FILE, run / SETUP_FILE
         self.rows: list[dict] = []
         self.seconds = 0.0
@@ -292,7 +292,7 @@ class CheckpointEvaluator:
         model.eval()
         try:
             device = next(model.parameters()).device
-            pred = step_predictions(model, self.batches, device, self.encoding)
+            pred = step_predictions(model, self.batches, device, self.env_id)
         finally:
             model.train(was_training)
         self.rows.append({"step": int(step), **summarize_predictions(pred)})
@@ -330,7 +330,8 @@ def compute(cfg: PhasesConfig) -> PhasesResult:
         "eval_sequences": cfg.eval_sequences,
         "seed": tcfg.seed,
     }
-    evaluator = CheckpointEvaluator(run, batches, eval_store.encoding.name, setup, tcfg.resume)
+    # Families sharing an encoding share their actions: the first one names the interactions.
+    evaluator = CheckpointEvaluator(run, batches, eval_store.env_ids[0], setup, tcfg.resume)
     model_dir = train(tcfg, on_checkpoint=evaluator)
     if load_trained_policy(model_dir)[0].vocab.itos != vocab.itos:
         # The evaluation sequences must be encoded as the model reads them.

@@ -1,10 +1,10 @@
 """Labels of single steps: the step kinds of ``importance`` and the routine/decision split of ``phases``.
 
-What is family-specific sits in two small functions, so that both can later be read from the
-families themselves: :func:`family_events` (key pickups, door openings, reaching the goal, decoded
-from a family's observation encoding) and :func:`interaction_actions` (actions that are decisions
-whenever they are taken). Everything else is generic: turning points, the expert's plan, episode
-starts and ends.
+What is family-specific comes from the families themselves (``trajbench.envs``), so a new family
+brings its own labels: :func:`family_events` reads a family's ``step_events`` (reaching the goal,
+key pickups, door openings, waypoints) and :func:`interaction_actions` its ``interaction_actions``
+(actions that are decisions whenever they are taken). Everything else is generic: turning points,
+the expert's plan, episode starts and ends.
 
 Step kinds (a step may have several):
 
@@ -17,6 +17,7 @@ key_pickup     Key-to-Door: the key reward (``has_key`` still 0 on the step); Mi
                facing a key that then shows as carried
 door_opened    Key-to-Door: the door reward; MiniGrid: ``toggle`` facing a closed or locked door
                that is then open
+waypoint       Dark Sequence: entering the next waypoint of the level's order
 turning_point  the action differs from the previous step's action
 off_plan       the demonstrator's action differs from the expert's action in that state (noisy
                or random demonstrations; found by replaying the episode from its seed)
@@ -29,7 +30,9 @@ episode_end    the last step of an episode
 
 Example:
     >>> obs = np.array([[0, 0], [1, 0], [1, 1]], np.uint8)
-    >>> kinds = step_kinds(obs, np.array([4, 2, 0]), np.array([0.0, 1.0, 1.0]), "dark-room")
+    >>> kinds = step_kinds(
+    ...     obs, np.array([4, 2, 0]), np.array([0.0, 1.0, 1.0]), "trajbench/DarkRoom-v0"
+    ... )
     >>> kinds["goal_arrival"].tolist(), kinds["turning_point"].tolist()
     ([False, True, False], [False, True, True])
 """
@@ -38,10 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from minigrid.core.actions import Actions
-from minigrid.core.constants import OBJECT_TO_IDX, STATE_TO_IDX
 
-from trajbench.envs.minigrid_levels import VIEW_CELLS
+from trajbench.envs.registration import family_class
 from trajbench.errors import TrajbenchError
 from trajbench.families import make_env
 
@@ -51,91 +52,32 @@ KINDS = (
     "goal_arrival",
     "key_pickup",
     "door_opened",
+    "waypoint",
     "turning_point",
     "off_plan",
     "recovery",
     "episode_start",
     "episode_end",
 )
-#: The kinds :func:`family_events` decodes from a family's observations and rewards.
-EVENTS = ("goal_reached", "key_pickup", "door_opened")
-#: Actions that are decisions whenever they are taken, by observation encoding (MiniGrid's
-#: pickup, drop, toggle, done); the dark grids have none (their 5 actions are moves and stay).
-INTERACTION_ACTIONS: dict[str, tuple[int, ...]] = {"minigrid": (3, 4, 5, 6)}
-
-
-def _minigrid_view() -> dict:
-    """Feature indices of MiniGrid's encoded view: the agent's own cell (shows what it carries)
-    and the cell in front of it, plus the object, state and action ids used by the labels."""
-    side = round(VIEW_CELLS**0.5)
-    # encode_minigrid_obs flattens image[x, y, channel] in C order; the agent sits at
-    # (side // 2, side - 1) looking towards y - 1.
-    agent = ((side // 2) * side + side - 1) * 3
-    front = ((side // 2) * side + side - 2) * 3
-    return dict(
-        agent_obj=agent,
-        front_obj=front,
-        front_state=front + 2,
-        key=OBJECT_TO_IDX["key"],
-        door=OBJECT_TO_IDX["door"],
-        open=STATE_TO_IDX["open"],
-        shut=(STATE_TO_IDX["closed"], STATE_TO_IDX["locked"]),
-        pickup=int(Actions.pickup),
-        toggle=int(Actions.toggle),
-    )
-
-
-_VIEW = _minigrid_view()
+#: The events families name in their ``step_events`` (a family lacking one never has it).
+EVENTS = ("goal_reached", "key_pickup", "door_opened", "waypoint")
 
 
 def family_events(
-    obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, encoding: str
+    obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, env_id: str
 ) -> dict[str, np.ndarray]:
-    """The :data:`EVENTS` of one episode, decoded from its family's observation encoding.
-
-    - ``dark-key-to-door``: the key reward (``has_key`` still 0 on the step) and the door reward,
-      which is also the goal;
-    - ``minigrid``: ``pickup`` facing a key that then shows as carried, ``toggle`` facing a closed
-      or locked door that is then open (on the last step: the reward stands for what follows);
-      the goal is reward > 0;
-    - ``dark-room`` and any other encoding: the goal is reward > 0, no keys or doors.
-    """
-    obs = np.asarray(obs)
-    a = np.asarray(actions).astype(np.int64)
-    rewarded = np.asarray(rewards, dtype=np.float64) > 0
-    n = len(a)
-    none = np.zeros(n, dtype=bool)
-    if encoding == "dark-key-to-door":
-        has_key = obs[:, 2] > 0
-        door = rewarded & has_key
-        return {"goal_reached": door.copy(), "key_pickup": rewarded & ~has_key, "door_opened": door}
-    if encoding != "minigrid":
-        return {"goal_reached": rewarded, "key_pickup": none, "door_opened": none.copy()}
-    v = _VIEW
-    nxt = np.concatenate([obs[1:], obs[-1:]])  # the view after each action (last: itself)
-    last = np.arange(n) == n - 1
-    carried_key = nxt[:, v["agent_obj"]] == v["key"]
-    key_pickup = (
-        (a == v["pickup"])
-        & (obs[:, v["front_obj"]] == v["key"])
-        & (obs[:, v["agent_obj"]] != v["key"])
-        & (carried_key | (last & rewarded))
-    )
-    opened = (nxt[:, v["front_obj"]] == v["door"]) & (nxt[:, v["front_state"]] == v["open"])
-    door_opened = (
-        (a == v["toggle"])
-        & (obs[:, v["front_obj"]] == v["door"])
-        & np.isin(obs[:, v["front_state"]], v["shut"])
-        & (opened & ~last | (last & rewarded))
-    )
-    return {"goal_reached": rewarded, "key_pickup": key_pickup, "door_opened": door_opened}
+    """The :data:`EVENTS` of one stored episode of ``env_id``, as its family names them
+    (:meth:`~trajbench.envs.levels.LevelMixin.step_events`)."""
+    events = family_class(env_id).step_events(obs, actions, rewards)
+    n = len(actions)
+    return {e: np.asarray(events.get(e, np.zeros(n, dtype=bool)), dtype=bool) for e in EVENTS}
 
 
 def step_kinds(
     obs: np.ndarray,
     actions: np.ndarray,
     rewards: np.ndarray,
-    encoding: str,
+    env_id: str,
     off_plan: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Label every step of one episode with the :data:`KINDS` (boolean arrays of its length).
@@ -144,7 +86,7 @@ def step_kinds(
         obs: ``[L, F]`` encoded observations (``obs[t]`` is what action ``t`` was chosen on).
         actions: ``[L]`` actions.
         rewards: ``[L]`` rewards that followed them.
-        encoding: The family's observation encoding name (see :func:`family_events`).
+        env_id: The episode's family (its ``step_events`` name goal, keys, doors, waypoints).
         off_plan: ``[L]`` whether each action left the expert's plan (None: all on plan).
     """
     obs = np.asarray(obs)
@@ -156,7 +98,7 @@ def step_kinds(
     kinds = {k: np.zeros(n, dtype=bool) for k in KINDS}
     if n == 0:
         return kinds
-    kinds.update(family_events(obs, a, r, encoding))
+    kinds.update(family_events(obs, a, r, env_id))
     prev_goal = np.concatenate([[False], kinds["goal_reached"][:-1]])
     kinds["goal_arrival"] = kinds["goal_reached"] & ~prev_goal
     kinds["turning_point"][1:] = a[1:] != a[:-1]
@@ -198,13 +140,13 @@ def off_plan_steps(
         env.close()
 
 
-def interaction_actions(encoding: str) -> tuple[int, ...]:
-    """Actions of a family that are decisions whenever they are taken (see :data:`INTERACTION_ACTIONS`)."""
-    return INTERACTION_ACTIONS.get(encoding, ())
+def interaction_actions(env_id: str) -> tuple[int, ...]:
+    """Actions of a family that are decisions whenever they are taken (pickup, drop, toggle)."""
+    return tuple(family_class(env_id).interaction_actions)
 
 
 def is_decision(
-    actions: np.ndarray, prev_actions: np.ndarray, n_actions: int, encoding: str = ""
+    actions: np.ndarray, prev_actions: np.ndarray, n_actions: int, env_id: str
 ) -> np.ndarray:
     """Whether each expert step is a decision step (else routine; see :mod:`~trajbench.analysis.phases`).
 
@@ -215,13 +157,13 @@ def is_decision(
         actions: The expert's actions ``a_t``.
         prev_actions: ``a_{t-1}``, with ``start_action = n_actions`` at the first step.
         n_actions: Size of the action space (``start_action``).
-        encoding: Observation encoding name.
+        env_id: The family the steps come from.
     """
     a = np.asarray(actions, dtype=np.int64)
     prev = np.asarray(prev_actions, dtype=np.int64)
     if a.shape != prev.shape:
         raise TrajbenchError(f"actions {a.shape} and prev_actions {prev.shape} differ in shape")
-    interaction = np.isin(a, interaction_actions(encoding))
+    interaction = np.isin(a, interaction_actions(env_id))
     return (prev == n_actions) | (a != prev) | interaction
 
 
@@ -243,5 +185,5 @@ def episode_kinds(store, eps: pd.DataFrame, rows: list[int]) -> tuple[dict[int, 
             off = off_plan_steps(ep["env_id"], int(ep["seed"]), int(ep["level"]), obs, actions, p)
             unreplayable += off is None
         rewards = np.asarray(store.rewards[s : s + n])
-        out[row] = step_kinds(obs, actions, rewards, store.encoding.name, off)
+        out[row] = step_kinds(obs, actions, rewards, str(ep["env_id"]), off)
     return out, unreplayable
