@@ -47,7 +47,7 @@ def test_quick_run_writes_the_table_with_the_expected_rows(quick_run: Path):
     assert (held.n_levels == cfg.eval.max_levels).all()
     assert (table[table.levels == S.TRAIN].n_levels == cfg.train_eval_levels).all()
     assert (
-        (table.success_ci_low <= table.success_iqm) & (table.success_iqm <= table.success_ci_high)
+        (table.success_ci_low <= table.success_mean) & (table.success_mean <= table.success_ci_high)
     ).all()
     md = (quick_run / "burstiness.md").read_text()
     assert "## Against p_bursty" in md and "## Against K" in md and "## Against the Zipf" in md
@@ -117,7 +117,7 @@ def test_the_reading_is_generated_from_the_numbers():
     md = B.render(B.BurstinessResult(table, pd.DataFrame(), B.about_of(cfg, 1.0)), cfg)
     assert "p_bursty=1 is higher than p_bursty=0 (95% CIs separated)" in md
     assert (
-        "in-context gain (same-level minus other-level IQM) ranges from 0.05 (p_bursty=0) to 0.95 (p_bursty=1)"
+        "in-context gain (same-level minus other-level mean) ranges from 0.05 (p_bursty=0) to 0.95 (p_bursty=1)"
         in md
     )
     assert "In-weights success" in md and "p_bursty=1 is lower than p_bursty=0" in md

@@ -54,8 +54,8 @@ def test_top_share_of_known_vectors():
 def test_report_wording_of_numbers_and_intervals():
     assert fmt(0.12345) == "0.123" and fmt(2e-5) == "2.0e-05" and fmt(float("nan")) == "-"
     assert fmt(3) == "3" and fmt(True) == "yes" and pct(0.256) == "26%" and pct(None) == "-"
-    a = {"success_iqm": 0.9, "success_ci_low": 0.8, "success_ci_high": 1.0}
-    b = {"success_iqm": 0.2, "success_ci_low": 0.1, "success_ci_high": 0.3}
+    a = {"success_mean": 0.9, "success_ci_low": 0.8, "success_ci_high": 1.0}
+    b = {"success_mean": 0.2, "success_ci_low": 0.1, "success_ci_high": 0.3}
     assert fmt_ci(a) == "0.90 [0.80, 1.00]"
     assert compare(a, b, "A", "B") == "A is higher than B (95% CIs separated)"
     assert compare(b, a, "B", "A") == "B is lower than A (95% CIs separated)"

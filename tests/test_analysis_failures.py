@@ -80,8 +80,8 @@ def test_contexts_hold_k_episodes_and_cuts_are_prefixes(quick_run: Path):
     noisy = load(next(d for d in data if "-noisy-" in d.name))
     pool = pd.read_csv(quick_run / "failures_pool.csv")
     level = int(pool.loc[pool.cut >= 0, "level"].iloc[0])
-    ctx = F.build_contexts(expert, noisy, pool, DR, level, k=3, m=2, e=0)
-    assert [len(ctx[c]) for c in F.CONDITIONS] == [3, 3, 3]
+    ctx = F.build_contexts(expert, noisy, pool, DR, level, k=2, m=2, e=0)
+    assert [len(ctx[c]) for c in F.CONDITIONS] == [2, 2, 2]
     assert all(ep.level == level for c in F.CONDITIONS for ep in ctx[c])
     cuts = set(pool.loc[(pool.level == level) & (pool.cut >= 0), "cut"])
     n_imperfect = 0
@@ -91,7 +91,7 @@ def test_contexts_hold_k_episodes_and_cuts_are_prefixes(quick_run: Path):
             n_imperfect += 1
             assert len(cut) in cuts
     assert n_imperfect == 2
-    again = F.build_contexts(expert, noisy, pool, DR, level, k=3, m=2, e=0)
+    again = F.build_contexts(expert, noisy, pool, DR, level, k=2, m=2, e=0)
     assert [len(ep) for ep in again["cut"]] == [len(ep) for ep in ctx["cut"]]
 
 

@@ -133,11 +133,11 @@ def test_records_end_to_end_split_and_score(tmp_path: Path):
     got = {(r.instruction, r.inferable) for r in table.itertuples()}
     assert got == {(i, p) for i in ("full", "empty") for p in ("inferable", "not inferable")}
     by = table.set_index(["instruction", "inferable"])
-    assert by.loc[("full", "inferable"), "guess_normalized_iqm"] == pytest.approx(1.0)
-    assert by.loc[("empty", "inferable"), "guess_normalized_iqm"] == pytest.approx(1.0)
+    assert by.loc[("full", "inferable"), "guess_normalized_mean"] == pytest.approx(1.0)
+    assert by.loc[("empty", "inferable"), "guess_normalized_mean"] == pytest.approx(1.0)
     # 'empty' never succeeds on the non-inferable levels (chance 2/8 on each): score -1/3.
-    assert by.loc[("empty", "not inferable"), "guess_normalized_iqm"] == pytest.approx(-1 / 3)
-    assert by.loc[("empty", "not inferable"), "chance_iqm"] == pytest.approx(0.25)
+    assert by.loc[("empty", "not inferable"), "guess_normalized_mean"] == pytest.approx(-1 / 3)
+    assert by.loc[("empty", "not inferable"), "chance_mean"] == pytest.approx(0.25)
     levels = pd.read_csv(out / "instructions_levels.csv")
     assert sorted(levels.level) == LEVELS
     md = (out / "instructions.md").read_text()
@@ -154,7 +154,7 @@ def test_models_end_to_end_with_reference_policies(tmp_path: Path):
         CollectConfig(
             env=GOTO,
             levels=",".join(map(str, LEVELS)),
-            episodes_per_level=1,
+            episodes_per_level=5,
             out=tmp_path / "data",
             progress=False,
         )
@@ -168,7 +168,7 @@ def test_models_end_to_end_with_reference_policies(tmp_path: Path):
         (p, s) for p in ("expert", "random") for s in ("inferable", "not inferable")
     }
     expert = table[table.policy == "expert"]
-    assert (expert.guess_normalized_iqm == 1.0).all() and (expert.success_iqm == 1.0).all()
+    assert (expert.guess_normalized_mean == 1.0).all() and (expert.success_mean == 1.0).all()
     assert (table.k == 4).all() and (table.support == "same").all()
 
 

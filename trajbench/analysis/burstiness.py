@@ -30,7 +30,7 @@ Every evaluation episode sees exactly its K demonstrations: held-out levels are 
 ``trajbench evaluate`` once per episode ``e`` (one episode each, evaluation seed ``e``), so later
 episodes never see earlier ones; the in-weights score rolls out the same way. Demonstrations and
 start states depend only on (level, episode), so all models are compared on the same contexts.
-Scores are the success rate per (training seed, level), aggregated as IQM over seeds x levels with
+Scores are the success rate per (training seed, level), aggregated as the mean over seeds x levels with
 95% stratified-bootstrap CIs.
 
 The sweep is a list of :class:`~trajbench.pipeline.train.TrainConfig` derived from ``--train.*``
@@ -128,7 +128,7 @@ class BurstinessResult:
     """The tables of the analysis (see :func:`compute`)."""
 
     table: pd.DataFrame
-    """One row per (sweep, p_bursty, zipf, levels, k, support): success IQM, CI, mean, counts."""
+    """One row per (sweep, p_bursty, zipf, levels, k, support): mean success, CI, counts."""
     records: pd.DataFrame
     """One row per evaluated episode of every model."""
     about: dict
@@ -289,7 +289,7 @@ def render(result: BurstinessResult, cfg: BurstinessConfig) -> str:
     lines = [
         f"# Burstiness, shots and Zipf: in-context vs in-weights learning ({about['env']})",
         "",
-        f"Success rate, IQM over {int(table['n_seeds'].max())} training seed(s) x levels with 95% "
+        f"Mean success over {int(table['n_seeds'].max())} training seed(s) x levels with 95% "
         f"stratified-bootstrap CIs. Models: d_model {about['d_model']}, {about['n_layers']} "
         f"layers, {about['steps']} steps of {about['batch_size']} sequences with "
         f"{about['train_k']} context episodes; {about['eval_episodes']} independent episode(s) "
@@ -299,8 +299,8 @@ def render(result: BurstinessResult, cfg: BurstinessConfig) -> str:
         "- **no support**: held-out levels, K demonstrations of other levels (the model's prior);",
         f"- **in weights**: each model's {about['train_eval_levels'] or 'all'} most-trained train "
         "levels, K demonstrations of other train levels (only a memorized goal helps); its mean is "
-        "shown beside the IQM because a steep Zipf exponent concentrates memorization on a few "
-        "levels, which the IQM trims.",
+        "shown beside the mean because a steep Zipf exponent concentrates memorization on a few "
+        "levels.",
         "",
     ]
     if not p_sweep.empty:
@@ -371,23 +371,23 @@ def _reading_sweep(sweep: pd.DataFrame, key: str, kmax: int) -> list[str]:
     a, b = pick(same, **{key: lo}), pick(same, **{key: hi})
     lines = []
     if a is not None and b is not None:
-        best = same.sort_values("success_iqm", ascending=False).iloc[0]
+        best = same.sort_values("success_mean", ascending=False).iloc[0]
         lines.append(
             f"- In-context success (held-out levels, K={kmax}) is {fmt_ci(a)} at {key}={lo:g} and "
             f"{fmt_ci(b)} at {key}={hi:g}: {compare(b, a, f'{key}={hi:g}', f'{key}={lo:g}')}. "
             f"Highest at {key}={best[key]:g} ({fmt_ci(best)})."
         )
     if not other.empty and not same.empty:
-        gap = same.set_index(key)["success_iqm"] - other.set_index(key)["success_iqm"]
-        top = other.sort_values("success_iqm", ascending=False).iloc[0]
+        gap = same.set_index(key)["success_mean"] - other.set_index(key)["success_mean"]
+        top = other.sort_values("success_mean", ascending=False).iloc[0]
         lines.append(
             f"- The no-support score is at most {fmt_ci(top)} (at {key}={top[key]:g}); the in-context "
-            f"gain (same-level minus other-level IQM) ranges from {gap.min():.2f} "
+            f"gain (same-level minus other-level mean) ranges from {gap.min():.2f} "
             f"({key}={gap.idxmin():g}) to {gap.max():.2f} ({key}={gap.idxmax():g})."
         )
     if len(train):
         ta, tb = pick(train, **{key: lo}), pick(train, **{key: hi})
-        best = train.sort_values("success_iqm", ascending=False).iloc[0]
+        best = train.sort_values("success_mean", ascending=False).iloc[0]
         if ta is not None and tb is not None:
             lines.append(
                 f"- In-weights success (train levels, other-level demonstrations) is {fmt_ci(ta)} at "
@@ -423,7 +423,7 @@ def _reading_k(held: pd.DataFrame, ks: list[int]) -> list[str]:
             else f"never separated from K={ks[0]}"
         )
         parts.append(
-            f"p_bursty={p:g}: {base['success_iqm']:.2f} -> {top['success_iqm']:.2f}, {what}"
+            f"p_bursty={p:g}: {base['success_mean']:.2f} -> {top['success_mean']:.2f}, {what}"
         )
     return (
         ["- In-context success from K=" + f"{ks[0]} to K={ks[-1]} — " + "; ".join(parts) + "."]
@@ -451,10 +451,10 @@ def plot(result: BurstinessResult, cfg: BurstinessConfig):
             rows = sub[(sub.levels == levels) & (sub.support == support)].sort_values(key)
             if rows.empty:
                 continue
-            ax.plot(rows[key], rows["success_iqm"], style, marker="o", label=label)
+            ax.plot(rows[key], rows["success_mean"], style, marker="o", label=label)
             ax.fill_between(rows[key], rows["success_ci_low"], rows["success_ci_high"], alpha=0.15)
         ax.set_xlabel(key if key == "p_bursty" else "Zipf exponent of training levels")
-        ax.set_ylabel(f"success IQM (K={kmax})")
+        ax.set_ylabel(f"mean success (K={kmax})")
         ax.set_ylim(-0.02, 1.05)
         ax.legend(fontsize=7)
     axes[0].set_title("against p_bursty (95% CI)")
@@ -464,7 +464,7 @@ def plot(result: BurstinessResult, cfg: BurstinessConfig):
         rows = held[(held.p_bursty == p) & ((held.support == "same") | (held.k == 0))].sort_values(
             "k"
         )
-        line = axes[1].plot(rows["k"], rows["success_iqm"], marker="o", label=f"p_bursty={p:g}")
+        line = axes[1].plot(rows["k"], rows["success_mean"], marker="o", label=f"p_bursty={p:g}")
         axes[1].fill_between(
             rows["k"],
             rows["success_ci_low"],
@@ -473,7 +473,7 @@ def plot(result: BurstinessResult, cfg: BurstinessConfig):
             color=line[0].get_color(),
         )
     axes[1].set_xlabel("K demonstrations of the level in context")
-    axes[1].set_ylabel("success IQM (held-out levels)")
+    axes[1].set_ylabel("mean success (held-out levels)")
     axes[1].set_ylim(-0.02, 1.05)
     axes[1].set_title("k-shot curves (95% CI)")
     axes[1].legend(fontsize=7)

@@ -14,7 +14,7 @@ dict, ``render(result, cfg)`` (the Markdown report, its prose generated from the
   concentration.
 
 Example:
-    >>> fmt_ci({"success_iqm": 0.5, "success_ci_low": 0.25, "success_ci_high": 0.75})
+    >>> fmt_ci({"success_mean": 0.5, "success_ci_low": 0.25, "success_ci_high": 0.75})
     '0.50 [0.25, 0.75]'
 """
 
@@ -152,9 +152,9 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def fmt_ci(row: Any, metric: str = "success", digits: int = 2) -> str:
-    """``"IQM [low, high]"`` of ``metric`` from a row of :func:`trajbench.metrics.aggregate`."""
+    """``"mean [low, high]"`` of ``metric`` from a row of :func:`trajbench.metrics.aggregate`."""
     return (
-        f"{row[f'{metric}_iqm']:.{digits}f} "
+        f"{row[f'{metric}_mean']:.{digits}f} "
         f"[{row[f'{metric}_ci_low']:.{digits}f}, {row[f'{metric}_ci_high']:.{digits}f}]"
     )
 

@@ -383,7 +383,7 @@ def render(result: FailuresResult, cfg: FailuresConfig) -> str:
     lines = [
         f"# Successes and failures in context ({about['env']}, {about['levels']} levels)",
         "",
-        f"{about['models']} model(s); IQM over seeds x {n_levels} levels with 95% "
+        f"{about['models']} model(s); mean over seeds x {n_levels} levels with 95% "
         f"stratified-bootstrap CIs; {about['eval_episodes']} independent episode(s) per level and "
         f"condition. Imperfect episodes: `{about['imperfect']}` demonstrator"
         + (f" (epsilon {about['epsilon']:g})" if about["imperfect"] == "noisy" else "")
@@ -421,12 +421,12 @@ def render(result: FailuresResult, cfg: FailuresConfig) -> str:
             lines.append(
                 f"- K={k} with {m} imperfect episode(s): "
                 f"{compare(raw, ex, 'the raw context', 'the expert-only one')} "
-                f"({raw['success_iqm']:.2f} vs {ex['success_iqm']:.2f}); "
+                f"({raw['success_mean']:.2f} vs {ex['success_mean']:.2f}); "
                 f"{compare(cut, raw, 'the cut context', 'the raw one')} "
-                f"({cut['success_iqm']:.2f}) and {compare(cut, ex, 'it', 'the expert-only one')}, "
+                f"({cut['success_mean']:.2f}) and {compare(cut, ex, 'it', 'the expert-only one')}, "
                 f"with {100 * saved:.0f}% fewer context tokens than raw; per 1,000 context tokens "
                 f"{compare(cut, raw, 'cut', 'raw', 'success_per_1k_tokens')} "
-                f"({cut['success_per_1k_tokens_iqm']:.2f} vs {raw['success_per_1k_tokens_iqm']:.2f})."
+                f"({cut['success_per_1k_tokens_mean']:.2f} vs {raw['success_per_1k_tokens_mean']:.2f})."
             )
     lines += ["", f"![{NAME}]({NAME}.png)", ""]
     return "\n".join(lines)
@@ -440,10 +440,10 @@ def plot(result: FailuresResult, cfg: FailuresConfig):
     colors = dict(zip(CONDITIONS, ("#4C72B0", "#DD8452", "#55A868"), strict=True))
     x = np.arange(len(table))
     for ax, metric, ylabel in (
-        (axes[0], "success", "success IQM"),
-        (axes[1], "success_per_1k_tokens", "success per 1,000 context tokens (IQM)"),
+        (axes[0], "success", "mean success"),
+        (axes[1], "success_per_1k_tokens", "success per 1,000 context tokens (mean)"),
     ):
-        y = table[f"{metric}_iqm"].to_numpy()
+        y = table[f"{metric}_mean"].to_numpy()
         err = np.vstack(
             [y - table[f"{metric}_ci_low"].to_numpy(), table[f"{metric}_ci_high"].to_numpy() - y]
         )

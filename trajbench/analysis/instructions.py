@@ -347,7 +347,7 @@ def render(result: InstructionsResult, cfg: InstructionsConfig) -> str:
     lines = [
         "# Instruction content: inferable vs not inferable missions",
         "",
-        f"Success and guess-normalized score ((success - chance) / (1 - chance)), IQM over "
+        f"Success and guess-normalized score ((success - chance) / (1 - chance)), mean over "
         f"{n_seeds} seed(s) x levels with 95% stratified-bootstrap CIs. A mission is *inferable* "
         "when exactly one object of the layout matches the demonstrations' final target (no "
         "look-alike of the same type and color); chance = satisfying objects / candidate objects "
@@ -409,14 +409,14 @@ def _reading(sub: pd.DataFrame) -> list[str]:
             cells = []
             for r in side[side.instruction != "full"].to_dict("records"):
                 drops.setdefault(r["instruction"], {})[part] = (
-                    f[f"{metric}_iqm"] - r[f"{metric}_iqm"]
+                    f[f"{metric}_mean"] - r[f"{metric}_mean"]
                 )
                 d = direction(r, f, metric)
                 mark = "CIs overlap" if d == "overlap" else f"{d}, CIs separated"
-                cells.append(f"`{r['instruction']}` {r[f'{metric}_iqm']:.2f} ({mark})")
+                cells.append(f"`{r['instruction']}` {r[f'{metric}_mean']:.2f} ({mark})")
             if cells:
                 sides.append(
-                    f"on {part} levels `full` scores {f[f'{metric}_iqm']:.2f}, " + ", ".join(cells)
+                    f"on {part} levels `full` scores {f[f'{metric}_mean']:.2f}, " + ", ".join(cells)
                 )
         if not sides:
             continue
@@ -425,7 +425,7 @@ def _reading(sub: pd.DataFrame) -> list[str]:
             for i, d in drops.items()
             if len(d) == 2
         ]
-        text = f"- `{mode}` training, guess-normalized IQM: " + "; ".join(sides) + "."
+        text = f"- `{mode}` training, guess-normalized mean: " + "; ".join(sides) + "."
         if both:
             text += (
                 " Drop from `full` where the mission is not inferable vs where it is: "
@@ -437,7 +437,7 @@ def _reading(sub: pd.DataFrame) -> list[str]:
 
 
 def plot(result: InstructionsResult, cfg: InstructionsConfig):
-    """Guess-normalized IQM per condition, inferable vs not, one panel per (family, split, K)."""
+    """Guess-normalized mean per condition, inferable vs not, one panel per (family, split, K)."""
     plt = pyplot()
     table = result.table
     keys = list(table.groupby(["family", "eval_split", "k", "support"], sort=False))
@@ -448,7 +448,7 @@ def plot(result: InstructionsResult, cfg: InstructionsConfig):
         for i, part in enumerate(("inferable", "not inferable")):
             side = sub[sub.inferable == part].assign(label=lambda d: d.apply(_label, axis=1))
             side = side.set_index("label").reindex(labels)
-            y = side["guess_normalized_iqm"].to_numpy()
+            y = side["guess_normalized_mean"].to_numpy()
             err = np.vstack(
                 [
                     y - side["guess_normalized_ci_low"].to_numpy(),
@@ -458,7 +458,7 @@ def plot(result: InstructionsResult, cfg: InstructionsConfig):
             ax.bar(x + (i - 0.5) * 0.4, y, 0.4, yerr=err, capsize=3, label=part)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=7)
-        ax.set_ylabel("guess-normalized score (IQM)")
+        ax.set_ylabel("guess-normalized score (mean)")
         ax.set_title(f"{fam.split('/')[-1]} {split.replace('_', ' ')}, K={k} {support}", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -205,7 +205,7 @@ def sweep_table(
     zipf: tuple[float, ...],
     zipf_p_bursty: float,
 ) -> pd.DataFrame:
-    """The records aggregated: one row per (sweep, p_bursty, zipf, levels, k, support) with the success IQM, its 95% CI,
+    """The records aggregated: one row per (sweep, p_bursty, zipf, levels, k, support) with the mean success, its 95% CI,
     the mean and the numbers of seeds, levels and episodes. ``sweep`` is ``p_bursty`` for the
     Zipf-0 models and ``zipf`` for the models at ``zipf_p_bursty`` (the model they share appears
     in both)."""
