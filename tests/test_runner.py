@@ -22,7 +22,10 @@ CONDITION_FIELDS = {
     "family",
     "eval_split",
     "k",
-    "success_iqm",
+    "support",
+    "format",
+    "eval_instruction",
+    "success_mean",
     "success_ci_low",
     "success_ci_high",
     "return_iqm",
@@ -38,6 +41,8 @@ TOP_FIELDS = {
     "hardware",
     "wall_time_s",
     "conditions",
+    "comparisons",
+    "saturated",
 }
 
 
@@ -55,10 +60,14 @@ def test_results_json_has_the_documented_schema(ci_run: Path):
     assert results["conditions"], "no conditions"
     for cond in results["conditions"]:
         assert set(cond) >= CONDITION_FIELDS
-        assert cond["success_ci_low"] <= cond["success_iqm"] <= cond["success_ci_high"]
+        assert cond["success_ci_low"] <= cond["success_mean"] <= cond["success_ci_high"]
         assert cond["n_seeds"] == len(PRESETS["ci"].seeds)
     policies = {c["policy"] for c in results["conditions"]}
-    assert {"transformer", "no-context", "random", "hashmap"} <= policies
+    assert {"transformer", "no-context", "random", "hashmap", "replay"} <= policies
+    questions = {c["question"] for c in results["comparisons"]}
+    assert {"context", "copying"} <= questions
+    for c in results["comparisons"]:
+        assert c["ci_low"] <= c["diff"] <= c["ci_high"] and c["mde"] > 0
 
 
 def test_results_match_a_recomputation_from_the_records(ci_run: Path):
@@ -70,9 +79,12 @@ def test_results_match_a_recomputation_from_the_records(ci_run: Path):
         if c["policy"] == "hashmap" and c["k"] == 2 and c["support"] == "same"
     )
     sel = records[(records.policy == "hashmap") & (records.k == 2) & (records.support == "same")]
-    again = aggregate(sel, "success", statistic="iqm", resample="seeds").iloc[0]
-    assert again["success_iqm"] == pytest.approx(one["success_iqm"])
+    again = aggregate(sel, "success").iloc[0]
+    assert again["success_mean"] == pytest.approx(one["success_mean"])
     assert again["success_ci_low"] == pytest.approx(one["success_ci_low"])
+    assert again["success_mean"] == pytest.approx(sel["success"].mean())  # >= 1 episode per cell
+    # training and evaluation seeds are apart
+    assert (records["eval_seed"] != records["seed"]).all()
     # one row per evaluated episode of every job
     n_jobs = len(jobs_of(PRESETS["ci"], PRESETS["ci"].seeds))
     assert records.groupby(["group", "policy", "train_context", "seed"]).ngroups == n_jobs
@@ -80,8 +92,8 @@ def test_results_match_a_recomputation_from_the_records(ci_run: Path):
 
 def test_report_and_plots_are_written(ci_run: Path):
     report = (ci_run / "report.md").read_text()
-    assert "IQM" in report and "95%" in report
-    assert "Reading" in report
+    assert "mean success" in report and "95%" in report
+    assert "Readings" in report and "would detect a difference of" in report
     plots = sorted((ci_run / "plots").glob("*.png"))
     assert plots and all(p.stat().st_size > 1000 for p in plots)
     for p in plots:
@@ -164,7 +176,9 @@ def test_every_preset_is_well_formed(name):
     preset = PRESETS[name]
     assert jobs_of(preset, preset.seeds)
     for group in preset.groups:
-        assert set(group.modes) <= set(MODES) and set(group.instructions) <= set(INSTRUCTIONS)
+        assert {c.mode for c in group.conditions} <= set(MODES)
+        assert {c.instruction for c in group.conditions} <= set(INSTRUCTIONS)
+        assert group.eval.episodes >= (2 if name == "ci" else 4)
         train_envs = {s.env for s in group.train_data}
         encodings = set()
         for spec in (*group.train_data, *group.test_data, *group.heldout_family_data):
@@ -181,16 +195,25 @@ def test_a_held_out_family_needing_an_untrained_action_is_refused(tmp_path, caps
     GoToLocal never shows those actions, one that also trains PutNextLocal does."""
     from dataclasses import replace
 
-    from trajbench.pipeline.presets import DataSpec, Group, Preset, eval_template, train_template
+    from trajbench.pipeline.presets import (
+        DataSpec,
+        Group,
+        Preset,
+        cross,
+        eval_template,
+        train_template,
+    )
     from trajbench.pipeline.runner import check_heldout_solvable, collect_data
 
-    goto = DataSpec("trajbench/GoToLocal-v0", "train", 1, max_levels=6)
-    pickup = DataSpec("trajbench/PickupLoc-v0", "test", 1, seed=1, max_levels=6)
-    bad = Group("bad", (goto,), (replace(goto, levels="test"),), (pickup,), modes=("bursty",))
-    putnext = replace(goto, env="trajbench/PutNextLocal-v0", episodes_per_level=2)
+    goto = DataSpec("trajbench/GoToLocal-v1", "train", 1, max_levels=6)
+    pickup = DataSpec("trajbench/PickupLoc-v1", "test", 1, seed=1, max_levels=6)
+    bad = Group(
+        "bad", (goto,), (replace(goto, levels="test"),), (pickup,), conditions=cross(("bursty",))
+    )
+    putnext = replace(goto, env="trajbench/PutNextLocal-v1", episodes_per_level=2)
     for spec in (goto, pickup, putnext):
         collect_data(spec, tmp_path, workers=1, progress=False)
-    with pytest.raises(TrajbenchError, match=r"PickupLoc-v0 uses action\(s\) \[3 pickup"):
+    with pytest.raises(TrajbenchError, match=r"PickupLoc-v1 uses action\(s\) \[3 pickup"):
         check_heldout_solvable(bad, tmp_path)
     check_heldout_solvable(replace(bad, train_data=(goto, putnext)), tmp_path)
 

@@ -32,7 +32,7 @@ LEVELS = ",".join(str(i) for i in range(20))
 def store(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("data") / "dr"
     cfg = CollectConfig(
-        env="trajbench/DarkRoom-v0", levels=LEVELS, episodes_per_level=4, out=out, progress=False
+        env="trajbench/DarkRoom-v0", levels=LEVELS, episodes_per_level=6, out=out, progress=False
     )
     return str(collect(cfg))
 
@@ -250,7 +250,7 @@ def test_checkpoint_from_other_data(capsys, store, tmp_path):
         CollectConfig(
             env="trajbench/DarkRoom-v0",
             levels=LEVELS,
-            episodes_per_level=4,
+            episodes_per_level=6,
             seed=7,
             out=tmp_path / "other",
             progress=False,
