@@ -3,12 +3,14 @@
 A sequence is a context (earlier episodes or single transitions) followed by a query episode.
 Each position is one of three *kinds* of token:
 
-- ``WORD``: one word of an episode's mission, placed before that episode's steps. Every whole
-  episode (context or query) starts with a ``<bos>`` word even when its mission is empty.
-- ``STEP``: one time step. It carries the observation ``o_t``, the previous action and reward
-  (``a_{t-1}``, ``r_{t-1}``; ``START_ACTION`` and 0 at ``t = 0``) and, on context steps only,
-  the step's own action and reward (``a_t``, ``r_t``) as ``shown_action`` / ``shown_reward``.
-  On query steps ``shown_action`` is ``HIDDEN_ACTION``: that is what the model predicts.
+- ``WORD``: a ``<bos>`` delimiter before each context segment, and ``<bos>`` plus the mission's
+  words before the query's steps.
+- ``STEP``: one time step with its observation ``o_t``. A *context* step is one transition: it
+  shows its own action and reward (``a_t``, ``r_t``) as ``shown_action`` / ``shown_reward`` and
+  nothing of the step before (``prev_action`` is ``HIDDEN_ACTION``, ``prev_reward`` 0), so a
+  context's order is the only thing that links its steps. A *query* step shows the previous
+  action and reward (``a_{t-1}``, ``r_{t-1}``; ``START_ACTION`` and 0 at ``t = 0``) and hides its
+  own (``shown_action`` is ``HIDDEN_ACTION``): that is what the model predicts.
 - ``PAD``: right padding up to the batch length.
 
 All arrays are ``[batch, tokens]`` (``obs`` is ``[batch, tokens, features]``).
@@ -42,7 +44,9 @@ class Batch:
     kind: np.ndarray  # int8: PAD / WORD / STEP
     word: np.ndarray  # int64: mission word id on WORD tokens, 0 elsewhere
     obs: np.ndarray  # uint8 [B, T, F]: encoded observation on STEP tokens, 0 elsewhere
-    prev_action: np.ndarray  # int64: a_{t-1}, start_action at t = 0
+    prev_action: (
+        np.ndarray
+    )  # int64: a_{t-1} on query steps (start_action at t = 0), hidden on context steps
     prev_reward: np.ndarray  # float32: r_{t-1}, 0 at t = 0
     shown_action: np.ndarray  # int64: a_t on context steps, hidden_action elsewhere
     shown_reward: np.ndarray  # float32: r_t on context steps, 0 elsewhere

@@ -26,12 +26,7 @@ import numpy as np
 
 @dataclass
 class EpisodeRecord:
-    """One episode's steps (or one context segment's): observations, actions, rewards.
-
-    ``prev_actions`` / ``prev_rewards`` are what each step shows as the previous action and
-    reward (-1: the step starts an episode). None: derived from the record's own order, as for a
-    whole episode; a segment of shuffled transitions carries each step's own.
-    """
+    """One episode's steps (or one context segment's): observations, actions, rewards."""
 
     obs: np.ndarray  # uint8 [L, F]
     actions: np.ndarray  # int [L]
@@ -39,24 +34,9 @@ class EpisodeRecord:
     level: int
     episode_id: int = -1
     mission: str = ""
-    prev_actions: np.ndarray | None = None  # int [L], -1 at an episode's start
-    prev_rewards: np.ndarray | None = None  # float32 [L]
 
     def __len__(self) -> int:
         return len(self.actions)
-
-    def previous(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(prev_actions, prev_rewards)``, -1 and 0 where a step starts an episode."""
-        if self.prev_actions is not None:
-            return np.asarray(self.prev_actions, np.int64), np.asarray(
-                self.prev_rewards, np.float32
-            )
-        actions = np.asarray(self.actions, np.int64)
-        rewards = np.asarray(self.rewards, np.float32)
-        return (
-            np.concatenate([[-1], actions[:-1]]).astype(np.int64)[: len(actions)],
-            np.concatenate([[0.0], rewards[:-1]]).astype(np.float32)[: len(actions)],
-        )
 
 
 @dataclass

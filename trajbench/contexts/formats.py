@@ -3,8 +3,8 @@
 Evaluation shows every model K demonstrations of a level. In the *common* format they are whole
 episodes in order; in a model's *matched* format they take the structure of its training mode
 (:mod:`trajbench.contexts.modes`): for an unordered mode, the same steps in a uniformly random
-order, poured into segments of the same lengths, each step keeping its own previous action and
-reward. (The training builder does the same, vectorized, for whole batches.)
+order, poured into segments of the same lengths (a context step shows only its own transition,
+so nothing else changes). The training builder does the same, vectorized, for whole batches.
 
 Example:
     >>> import numpy as np
@@ -33,12 +33,9 @@ def in_structure(
     """``records`` as a context of that structure shows them (see the module docstring)."""
     if ordered or not records:
         return list(records)
-    prev = [r.previous() for r in records]
     obs = np.concatenate([r.obs for r in records])
     actions = np.concatenate([r.actions for r in records])
     rewards = np.concatenate([r.rewards for r in records])
-    prev_a = np.concatenate([a for a, _ in prev])
-    prev_r = np.concatenate([r for _, r in prev])
     level = np.concatenate([np.full(len(r), r.level) for r in records])
     order = rng.permutation(len(actions))
     out, start = [], 0
@@ -46,16 +43,6 @@ def in_structure(
         take = order[start : start + len(r)]
         start += len(r)
         levels = set(level[take].tolist())
-        out.append(
-            EpisodeRecord(
-                obs[take],
-                actions[take],
-                rewards[take],
-                level=levels.pop() if len(levels) == 1 else -1,
-                episode_id=-1,
-                mission=r.mission,
-                prev_actions=prev_a[take],
-                prev_rewards=prev_r[take],
-            )
-        )
+        only = levels.pop() if len(levels) == 1 else -1
+        out.append(EpisodeRecord(obs[take], actions[take], rewards[take], only, -1, r.mission))
     return out

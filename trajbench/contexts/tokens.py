@@ -71,28 +71,16 @@ class StepTable:
     t: np.ndarray
     level: np.ndarray
     episode_id: np.ndarray
-    prev_actions: np.ndarray | None = None
-    """Each step's previous action (-1: an episode's first step); None: from the step before."""
-    prev_rewards: np.ndarray | None = None
 
     @classmethod
     def from_records(cls, records: list[EpisodeRecord], n_features: int) -> StepTable:
-        """The steps of ``records`` laid end to end, each showing its own previous action/reward."""
+        """The steps of ``records`` laid end to end."""
         if not records:
-            empty = np.zeros(0, np.int64)
-            return cls(
-                np.zeros((0, n_features), np.uint8),
-                empty,
-                np.zeros(0, np.float32),
-                empty,
-                empty,
-                empty,
-                empty,
-                np.zeros(0, np.float32),
-            )
+            none = np.zeros(0, np.int64)
+            obs = np.zeros((0, n_features), np.uint8)
+            return cls(obs, none, np.zeros(0, np.float32), none, none, none)
         lengths = [len(r) for r in records]
-        prev = [r.previous() for r in records]
-        table = cls.from_episodes(
+        return cls.from_episodes(
             np.concatenate([r.obs for r in records]),
             np.concatenate([r.actions for r in records]).astype(np.int64),
             np.concatenate([r.rewards for r in records]).astype(np.float32),
@@ -101,9 +89,6 @@ class StepTable:
             [r.level for r in records],
             [r.episode_id for r in records],
         )
-        table.prev_actions = np.concatenate([a for a, _ in prev])
-        table.prev_rewards = np.concatenate([r for _, r in prev])
-        return table
 
     @classmethod
     def from_episodes(
@@ -131,11 +116,7 @@ class StepTable:
             has_prev = t > 0
             prev_action = np.full(n + 2, start_action(n_actions), dtype=np.int64)
             prev_reward = np.zeros(n + 2, dtype=np.float32)
-            if self.prev_actions is not None:
-                explicit = np.asarray(self.prev_actions, np.int64)
-                prev_action[:n] = np.where(explicit >= 0, explicit, start_action(n_actions))
-                prev_reward[:n] = np.asarray(self.prev_rewards, np.float32)
-            elif n:
+            if n:
                 prev_action[1:n] = np.where(has_prev[1:], action[:-1], start_action(n_actions))
                 prev_reward[1:n] = np.where(has_prev[1:], reward[:-1], 0.0)
             prev_action[n + 1] = 0
@@ -292,8 +273,10 @@ def gather(sl: Slots, pool: np.ndarray, lk: _Lookups, n_actions: int, pad_to) ->
         kind=shaped(_TOKEN_KIND.take(cell_kind)),
         word=shaped(np.where(is_word, src, 0)),
         obs=obs.view(np.uint8).reshape(B, T, lk.n_features),
-        prev_action=shaped(lk.prev_action.take(gi)),
-        prev_reward=shaped(lk.prev_reward.take(gi)),
+        # A context step is one transition (o_t, a_t, r_t): what came before it is not shown, so
+        # that unordered modes show single transitions and ordered ones carry it only by order.
+        prev_action=shaped(np.where(ctx_step, hidden_action(n_actions), lk.prev_action.take(gi))),
+        prev_reward=shaped(np.where(ctx_step, np.float32(0.0), lk.prev_reward.take(gi))),
         shown_action=shaped(np.where(ctx_step, action, hidden_action(n_actions))),
         shown_reward=shaped(np.where(ctx_step, lk.reward.take(gi), np.float32(0.0))),
         target=shaped(np.where(qry_step, action, IGNORE)),
