@@ -155,15 +155,21 @@ def _group(
     )
 
 
-def _babyai(n_train: int, n_test: int, train: TrainConfig, eval: EvalConfig) -> Group:
-    """GoToLocal and PutNextLocal trained (expert and noisy), PickupLoc held out: its expert's
-    actions (pickup, drop) are PutNextLocal's training targets."""
+def _babyai(
+    n_train: int,
+    n_test: int,
+    train: TrainConfig,
+    eval: EvalConfig,
+    demonstrators: tuple[str, ...] = ("expert",),
+) -> Group:
+    """GoToLocal and PutNextLocal trained, PickupLoc held out: its expert's actions (pickup,
+    drop) are PutNextLocal's training targets."""
     return Group(
         name="babyai",
         train_data=tuple(
             DataSpec(e, "train", 6, d, max_levels=n_train)
             for e in (GOTO, PUTNEXT)
-            for d in ("expert", "noisy")
+            for d in demonstrators
         ),
         test_data=tuple(DataSpec(e, "test", 6, seed=1, max_levels=n_test) for e in (GOTO, PUTNEXT)),
         heldout_family_data=(DataSpec(PICKUP, "test", 6, seed=1, max_levels=n_test),),
@@ -222,17 +228,14 @@ PRESETS: dict[str, Preset] = {
             _group(
                 "dark-sequence",
                 DSEQ,
-                2000,
-                80,
-                train=train_template(steps=1200, batch_size=32),
-                eval=eval_template(ks=(0, 4)),
+                1000,
+                100,
+                # Two demonstrations: with four, chaining the shuffled transitions recovers most
+                # of the order (measured: bursty 0.77 vs shuffled 0.71 at K=4, 0.78 vs 0.61 at K=2).
+                train=train_template(steps=1200, k=2),
+                eval=eval_template(ks=(0, 1, 2)),
             ),
-            _babyai(
-                300,
-                24,
-                train_template(steps=400, context_demonstrators=("expert", "noisy")),
-                eval_template(ks=(0, 4)),
-            ),
+            _babyai(300, 24, train_template(steps=400), eval_template(ks=(0, 4))),
         ),
         seeds=(0, 1),
     ),
@@ -278,7 +281,7 @@ PRESETS: dict[str, Preset] = {
                 heldout_family_data=(DataSpec(LAVA_CROSSING, "test", 6, seed=1, max_levels=100),),
                 train=_LARGE_MINIGRID,
             ),
-            _babyai(3000, 100, _LARGE_MINIGRID, eval_template()),
+            _babyai(3000, 100, _LARGE_MINIGRID, eval_template(), ("expert", "noisy")),
         ),
         seeds=(0, 1, 2, 3, 4),
         workers=1,
