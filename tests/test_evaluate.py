@@ -110,9 +110,9 @@ def test_formats_instructions_and_decoys_are_recorded(goto_test, tmp_path):
     assert set(online.loc[online.k == 0, "format"]) == {"common"}
     assert set(online["eval_instruction"]) == {"full"} and "decoy_success" not in online
     wrong, _ = evaluate(
-        EvalConfig(**base, out=str(tmp_path / "e2"), instruction="wrong", formats=("common",))
+        EvalConfig(**base, out=str(tmp_path / "e2"), instruction="decoy", formats=("common",))
     )
-    assert set(wrong["eval_instruction"]) == {"wrong"} and wrong["decoy_success"].notna().all()
+    assert set(wrong["eval_instruction"]) == {"decoy"} and wrong["decoy_success"].notna().all()
     with pytest.raises(Exception, match="held-out levels only"):
         evaluate(EvalConfig(**{**base, "data": (str(train_data),)}, out=str(tmp_path / "e3")))
 

@@ -12,7 +12,7 @@ a model trained on an unordered mode (``shuffled``, ``isolated``) is also scored
 format (the same steps as transitions in random order, as it trained). Records say which.
 
 Instructions: the query shows the mission as the model trained (``--instruction train``), or as
-``full`` / ``empty`` / ``template`` says; ``wrong`` shows a decoy naming another object of the
+``full`` / ``empty`` / ``template`` says; ``decoy`` shows a mission naming another object of the
 level while the demonstrations go to the true goal, and records both whether the agent reached
 the demonstrations' goal (``success``) and the decoy's object (``decoy_success``).
 
@@ -75,9 +75,9 @@ class EvalConfig:
     formats: tuple[Literal["common", "matched"], ...] = ("common", "matched")
     """common: whole demonstrations in order, for every policy; matched: a model trained on an
     unordered mode also sees them as it trained (transitions in random order)."""
-    instruction: Literal["train", "full", "empty", "template", "wrong"] = "train"
+    instruction: Literal["train", "full", "empty", "template", "decoy"] = "train"
     """What the query's mission says: as the model trained (train), full, empty, template, or
-    wrong (a decoy naming another object of the level; BabyAI families)."""
+    decoy (another object of the level, while the demonstrations go to the true goal; BabyAI)."""
     own_episodes: bool = False
     """Keep the row's earlier episodes in its context after the demonstrations."""
     max_levels: int = 0
@@ -191,8 +191,8 @@ def _evaluate(cfg: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, pd.D
 
 def _set_instruction(policy, info: PolicyInfo, instruction: str) -> str:
     """Point a trained policy at the instruction mode to show; returns the mode's name."""
-    if instruction in ("train", "wrong"):
-        return info.instruction if instruction == "train" else "wrong"
+    if instruction in ("train", "decoy"):
+        return info.instruction if instruction == "train" else "decoy"
     if info.model_params:
         policy.instruction = instruction
     return instruction
@@ -250,7 +250,7 @@ def _roll_out(cfg, policy, info, demos, chunks, about) -> list[dict]:
                 envs=pool,
                 avoid_starts=avoid,
                 own_episodes=cfg.own_episodes,
-                decoys=cfg.instruction == "wrong",
+                decoys=cfg.instruction == "decoy",
             )
             for rec in out:
                 _, k, support, fmt = rows[rec.pop("row")]

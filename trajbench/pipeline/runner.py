@@ -185,7 +185,7 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     c = job.condition
     instructions = ["train"]
     if g.decoy_eval and (job.baseline or c.instruction == "full"):
-        instructions.append("wrong")
+        instructions.append("decoy")
     frames = []
     for split, specs in (("test_levels", g.test_data), ("test_families", g.heldout_family_data)):
         for instruction in instructions if specs else ():
@@ -204,6 +204,8 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
             )
             frames.append(evaluate(ecfg)[0])
     records = pd.concat(frames, ignore_index=True)
+    if "decoy_success" in records:  # NaN where no decoy was shown: a float column, not objects
+        records["decoy_success"] = records["decoy_success"].astype(float)
     records["seed"] = job.seed
     records["train_context"] = c.mode if c else "-"
     records["instruction"] = c.instruction if c else "-"

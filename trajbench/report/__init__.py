@@ -52,7 +52,7 @@ def _saturation(table: pd.DataFrame) -> list[dict]:
     """The (group, family, split) tables whose best entries all reach the ceiling."""
     out = []
     head = table[(table["support"] == "same") & (table["format"] == "common")]
-    head = head[head["eval_instruction"] != "wrong"]
+    head = head[head["eval_instruction"] != "decoy"]
     for (group, family, split), rows in head.groupby(["group", "family", "eval_split"]):
         at = rows[rows["k"] == rows["k"].max()]
         if saturated(at):

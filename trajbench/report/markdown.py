@@ -40,7 +40,7 @@ def render_markdown(
         lines += [f"## Group `{group}`", ""]
         grecords = records[records["group"] == group]
         for (family, split), ft in gt.groupby(["family", "eval_split"], sort=False):
-            ft = ft[ft["eval_instruction"] != "wrong"]
+            ft = ft[ft["eval_instruction"] != "decoy"]
             kmax = int(ft["k"].max())
             same = ft[(ft["support"] == "same") & (ft["k"] == kmax) & (ft["format"] == "common")]
             flag = " — saturated at this preset" if saturated(same) else ""
@@ -113,7 +113,7 @@ def _instructions(records: pd.DataFrame, gt: pd.DataFrame, cs: list[Comparison])
                 "",
             ]
         same = ft[(ft["support"] == "same") & (ft["format"] == "common")]
-        trained = same[~same["policy"].isin(REFERENCES) & (same["eval_instruction"] != "wrong")]
+        trained = same[~same["policy"].isin(REFERENCES) & (same["eval_instruction"] != "decoy")]
         levels = sorted(records.loc[records["family"] == family, "level"].unique().tolist())
         guess = guess_reference(family, levels)
         lines += ["", "| condition | mean success [95% CI] |", "|---|---|"]
@@ -122,7 +122,7 @@ def _instructions(records: pd.DataFrame, gt: pd.DataFrame, cs: list[Comparison])
         ]
         if guess is not None:
             lines.append(f"| random guess (act on a random object) | {guess:.2f} |")
-        decoys = same[same["eval_instruction"] == "wrong"]
+        decoys = same[same["eval_instruction"] == "decoy"]
         if not decoys.empty and "decoy_success_mean" in decoys:
             lines += [
                 "",

@@ -28,7 +28,7 @@ def write_plots(directory: Path, table: pd.DataFrame) -> list[str]:
         atomic_write_bytes(directory / name, buf.getvalue())
         written.append(f"plots/{name}")
 
-    headline = table[(table["eval_instruction"] != "wrong") & (table["support"] == "same")]
+    headline = table[(table["eval_instruction"] != "decoy") & (table["support"] == "same")]
     for (group, family, split), ft in headline.groupby(
         ["group", "family", "eval_split"], sort=False
     ):

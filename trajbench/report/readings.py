@@ -34,7 +34,7 @@ def headline(records: pd.DataFrame) -> pd.DataFrame:
     return records[
         (records["k"] == kmax)
         & (records["support"] == "same")
-        & (records["eval_instruction"] != "wrong")
+        & (records["eval_instruction"] != "decoy")
     ]
 
 

@@ -72,7 +72,10 @@ def conditions_table(records: pd.DataFrame) -> pd.DataFrame:
         on=keys,
     )
     if "decoy_success" in records and records["decoy_success"].notna().any():
-        decoy = aggregate(records[records["decoy_success"].notna()], "decoy_success", keys)
+        # Records without a decoy hold None beside True/False: an object column until cast.
+        shown = records[records["decoy_success"].notna()]
+        shown = shown.assign(decoy_success=shown["decoy_success"].astype(float))
+        decoy = aggregate(shown, "decoy_success", keys)
         cols = ["decoy_success_mean", "decoy_success_ci_low", "decoy_success_ci_high"]
         table = table.merge(decoy[[*keys, *cols]], on=keys, how="left")
     params = records.groupby(keys)["model_params"].max().reset_index()
