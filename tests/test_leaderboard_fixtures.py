@@ -1,5 +1,6 @@
 """Shared by the tests/test_leaderboard_*.py files (loaded with ``pytest_plugins``): a synthetic
-run directory, its submissions and a built leaderboard, and helpers to edit submission files."""
+run directory of suite version 2, its submissions and a built leaderboard, the committed
+suite-version-1 entries, and helpers to edit submission files."""
 
 import functools
 import json
@@ -14,7 +15,7 @@ import pytest
 import trajbench
 from trajbench import suite
 from trajbench.cli import main
-from trajbench.metrics import aggregate
+from trajbench.report import conditions_table
 
 REPO = Path(__file__).resolve().parents[1]
 DARK_ROOM, KEY_DOOR = "trajbench/DarkRoom-v0", "trajbench/DarkKeyToDoor-v0"
@@ -22,9 +23,16 @@ DARK_ROOM, KEY_DOOR = "trajbench/DarkRoom-v0", "trajbench/DarkKeyToDoor-v0"
 CONDITIONS = [
     ("transformer", "bursty", "full", 1.0, 52_000, 0.9),
     ("transformer", "isolated", "full", 0.0, 52_000, 0.4),
+    ("hashmap", "-", "-", None, 0, 0.6),
     ("random", "-", "-", None, 0, 0.1),
 ]
 KS = (0, 1, 4)
+EPISODES = 4
+#: Names of the run's entries.
+BURSTY, ISOLATED = "ci-transformer-bursty-full-p1", "ci-transformer-isolated-full-p0"
+HASHMAP, RANDOM = "ci-hashmap", "ci-random"
+#: The committed entries of suite version 1 (archived).
+V1_FILES = sorted((REPO / "leaderboard" / "submissions").glob("*.json"))
 
 
 @functools.cache
@@ -36,74 +44,76 @@ def held_out(family: str) -> tuple[int, ...]:
     return levels
 
 
-def make_run(path: Path, seeds=(0, 1, 2), episodes=2) -> Path:
-    """A small synthetic run directory: records.parquet and a results.json made with aggregate.
+def _evaluations(context: str, instruction: str, family: str):
+    """``(k, support, format, eval_instruction)`` evaluated, as ``trajbench run`` does: the
+    common format, the matched one for an unordered mode, and decoy missions on Dark Room for
+    full-instruction models and reference policies (synthetic: Dark Room has no decoys)."""
+    for k in KS:
+        for support in ("same", "other"):
+            if k == 0 and support == "other":
+                continue
+            yield k, support, "common", instruction
+            if context == "isolated" and k > 0:
+                yield k, support, "matched", instruction
+            if family == DARK_ROOM and instruction in ("full", "-"):
+                yield k, support, "common", "wrong"
 
-    Each family is evaluated on the first four levels of its test split.
-    """
+
+def make_run(path: Path, seeds=(0, 1, 2), episodes=EPISODES) -> Path:
+    """A small synthetic run directory: records.parquet, and results.json with the conditions
+    of :func:`trajbench.report.conditions_table`. Each family is evaluated on the first four
+    levels of its test split."""
     rng = np.random.default_rng(0)
     rows = []
     for policy, context, instruction, p_bursty, params, p_top in CONDITIONS:
         for family, split in [(DARK_ROOM, "test_levels"), (KEY_DOOR, "test_families")]:
-            for k in KS:
-                for support in ("same", "other"):
-                    if k == 0 and support == "other":
-                        continue
-                    p = p_top * (k + 1) / (max(KS) + 1) if support == "same" else 0.1
-                    for seed in seeds:
-                        for level in held_out(family)[:4]:
-                            for episode in range(episodes):
-                                success = bool(rng.random() < p)
-                                ret = float(success) * rng.uniform(0.5, 1.0)
-                                rows.append(
-                                    {
-                                        "policy": policy,
-                                        "train_context": context,
-                                        "instruction": instruction,
-                                        "p_bursty": np.nan if p_bursty is None else p_bursty,
-                                        "family": family,
-                                        "eval_split": split,
-                                        "k": k,
-                                        "support": support,
-                                        "seed": seed,
-                                        "level": level,
-                                        "episode": episode,
-                                        "return": ret,
-                                        "success": success,
-                                        "length": 10,
-                                        "normalized_return": ret,
-                                        "model_params": params,
-                                    }
-                                )
-    records = pd.DataFrame(rows)
-    groups = ["policy", "train_context", "instruction", "family", "eval_split", "k", "support"]
-    agg = aggregate(
-        records, ["success", "normalized_return"], groups, statistic="iqm", resample="seeds"
-    )
-    p_of = {c[0] + c[1]: c[3] for c in CONDITIONS}
-    conditions = [
-        {
-            **{g: row[g] for g in groups},
-            "k": int(row["k"]),
-            "p_bursty": p_of[row["policy"] + row["train_context"]],
-            "success_iqm": row["success_iqm"],
-            "success_ci_low": row["success_ci_low"],
-            "success_ci_high": row["success_ci_high"],
-            "return_iqm": row["normalized_return_iqm"],
-            "return_ci_low": row["normalized_return_ci_low"],
-            "return_ci_high": row["normalized_return_ci_high"],
-            "n_seeds": int(row["n_seeds"]),
-            "n_levels": int(row["n_levels"]),
-            "model_params": 0,
-        }
-        for row in agg.to_dict("records")
-    ]
+            for k, support, fmt, shown in _evaluations(context, instruction, family):
+                p = p_top * (k + 1) / (max(KS) + 1) if support == "same" else 0.1
+                p *= 0.5 if shown == "wrong" else 1.0
+                for seed in seeds:
+                    for level in held_out(family)[:4]:
+                        for episode in range(episodes):
+                            success = bool(rng.random() < p)
+                            ret = float(success) * rng.uniform(0.5, 1.0)
+                            row = {
+                                "group": "ci",
+                                "policy": policy,
+                                "train_context": context,
+                                "instruction": instruction,
+                                "p_bursty": np.nan if p_bursty is None else p_bursty,
+                                "family": family,
+                                "eval_split": split,
+                                "k": k,
+                                "support": support,
+                                "format": fmt,
+                                "eval_instruction": shown,
+                                "seed": seed,
+                                "eval_seed": 1000 + seed,
+                                "level": level,
+                                "episode": episode,
+                                "return": ret,
+                                "success": success,
+                                "length": 10,
+                                "normalized_return": ret,
+                                "model_params": params,
+                            }
+                            if shown == "wrong":
+                                row["decoy_success"] = not success and bool(rng.random() < 0.3)
+                            rows.append(row)
+    records = pd.DataFrame(rows)  # decoy_success: True, False or NaN (object), as the runner's
+    numeric = records.assign(decoy_success=records["decoy_success"].astype(float))
+    conditions = []
+    for row in conditions_table(numeric).to_dict("records"):
+        item = {k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()}
+        item = {k: v for k, v in item.items() if not (isinstance(v, float) and np.isnan(v))}
+        item["p_bursty"] = None if item["p_bursty"] == "-" else float(item["p_bursty"])
+        conditions.append(item)
     results = {
         "trajbench_version": trajbench.__version__,
         "git_commit": "0123456789abcdef",
         "preset": "ci",
         "suite": suite.SUITE,
-        "suite_version": suite.SUITE_VERSION,
+        "suite_version": "2",
         "hardware": "2x CPU (test)",
         "wall_time_s": 12.5,
         "date": "2025-11-25T17:00:00+00:00",
@@ -138,7 +148,7 @@ def run(shared, tmp_path) -> Path:
 
 @pytest.fixture
 def root(shared, tmp_path) -> Path:
-    """A leaderboard directory holding the run's three submissions."""
+    """A leaderboard directory holding the run's four submissions."""
     return Path(shutil.copytree(shared / "submitted", tmp_path / "leaderboard"))
 
 
@@ -155,7 +165,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def entry_path(root: Path, name: str = "ci-transformer-bursty-full-p1") -> Path:
+def entry_path(root: Path, name: str = BURSTY) -> Path:
     return root / "submissions" / f"{name}.json"
 
 
@@ -176,8 +186,19 @@ def set_value(*keys_and_value):
     return change
 
 
+def find(items: list[dict], **where) -> int:
+    """The index of the first item (record or aggregate) with the ``where`` values."""
+    return next(i for i, a in enumerate(items) if all(a.get(k) == v for k, v in where.items()))
+
+
+#: Where bump_aggregate bumps: the ranked aggregate of Dark Room at the largest k.
+TOP = {"family": DARK_ROOM, "k": max(KS), "support": "same", "format": "common"}
+
+
 def bump_aggregate(sub):
-    sub["aggregates"][3]["success_iqm"] += 0.01
+    sub["aggregates"][find(sub["aggregates"], **TOP, eval_instruction="full")]["success_mean"] += (
+        0.01
+    )
 
 
 def drop_field(sub):
@@ -186,8 +207,9 @@ def drop_field(sub):
 
 def board_order(readme: str, title: str) -> list[str]:
     """Entry names of the table under heading ``title``, in row order."""
-    block = readme.split(f"### {title}\n", 1)[1].strip().split("\n\n", 1)[0]
-    return [line.split(" | ")[1] for line in block.splitlines()[2:]]
+    block = readme.split(f"### {title}\n", 1)[1].strip().split("\n\n", 1)
+    block = block[1] if block[0].startswith("**") else block[0]  # a saturation note comes first
+    return [line.split(" | ")[1] for line in block.split("\n\n", 1)[0].splitlines()[2:]]
 
 
 def relabel_levels(family: str):
@@ -203,6 +225,6 @@ def relabel_levels(family: str):
     return change
 
 
-def add_suite_version(monkeypatch, version: str = "2") -> None:
-    """Register a newer suite version with the families and splits of version 1."""
-    monkeypatch.setitem(suite.SUITE_VERSIONS, version, dict(suite.SUITE_VERSIONS["1"]))
+def add_suite_version(monkeypatch, version: str = "3") -> None:
+    """Register a newer suite version with the families and splits of version 2."""
+    monkeypatch.setitem(suite.SUITE_VERSIONS, version, dict(suite.SUITE_VERSIONS["2"]))

@@ -6,48 +6,121 @@ from pathlib import Path
 
 import pytest
 from test_leaderboard_fixtures import (
+    BURSTY,
     DARK_ROOM,
+    HASHMAP,
+    ISOLATED,
     KEY_DOOR,
+    RANDOM,
     REPO,
+    TOP,
+    V1_FILES,
     add_suite_version,
     board_order,
     bump_aggregate,
     edit,
     entry_path,
+    find,
     relabel_levels,
     run_cli,
     set_value,
 )
 
-from trajbench.leaderboard import schema_text
+from trajbench.leaderboard import (
+    load,
+    render_html,
+    render_markdown,
+    schema_text,
+    submission_files,
+    validate_files,
+)
 
 pytest_plugins = ["test_leaderboard_fixtures"]
 CHROMIUM = Path("/usr/bin/chromium")
+ORDER = [BURSTY, HASHMAP, ISOLATED, RANDOM]
+DARK_TITLE = f"{DARK_ROOM} — held-out levels (k = 4)"
 
 
-def test_build_ranks_the_entries(built):
+def _ci(agg: dict, stat: str = "success", value: str = "mean") -> str:
+    return (
+        f"{agg[f'{stat}_{value}']:.3f} [{agg[f'{stat}_ci_low']:.3f}, {agg[f'{stat}_ci_high']:.3f}]"
+    )
+
+
+def _top(path: Path, fmt: str = "common") -> dict:
+    sub = json.loads(path.read_text())
+    shown = sub["training"]["instruction"]
+    return sub["aggregates"][
+        find(sub["aggregates"], **{**TOP, "format": fmt}, eval_instruction=shown)
+    ]
+
+
+def test_build_ranks_the_entries_by_mean_success(built):
     readme = (built / "README.md").read_text()
-    expected = ["ci-transformer-bursty-full-p1", "ci-transformer-isolated-full-p0", "ci-random"]
-    assert board_order(readme, f"{DARK_ROOM} — held-out levels (k = 4)") == expected
+    assert board_order(readme, DARK_TITLE) == ORDER
     assert f"### {KEY_DOOR} — held-out family (k = 4)" in readme
+    assert "## Suite trajbench v2" in readme and "Archived" not in readme
     assert "`trajbench run --preset ci --out runs/ci`" in readme
     assert "52,000" in readme and "2x CPU (test)" in readme and "2025-11-25" in readme
-    bursty = json.loads(entry_path(built).read_text())
-    top = next(
-        a
-        for a in bursty["aggregates"]
-        if (a["family"], a["k"], a["support"]) == (DARK_ROOM, 4, "same")
+    header = (
+        "| # | Entry | Model | Training | Mean success [95% CI] | No-support success | "
+        "Matched-format success [95% CI] | Norm. return IQM [95% CI] |"
     )
-    ci = f"{top['success_iqm']:.3f} [{top['success_ci_low']:.3f}, {top['success_ci_high']:.3f}]"
-    row = "| 1 | ci-transformer-bursty-full-p1 | transformer | bursty / full / p_bursty=1 | "
-    assert row + ci + " |" in readme
+    assert header in readme and "IQM [95% CI] | Seeds" in readme and "Success IQM" not in readme
+    top = _top(entry_path(built))
+    row = f"| 1 | {BURSTY} | transformer | bursty / full / p_bursty=1 | {_ci(top)} | "
+    assert row in readme
+    assert f" | — | {_ci(top, 'normalized_return', 'iqm')} | 3 × 4 | 52,000 |" in readme
     assert (built / "schema.json").read_text() == schema_text()
+
+
+def test_readme_names_the_matched_format_and_marks_the_copy_baselines(built):
+    readme = (built / "README.md").read_text()
+    isolated = entry_path(built, ISOLATED)
+    other = _top(isolated, "common")["success_mean"]  # not the matched score
+    matched = _ci(_top(isolated, "matched"))
+    line = next(x for x in readme.splitlines() if x.startswith(f"| 3 | {ISOLATED} |"))
+    assert f" | {matched} | " in line and f"| {_ci(_top(isolated))} |" in line
+    assert f"{other:.3f}" in line
+    assert "Matched-format success scores a model trained on an unordered mode" in readme
+    assert f"| 2 | {HASHMAP} | hashmap — copy baseline, the bar to clear | — |" in readme
+    assert "copy baseline" not in next(x for x in readme.splitlines() if f"| {RANDOM} |" in x)
+    page = (built / "index.html").read_text()
+    assert f'<tr class="bar" data-entry="{HASHMAP}">' in page
+    assert f'<tr data-entry="{RANDOM}">' in page
+
+
+def _saturate(root: Path, value: float) -> list:
+    """The run's entries with every mean success (and CI) at ``value``."""
+    subs = [load(p)[0] for p in submission_files(root)]
+    out = []
+    for sub in subs:
+        aggs = [
+            a.model_copy(update={"success_mean": value, "success_ci_low": value - 0.01})
+            for a in sub.aggregates
+        ]
+        out.append(sub.model_copy(update={"aggregates": aggs}))
+    return out
+
+
+def test_a_saturated_table_is_marked_in_readme_and_html(root):
+    note = "Saturated at this preset (ci): the best three entries other than the expert all reach"
+    readme, page = render_markdown(_saturate(root, 0.98)), render_html(_saturate(root, 0.98))
+    assert readme.count(f"**{note}") == 2  # both tables
+    assert readme.split(f"### {DARK_TITLE}\n\n", 1)[1].startswith(f"**{note}")
+    assert page.count(f'<p class="saturated">{note}') == 2
+    assert page.count('data-saturated="true"') == 2
+    assert "saturated at this preset" in page.split("<svg", 1)[1]  # the plot's panel titles
+    readme, page = render_markdown(_saturate(root, 0.5)), render_html(_saturate(root, 0.5))
+    assert "Saturated at this preset" not in readme and "data-saturated" not in page
+    # the intro explains the mark whether or not a table has it
+    assert "is marked saturated at this preset" in readme
 
 
 def test_build_check_passes_then_fails_after_editing_a_submission(built, capsys):
     rc, out, _ = run_cli(capsys, "build", "--root", str(built), "--check")
-    assert rc == 0 and "up to date (3 entries)" in out
-    edit(entry_path(built, "ci-random"), set_value("hardware", "a bigger machine"))
+    assert rc == 0 and "up to date (4 entries)" in out
+    edit(entry_path(built, RANDOM), set_value("hardware", "a bigger machine"))
     rc, _, err = run_cli(capsys, "build", "--root", str(built), "--check")
     assert rc == 1
     assert err.strip().splitlines() == [
@@ -57,7 +130,7 @@ def test_build_check_passes_then_fails_after_editing_a_submission(built, capsys)
 
 
 def test_build_check_fails_when_a_submission_is_removed(built, capsys):
-    entry_path(built, "ci-random").unlink()
+    entry_path(built, RANDOM).unlink()
     rc, _, err = run_cli(capsys, "build", "--root", str(built), "--check")
     assert rc == 1 and "README.md: stale" in err
 
@@ -91,7 +164,7 @@ def test_build_is_deterministic(built, shared, capsys):
 
 def test_html_is_self_contained_and_lists_the_entries(built):
     page = (built / "index.html").read_text()
-    for name in ("ci-random", "ci-transformer-bursty-full-p1", "ci-transformer-isolated-full-p0"):
+    for name in ORDER:
         assert f'data-entry="{name}"' in page
     for external in ("<script", "<link", "<img", 'src="', 'href="http', "url(http"):
         assert external not in page
@@ -110,42 +183,46 @@ def test_repository_leaderboard_is_up_to_date(capsys):
     assert rc == 0, err
 
 
+def test_suite_version_1_entries_are_listed_as_archived_with_their_statistic():
+    subs, _ = validate_files(V1_FILES)
+    readme = render_markdown(subs)
+    ranked, archived = readme.split("\n## Archived (suite version 1)\n", 1)
+    assert "## Suite trajbench v2\n\nNo entries yet on this suite version." in ranked
+    assert "Their success is the IQM over training seeds × levels" in archived
+    assert "| Success IQM [95% CI] | No-support success | Norm. return IQM" in archived
+    assert "Matched-format" not in archived and "| 1 |" not in archived
+    assert "<svg" not in render_html(subs)  # nothing ranked, nothing plotted
+
+
 def test_build_gives_each_level_set_its_own_table(root, capsys):
-    edit(entry_path(root, "ci-random"), relabel_levels(DARK_ROOM))
+    edit(entry_path(root, RANDOM), relabel_levels(DARK_ROOM))
     assert run_cli(capsys, "build", "--root", str(root))[0] == 0
     readme = (root / "README.md").read_text()
     titles = [line[4:] for line in readme.splitlines() if line.startswith(f"### {DARK_ROOM}")]
     assert len(titles) == 2 and all(", level set " in t for t in titles)
-    assert board_order(readme, titles[0]) == [
-        "ci-transformer-bursty-full-p1",
-        "ci-transformer-isolated-full-p0",
-    ]
-    assert board_order(readme, titles[1]) == ["ci-random"]
-    assert "| 1 | ci-random |" in readme
+    assert board_order(readme, titles[0]) == ORDER[:3]
+    assert board_order(readme, titles[1]) == [RANDOM]
+    assert f"| 1 | {RANDOM} |" in readme
     assert f"### {KEY_DOOR} — held-out family (k = 4)\n" in readme
 
 
 def test_build_lists_older_suite_versions_as_archived(root, capsys, monkeypatch):
-    add_suite_version(monkeypatch, "2")
+    add_suite_version(monkeypatch, "3")
     current = entry_path(root, "current")
     current.write_text(entry_path(root).read_text())
     edit(current, set_value("name", "current"))
-    edit(current, set_value("suite_version", "2"))
+    edit(current, set_value("suite_version", "3"))
     assert run_cli(capsys, "build", "--root", str(root))[0] == 0
     readme = (root / "README.md").read_text()
-    ranked, archived = readme.split("\n## Archived (suite version 1)\n", 1)
-    assert "## Suite trajbench v2" in ranked and "## Suite trajbench v1" not in readme
-    assert "which suite version 2 replaces: they are listed, not ranked." in archived
-    title = f"{DARK_ROOM} — held-out levels (k = 4)"
-    assert board_order(ranked, title) == ["current"] and "| 1 | current |" in ranked
-    assert board_order(archived, title) == [
-        "ci-random",
-        "ci-transformer-bursty-full-p1",
-        "ci-transformer-isolated-full-p0",
-    ]
+    ranked, archived = readme.split("\n## Archived (suite version 2)\n", 1)
+    assert "## Suite trajbench v3" in ranked and "## Suite trajbench v2" not in readme
+    assert "which suite version 3 replaces: they are listed, not ranked." in archived
+    assert "Their success is" not in archived  # the same statistic as the ranked version's
+    assert board_order(ranked, DARK_TITLE) == ["current"] and "| 1 | current |" in ranked
+    assert board_order(archived, DARK_TITLE) == sorted(ORDER)
     assert "| 1 |" not in archived.split("## How each entry", 1)[0]
     page = (root / "index.html").read_text()
-    assert "<h2>Archived (suite version 1)</h2>" in page and 'class="board archived"' in page
+    assert "<h2>Archived (suite version 2)</h2>" in page and 'class="board archived"' in page
     assert page.count("<svg") == 1  # the plot shows the ranked version only
 
 
@@ -168,5 +245,5 @@ def test_index_html_renders_in_headless_chromium(built, tmp_path):
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=True).stdout
     board = dom.split('<table class="board"', 1)[1].split("</table>", 1)[0]
     rows = [part.split('"', 1)[0] for part in board.split('data-entry="')[1:]]
-    assert rows == ["ci-transformer-bursty-full-p1", "ci-transformer-isolated-full-p0", "ci-random"]
-    assert "<svg" in dom and "success IQM with 95% CI" in dom
+    assert rows == ORDER
+    assert "<svg" in dom and "mean success with 95% CI" in dom

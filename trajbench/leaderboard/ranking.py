@@ -3,7 +3,14 @@
 A table holds the entries of one suite version on one (held-out split, family) that were
 evaluated on **one level set** (the same levels of that family); entries on another level set get
 a table of their own, whose title names the level set by a short hash. Within a table, entries
-rank by success IQM with same-level support at the largest k that every entry evaluated.
+rank by mean success in the common format (whole demonstrations in order) with same-level
+support and the mission they trained with, at the largest k that every entry evaluated. Beside
+it a row shows the no-support score and, for a model trained on an unordered mode, its score in
+its own (matched) format, which is shown but not ranked.
+
+The copy baselines (``hashmap``, ``replay``) are rows of the table they were evaluated in, marked
+as the bar to clear. A table whose best three entries other than the expert all reach a mean
+success of 0.97 is *saturated at this preset* (:func:`trajbench.report.tables.saturated`).
 
 Only the newest suite version of ``SUITE_VERSIONS`` is ranked: entries of older versions are
 archived, listed in tables of their own without ranks (sorted by name).
@@ -19,21 +26,35 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import pandas as pd
+
+from trajbench.report.tables import COPY_BASELINES, saturated
 from trajbench.suite import SUITE_VERSIONS
 
-from .schema import Aggregate, Submission, agg_key
+from .schema import SCHEMA_VERSION, Aggregate, AggregateV1, Entry, schema_of
 
 SPLIT_TITLES = {"test_levels": "held-out levels", "test_families": "held-out family"}
+#: (support, format) of the ranked score, the no-support score and the matched-format score.
+SAME, OTHER, MATCHED = ("same", "common"), ("other", "common"), ("same", "matched")
 
 
 @dataclass
 class Row:
-    """One entry in one table: its aggregate at the table's k, with and without support."""
+    """One entry in one table: its aggregates at the table's k."""
 
-    sub: Submission
-    same: Aggregate | None
-    other: Aggregate | None
+    sub: Entry
+    same: Aggregate | AggregateV1 | None
+    """Same-level support, common format: what the table ranks."""
+    other: Aggregate | AggregateV1 | None
+    """Demonstrations of other levels (no support)."""
+    matched: Aggregate | None = None
+    """Same-level support in the entry's own format (models trained on an unordered mode)."""
     rank: int = 0
+
+    @property
+    def copy_baseline(self) -> bool:
+        """A copy baseline: the bar a model must clear."""
+        return self.sub.model.policy in COPY_BASELINES
 
 
 @dataclass
@@ -64,6 +85,35 @@ class Table:
     def ranked(self) -> list[Row]:
         return [] if self.archived else [r for r in self.rows if r.same is not None]
 
+    @property
+    def schema(self) -> int:
+        """The schema version of the table's entries (that of its suite version)."""
+        return schema_of(self.suite_version)
+
+    @property
+    def statistic(self) -> str:
+        """What the success column holds: "mean", or "IQM" for suite-version-1 entries."""
+        return (Aggregate if self.schema == SCHEMA_VERSION else AggregateV1).STATISTIC
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the best three ranked entries other than the expert all reach 0.97."""
+        rows = self.ranked
+        if not rows:
+            return False
+        frame = pd.DataFrame(
+            {
+                "policy": [r.sub.model.policy for r in rows],
+                "success_mean": [r.same.success for r in rows],
+            }
+        )
+        return saturated(frame)
+
+    @property
+    def presets(self) -> list[str]:
+        """The presets the ranked entries were run with."""
+        return sorted({r.sub.preset for r in self.ranked if r.sub.preset})
+
 
 def level_set_id(family: str, levels: Iterable[int]) -> str:
     """A short, stable hash of a set of (family, level).
@@ -86,14 +136,15 @@ def newest_version() -> str:
     return max(SUITE_VERSIONS, key=version_key)
 
 
-def tables(subs: Iterable[Submission]) -> list[Table]:
+def tables(subs: Iterable[Entry]) -> list[Table]:
     """The leaderboard's tables: the newest suite version's first, then archived versions.
 
     Per (suite version, held-out split, family), entries are grouped by the levels of their
-    same-support records there; each group is one table, ranked at the largest k with same-level
-    support that every entry of the table evaluated (the largest k of any entry if they share
-    none; entries without it are listed unranked). Entries rank by success IQM, then CI low end,
-    then name; equal IQM and CI share a rank.
+    ranked records there (same-level support, common format, their training mission); each
+    group is one table, ranked at the largest such k that every entry of the table evaluated
+    (the largest k of any entry if they share none; entries without it are listed unranked).
+    Entries rank by success (mean; IQM in suite version 1), then CI low end, then name; equal
+    success and CI share a rank.
     """
     by_name = {s.name: s for s in subs}
     newest = newest_version()
@@ -108,20 +159,26 @@ def tables(subs: Iterable[Submission]) -> list[Table]:
 
 
 def _family_tables(
-    subs: list[Submission], version: str, split: str, fam: str, archived: bool
+    subs: list[Entry], version: str, split: str, fam: str, archived: bool
 ) -> list[Table]:
     """The tables of one (suite version, split, family): one per level set."""
-    # level set -> [(entry, its aggregates by key, the k it evaluated with same-level support)]
-    groups: dict[tuple[int, ...], list[tuple[Submission, dict, set[int]]]] = {}
+    # level set -> [(entry, its aggregates by (k, support, format), the k it was ranked at)]
+    groups: dict[tuple[int, ...], list[tuple[Entry, dict, set[int]]]] = {}
     for sub in sorted(subs, key=lambda s: s.name):
-        index = {agg_key(a): a for a in sub.aggregates}
-        ks = {k for f, e, k, sup in index if (f, e, sup) == (fam, split, "same")}
+        index = {}
+        for agg in sub.aggregates:
+            view = sub.headline(agg)
+            if view is not None and view[:2] == (fam, split):
+                index[view[2:]] = agg
+        ks = {k for k, *how in index if tuple(how) == SAME}
         if not ks:
             continue
-        mine = (
-            r for r in sub.records if (r.family, r.eval_split, r.support) == (fam, split, "same")
-        )
-        groups.setdefault(tuple(sorted({r.level for r in mine})), []).append((sub, index, ks))
+        levels = {
+            r.level
+            for r in sub.records
+            if (view := sub.headline(r)) is not None and view[:2] + view[3:] == (fam, split, *SAME)
+        }
+        groups.setdefault(tuple(sorted(levels)), []).append((sub, index, ks))
     out = []
     # the level set most entries share first
     for levels in sorted(groups, key=lambda ls: (-len(groups[ls]), level_set_id(fam, ls))):
@@ -130,8 +187,8 @@ def _family_tables(
         k = max(common) if common else max(set.union(*(ks for _, _, ks in members)))
         table = Table(version, split, fam, k, levels, tagged=len(groups) > 1, archived=archived)
         for sub, index, _ in members:
-            same, other = index.get((fam, split, k, "same")), index.get((fam, split, k, "other"))
-            table.rows.append(Row(sub, same, other))
+            found = [index.get((k, *how)) for how in (SAME, OTHER, MATCHED)]
+            table.rows.append(Row(sub, *found))
         if not archived:
             _rank(table)
         out.append(table)
@@ -139,7 +196,7 @@ def _family_tables(
 
 
 def _rank(table: Table) -> None:
-    """Sort the rows and number them; equal IQM and CI low end share a rank."""
+    """Sort the rows and number them; equal success and CI low end share a rank."""
     table.rows.sort(key=_rank_key)
     ranked = table.ranked
     for i, row in enumerate(ranked):
@@ -150,4 +207,4 @@ def _rank(table: Table) -> None:
 def _rank_key(row: Row) -> tuple:
     if row.same is None:
         return (1.0, 1.0, row.sub.name)  # unranked, after every ranked row
-    return (-row.same.success_iqm, -row.same.success_ci_low, row.sub.name)
+    return (-row.same.success, -row.same.success_ci_low, row.sub.name)

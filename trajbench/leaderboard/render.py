@@ -16,14 +16,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trajbench.report.tables import SATURATION
 from trajbench.suite import SUITE
 
 from .ranking import Row, Table, newest_version, tables
-from .schema import NO_VALUE, Submission, Training, schema_text
+from .schema import NO_VALUE, Aggregate, AggregateV1, Entry, Training, schema_text
 
 
-def _ci(iqm: float, low: float, high: float) -> str:
-    return f"{iqm:.3f} [{low:.3f}, {high:.3f}]"
+def _ci(value: float, low: float, high: float) -> str:
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _success(agg: Aggregate | AggregateV1) -> str:
+    return _ci(agg.success, agg.success_ci_low, agg.success_ci_high)
 
 
 def _training(t: Training) -> str:
@@ -33,41 +38,47 @@ def _training(t: Training) -> str:
     return " / ".join(parts) or "—"
 
 
-HEADERS = (
-    "#",
-    "Entry",
-    "Model",
-    "Training",
-    "Success IQM [95% CI]",
-    "No-support success",
-    "Norm. return IQM [95% CI]",
-    "Seeds × levels",
-    "Params",
-    "Hardware",
-    "Date",
-)
+def _formats(table: Table) -> bool:
+    """Whether the table's schema has formats (suite version 1 showed whole episodes only)."""
+    return table.schema >= 2
 
 
-def _cells(row: Row) -> list[str]:
-    """The table cells of one row, shared by the Markdown and HTML renderings."""
-    s, same, other = row.sub, row.same, row.other
-    if same is None:
-        scores = ["—", "—", "—", "—"]
-    else:
-        scores = [
-            _ci(same.success_iqm, same.success_ci_low, same.success_ci_high),
-            "—" if other is None else f"{other.success_iqm:.3f}",
-            _ci(
-                same.normalized_return_iqm,
-                same.normalized_return_ci_low,
-                same.normalized_return_ci_high,
-            ),
-            f"{same.n_seeds} × {same.n_levels}",
-        ]
+def headers(table: Table) -> list[str]:
+    """The column titles of a table; the success column names its statistic."""
+    success = "Mean success" if table.statistic == "mean" else f"Success {table.statistic}"
+    matched = ["Matched-format success [95% CI]"] if _formats(table) else []
+    return [
+        "#",
+        "Entry",
+        "Model",
+        "Training",
+        f"{success} [95% CI]",
+        "No-support success",
+        *matched,
+        "Norm. return IQM [95% CI]",
+        "Seeds × levels",
+        "Params",
+        "Hardware",
+        "Date",
+    ]
+
+
+def _cells(row: Row, table: Table) -> list[str]:
+    """The cells of one row of ``table``, shared by the Markdown and HTML renderings."""
+    s, same, other, matched = row.sub, row.same, row.other, row.matched
+    scores = ["—"] * (4 + _formats(table))
+    if same is not None:
+        scores = [_success(same), "—" if other is None else f"{other.success:.3f}"]
+        scores += ["—" if matched is None else _success(matched)] if _formats(table) else []
+        ret = (same.normalized_return_ci_low, same.normalized_return_ci_high)
+        scores += [_ci(same.normalized_return_iqm, *ret), f"{same.n_seeds} × {same.n_levels}"]
+    model = s.model.name if s.model.name == s.model.policy else f"{s.model.name} ({s.model.policy})"
+    if row.copy_baseline:
+        model += " — copy baseline, the bar to clear"
     return [
         str(row.rank) if row.rank else "—",
         s.name,
-        f"{s.model.name} ({s.model.policy})" if s.model.name != s.model.policy else s.model.name,
+        model,
         _training(s.training),
         *scores,
         f"{s.model.parameters:,}" if s.model.parameters else "—",
@@ -78,12 +89,20 @@ def _cells(row: Row) -> list[str]:
 
 INTRO = (
     "In-context learning from trajectories: each policy sees k expert demonstrations of a "
-    "held-out level in its context and then plays that level. Each table ranks entries by "
-    "success IQM (interquartile mean over training seeds × levels) with same-level "
-    "demonstrations, at the largest k that every entry of the table evaluated; brackets are "
-    "95% stratified-bootstrap confidence intervals over seeds. No-support success gives the "
-    "same k demonstrations from other levels, so it measures what the weights alone know. "
-    "Normalized return is return divided by the expert's return on the level."
+    "held-out level in its context and then plays that level. Each table ranks entries by mean "
+    "success over (training seed × level) cells, each cell averaged over its episodes, with "
+    "same-level demonstrations shown whole and in order (the common format) and the mission the "
+    "entry trained with, at the largest k that every entry of the table evaluated; brackets are "
+    "95% bootstrap confidence intervals that resample training seeds and levels. No-support "
+    "success gives the same k demonstrations from other levels, so it measures what the weights "
+    "alone know. Matched-format success scores a model trained on an unordered mode (shuffled, "
+    "isolated) with the demonstrations cut into transitions in random order, as it trained; it "
+    "is shown, not ranked. Normalized return is return divided by the expert's return on the "
+    "level (its IQM over cells). The copy baselines (hashmap: the context's action at an "
+    "identical observation; replay: a demonstration's actions played open-loop) are the bar to "
+    "clear: a model that does not beat them has not shown in-context generalization. A table "
+    f"whose best three entries other than the expert all reach {SATURATION} is marked saturated "
+    "at this preset: it cannot separate them."
 )
 HOW_TO = [
     "trajbench run --preset smoke --out runs/smoke",
@@ -97,10 +116,24 @@ def _md(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
+def saturation_note(table: Table) -> str:
+    """The line under a saturated table (empty for any other)."""
+    if not table.saturated:
+        return ""
+    presets = ", ".join(table.presets)
+    return (
+        f"Saturated at this preset{f' ({presets})' if presets else ''}: the best three entries "
+        f"other than the expert all reach a mean success of {SATURATION} or more, so this table "
+        "cannot separate them."
+    )
+
+
 def _sections(boards: Sequence[Table]) -> list[tuple[str, str, list[Table]]]:
     """``(heading, note, tables)`` per suite version: the ranked one, then the archived ones."""
     newest = newest_version()
     out = []
+    if not any(t.suite_version == newest for t in boards):
+        out.append((f"Suite {SUITE} v{newest}", "No entries yet on this suite version.", []))
     for version in dict.fromkeys(t.suite_version for t in boards):
         mine = [t for t in boards if t.suite_version == version]
         if version == newest:
@@ -110,11 +143,16 @@ def _sections(boards: Sequence[Table]) -> list[tuple[str, str, list[Table]]]:
             f"These entries were measured on suite version {version}, which suite version "
             f"{newest} replaces: they are listed, not ranked."
         )
+        if mine and mine[0].statistic != "mean":
+            note += (
+                f" Their success is the {mine[0].statistic} over training seeds × levels, with "
+                "95% confidence intervals that resample training seeds only."
+            )
         out.append((f"Archived (suite version {version})", note, mine))
     return out
 
 
-def render_markdown(subs: Sequence[Submission]) -> str:
+def render_markdown(subs: Sequence[Entry]) -> str:
     """The leaderboard README.
 
     Example:
@@ -143,9 +181,13 @@ def render_markdown(subs: Sequence[Submission]) -> str:
         lines += [f"## {heading}", ""] + ([note, ""] if note else [])
         for table in mine:
             lines += [f"### {table.title}", ""]
-            lines.append("| " + " | ".join(HEADERS) + " |")
-            lines.append("|" + "|".join("---" for _ in HEADERS) + "|")
-            lines += ["| " + " | ".join(_md(c) for c in _cells(r)) + " |" for r in table.rows]
+            if table.saturated:
+                lines += [f"**{saturation_note(table)}**", ""]
+            lines.append("| " + " | ".join(headers(table)) + " |")
+            lines.append("|" + "|".join("---" for _ in headers(table)) + "|")
+            lines += [
+                "| " + " | ".join(_md(c) for c in _cells(r, table)) + " |" for r in table.rows
+            ]
             lines.append("")
     lines += [
         "## How each entry was produced",
@@ -160,7 +202,7 @@ def render_markdown(subs: Sequence[Submission]) -> str:
 
 
 def plot_svg(boards: Sequence[Table]) -> str:
-    """An inline SVG: success IQM with its CI per ranked entry, one panel per table.
+    """An inline SVG: mean success with its CI per ranked entry, one panel per table.
 
     Deterministic: fixed hash salt, text kept as text, no date or creator metadata.
     """
@@ -179,18 +221,25 @@ def plot_svg(boards: Sequence[Table]) -> str:
             y = np.arange(len(rows))
             same = [r.same for r in rows]
             ax.hlines(y, [a.success_ci_low for a in same], [a.success_ci_high for a in same], "C0")
-            ax.plot([a.success_iqm for a in same], y, "o", color="C0", label="same-level support")
-            nos = [(r.other.success_iqm, i) for i, r in enumerate(rows) if r.other is not None]
-            if nos:
-                xs, ys = zip(*nos, strict=True)
-                ax.plot(xs, ys, "o", mfc="none", color="C3", label="no support")
-            ax.set_yticks(y, [r.sub.name for r in rows])
+            ax.plot([a.success for a in same], y, "o", color="C0", label="same-level support")
+            for label, marker, color, which in (
+                ("no support", "o", "C3", "other"),
+                ("matched format", "^", "C2", "matched"),
+            ):
+                found = [(getattr(r, which), i) for i, r in enumerate(rows)]
+                points = [(a.success, i) for a, i in found if a is not None]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, marker, mfc="none", color=color, label=label)
+            names = [f"{r.sub.name} (copy)" if r.copy_baseline else r.sub.name for r in rows]
+            ax.set_yticks(y, names)
             ax.set_ylim(len(rows) - 0.5, -0.5)
             ax.set_xlim(-0.02, 1.02)
             ax.grid(axis="x", alpha=0.3)
-            ax.set_title(table.title, loc="left")
+            saturated = " — saturated at this preset" if table.saturated else ""
+            ax.set_title(table.title + saturated, loc="left")
             ax.legend(loc="lower right", fontsize=7)
-        axes[-1].set_xlabel("success IQM with 95% CI")
+        axes[-1].set_xlabel("mean success with 95% CI")
         buf = io.StringIO()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     svg = buf.getvalue()
@@ -202,14 +251,16 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; pa
 table { border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }
 th { background: #f3f3f3; }
-td:nth-child(n+5):nth-child(-n+9), td:nth-child(11) { white-space: nowrap; }
+td:nth-child(n+5):nth-child(-n+10), td:nth-child(12) { white-space: nowrap; }
 tr.unranked { color: #888; }
+tr.bar td { background: #fff6dd; }
+p.saturated { font-weight: bold; }
 code, pre { background: #f6f6f6; }
 figure svg { max-width: 100%; height: auto; }
 """
 
 
-def render_html(subs: Sequence[Submission]) -> str:
+def render_html(subs: Sequence[Entry]) -> str:
     """A static page: the ranked tables and a plot, with no external resources.
 
     Example:
@@ -230,21 +281,29 @@ def render_html(subs: Sequence[Submission]) -> str:
     boards = tables(subs)
     if not boards:
         parts.append("<p>No entries yet.</p>")
-    for heading, note, mine in _sections(boards):
+    for heading, note, mine in _sections(boards) if boards else ():
         parts += [f"<h2>{e(heading)}</h2>"] + ([f"<p>{e(note)}</p>"] if note else [])
         if any(t.ranked for t in mine):
             parts.append(f"<figure>{plot_svg(mine)}</figure>")
         for table in mine:
             attrs = f'data-family="{e(table.family)}" data-split="{e(table.eval_split)}"'
+            if table.saturated:
+                attrs += ' data-saturated="true"'
             cls = "board archived" if table.archived else "board"
-            parts += [f"<h3>{e(table.title)}</h3>", f'<table class="{cls}" {attrs}>']
+            parts.append(f"<h3>{e(table.title)}</h3>")
+            if table.saturated:
+                parts.append(f'<p class="saturated">{e(saturation_note(table))}</p>')
+            parts.append(f'<table class="{cls}" {attrs}>')
             parts.append(
-                "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADERS) + "</tr></thead>"
+                "<thead><tr>"
+                + "".join(f"<th>{e(h)}</th>" for h in headers(table))
+                + "</tr></thead>"
             )
             parts.append("<tbody>")
             for row in table.rows:
-                cls = "" if row.rank else ' class="unranked"'
-                cells = "".join(f"<td>{e(c)}</td>" for c in _cells(row))
+                kinds = ([] if row.rank else ["unranked"]) + (["bar"] if row.copy_baseline else [])
+                cls = f' class="{" ".join(kinds)}"' if kinds else ""
+                cells = "".join(f"<td>{e(c)}</td>" for c in _cells(row, table))
                 parts.append(f'<tr{cls} data-entry="{e(row.sub.name)}">{cells}</tr>')
             parts.append("</tbody></table>")
     if boards:
@@ -260,7 +319,7 @@ def render_html(subs: Sequence[Submission]) -> str:
     return "\n".join(parts)
 
 
-def render(subs: Sequence[Submission]) -> dict[str, str]:
+def render(subs: Sequence[Entry]) -> dict[str, str]:
     """Every generated file of the leaderboard directory: name -> content."""
     return {
         "README.md": render_markdown(subs),

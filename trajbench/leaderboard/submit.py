@@ -6,6 +6,11 @@ mode, instruction mode, p_bursty), over all of its training seeds. A run directo
 condition (and per group, since each group trains its own models); each is checked like
 ``validate`` checks a file before anything is written.
 
+Entries are written with schema 2: records per (family, eval_split, k, support, format,
+eval_instruction, seed, level), averaged over their episodes and carrying the evaluation seed and,
+where the query named a decoy (eval_instruction "wrong"), the decoy success; those evaluations
+become aggregates of their own.
+
 Example:
     subs = make_submissions("runs/smoke", "smoke-2cpu", authors=["Ada Lovelace"])
     write_submissions(subs, "leaderboard/submissions")
@@ -29,13 +34,17 @@ from trajbench.io import atomic_write_text
 
 from .schema import (
     AGG_KEYS,
+    DECOY,
+    MEAN,
     METRICS,
     NO_VALUE,
     RECORD_KEYS,
+    SCHEMA_VERSION,
     Bootstrap,
     Submission,
     agg_key,
     key_text,
+    schema_of,
 )
 from .validate import TOLERANCE, check, compute_aggregates, describe, read_json
 
@@ -81,37 +90,87 @@ def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     missing = [k for k in need if not isinstance(results, dict) or k not in results]
     if missing:
         raise TrajbenchError(f"{results_path} lacks {missing}")
+    version = str(results["suite_version"])
+    if schema_of(version) != SCHEMA_VERSION:
+        raise TrajbenchError(
+            f"{results_path}: suite version {version} is archived; the leaderboard takes new "
+            f"entries of later suite versions only (rerun with this trajbench)"
+        )
     try:
         records = pd.read_parquet(records_path)
     except Exception as err:  # pyarrow raises several types for a corrupt file
         raise TrajbenchError(f"{records_path}: cannot read parquet: {err}") from None
-    cols = [*CONDITION_COLS, *RECORD_KEYS, *METRICS, "model_params"]
+    cols = [*CONDITION_COLS, *RECORD_KEYS, *METRICS, "eval_seed", "model_params"]
     missing = [c for c in cols if c not in records.columns]
     if missing:
         raise TrajbenchError(f"{records_path} lacks column(s) {missing}")
     if len(records) == 0:
         raise TrajbenchError(f"{records_path} has no records")
-    keys = [c for c in (*RECORD_KEYS, *METRICS, "model_params", "policy") if c != "p_bursty"]
+    keys = [c for c in cols if c != "p_bursty"]
     bad = records[keys].isna().any()
     if bad.any():
         raise TrajbenchError(f"{records_path} has missing or NaN values in {list(bad[bad].index)}")
-    values = records[list(METRICS)].to_numpy(dtype=float)
-    if not np.isfinite(values).all():
-        raise TrajbenchError(f"{records_path} has infinite values in {list(METRICS)}")
+    scores = [*METRICS, DECOY] if DECOY in records else list(METRICS)
+    values = records[scores].to_numpy(dtype=float)
+    if np.isinf(values).any():
+        raise TrajbenchError(f"{records_path} has infinite values in {scores}")
     return results, records
 
 
-def _cross_check(results: dict, condition: dict, aggregates: list[dict], where: Path) -> None:
+def _cells(frame: pd.DataFrame, where: str) -> list[dict[str, Any]]:
+    """The (seed, level) cells of one condition's episodes: the records of its entry."""
+    episodes = frame.assign(**{c: frame[c].astype(float) for c in METRICS})
+    stats = {
+        "eval_seed": ("eval_seed", "first"),
+        "n_eval_seeds": ("eval_seed", "nunique"),
+        "n_episodes": ("success", "size"),
+        **{c: (c, "mean") for c in METRICS},
+    }
+    if DECOY in frame:
+        episodes[DECOY] = frame[DECOY].astype(float)
+        stats |= {DECOY: (DECOY, "mean"), "n_decoys": (DECOY, "count")}
+    cells = episodes.groupby(list(RECORD_KEYS), sort=True).agg(**stats).reset_index()
+    mixed = cells[cells["n_eval_seeds"] > 1]
+    if len(mixed):
+        raise TrajbenchError(
+            f"{where}: the episodes of {_cell_text(mixed.iloc[0])} come from "
+            f"{int(mixed.iloc[0]['n_eval_seeds'])} evaluation seeds; an entry holds one "
+            "evaluation per training seed"
+        )
+    if DECOY in frame:
+        partial = cells[(cells["n_decoys"] > 0) & (cells["n_decoys"] < cells["n_episodes"])]
+        if len(partial):
+            raise TrajbenchError(
+                f"{where}: only some episodes of {_cell_text(partial.iloc[0])} give {DECOY}"
+            )
+    out = []
+    for row in cells.drop(columns=["n_eval_seeds", "n_decoys"], errors="ignore").to_dict("records"):
+        cell = {c: _plain(v) for c, v in row.items()}
+        if cell.get(DECOY, 0) is None:
+            del cell[DECOY]
+        out.append(cell)
+    return out
+
+
+def _cell_text(cell: pd.Series) -> str:
+    return "(" + ", ".join(f"{k}={_plain(cell[k])}" for k in RECORD_KEYS) + ")"
+
+
+def _cross_check(
+    results: dict, condition: dict, aggregates: list[dict], where: Path, group: str | None
+) -> None:
     """Refuse a run whose results.json disagrees with its records (the report would differ)."""
-    ours = {agg_key(a): a["success_iqm"] for a in aggregates}
+    ours = {agg_key(a): a["success_mean"] for a in aggregates}
     for item in results.get("conditions") or []:
         if any(_plain(item.get(c)) != condition[c] for c in CONDITION_COLS):
             continue
+        if group is not None and item.get("group") != group:
+            continue
         key = tuple(_plain(item.get(c)) for c in AGG_KEYS)
-        theirs = _plain(item.get("success_iqm"))
+        theirs = _plain(item.get("success_mean"))
         if key in ours and theirs is not None and abs(theirs - ours[key]) > TOLERANCE:
             raise TrajbenchError(
-                f"{where}: success_iqm {theirs!r} for {condition} ({key_text(key)}) disagrees "
+                f"{where}: success_mean {theirs!r} for {condition} ({key_text(key)}) disagrees "
                 f"with records.parquet, which gives {ours[key]!r}"
             )
 
@@ -144,38 +203,29 @@ def make_submissions(
         command = f"trajbench run --preset {results['preset']} --out {run_dir.name}"
     if not command:
         raise TrajbenchError(f"{run_dir}/results.json records no command or preset: pass --command")
-    boot = Bootstrap(reps=reps, confidence=0.95, seed=seed)
-    # A run's groups (e.g. dark-room, babyai-goto) train separate models: one entry per group.
+    boot = Bootstrap(method=MEAN, reps=reps, confidence=0.95, seed=seed)
+    # A run's groups (e.g. dark-room, babyai) train separate models: one entry per group.
     by_group = "group" in records and records["group"].nunique() > 1
     split_cols = ["group", *CONDITION_COLS] if by_group else list(CONDITION_COLS)
     groups = list(records.groupby(split_cols, sort=True, dropna=False))
     subs = []
     for values, frame in groups:
-        prefix = f"{name}-{values[0]}" if by_group else name
+        group = values[0] if by_group else None
+        prefix = f"{name}-{group}" if by_group else name
         values = values[1:] if by_group else values
         condition = {c: _plain(v) for c, v in zip(CONDITION_COLS, values, strict=True)}
         params = frame["model_params"].unique()
         if len(params) != 1:
             raise TrajbenchError(f"{condition}: records disagree on model_params {list(params)}")
-        cells = (
-            frame.groupby(list(RECORD_KEYS), sort=True)
-            .agg(
-                n_episodes=("success", "size"),
-                success=("success", "mean"),
-                normalized_return=("normalized_return", "mean"),
-            )
-            .reset_index()
-        )
-        cell_dicts = [{c: _plain(v) for c, v in row.items()} for row in cells.to_dict("records")]
-        cells = pd.DataFrame(cell_dicts)
+        cells = _cells(frame, f"{run_dir} {condition}")
         try:
-            aggregates = compute_aggregates(cells, boot)
+            aggregates = compute_aggregates(pd.DataFrame(cells), boot)
         except ValueError as err:
             raise TrajbenchError(f"{run_dir} {condition}: {err}") from None
-        _cross_check(results, condition, aggregates, run_dir / "results.json")
+        _cross_check(results, condition, aggregates, run_dir / "results.json", group)
         entry = name if len(groups) == 1 else f"{prefix}-{_slug(condition)}"
         obj = {
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
             "name": entry,
             "authors": list(authors),
             "model": {
@@ -186,7 +236,7 @@ def make_submissions(
             "suite": results["suite"],
             "suite_version": str(results["suite_version"]),
             "training": {c: condition[c] for c in CONDITION_COLS if c != "policy"},
-            "seeds": sorted({int(s) for s in cells["seed"]}),
+            "seeds": sorted({int(c["seed"]) for c in cells}),
             "trajbench_version": str(results["trajbench_version"]),
             "git_commit": str(results["git_commit"]),
             "hardware": _hardware_text(results["hardware"]),
@@ -196,7 +246,7 @@ def make_submissions(
             "preset": results.get("preset"),
             "config": results["config"],
             "bootstrap": boot.model_dump(),
-            "records": cell_dicts,
+            "records": cells,
             "aggregates": aggregates,
         }
         try:

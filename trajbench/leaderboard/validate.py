@@ -2,8 +2,9 @@
 
 :func:`check` finds what the schema cannot see: families outside the suite version, levels
 outside their family's test split, holes and duplicates in the (seed x level) grids, seeds that
-do not match, and aggregates that differ from the ones recomputed from the records.
-:func:`validate_files` runs it on files and checks that names are unique.
+do not match, and aggregates that differ from the ones recomputed from the records with the
+entry's bootstrap method (:func:`compute_aggregates`). :func:`validate_files` runs it on files
+and checks that names are unique.
 
 Example:
     subs, problems = validate_files(submission_files(Path("leaderboard")))
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,58 +28,99 @@ from trajbench.errors import TrajbenchError
 from trajbench.metrics import aggregate
 from trajbench.suite import SUITE_VERSIONS
 
-from .schema import AGG_KEYS, METRICS, RECORD_KEYS, Bootstrap, Submission, agg_key, key_text
+from .schema import (
+    AGG_KEYS,
+    AGG_KEYS_V1,
+    DECOY,
+    IQM,
+    MEAN,
+    METRICS,
+    Aggregate,
+    AggregateV1,
+    Bootstrap,
+    Entry,
+    agg_key,
+    key_text,
+    parse,
+)
 
 #: Absolute tolerance when comparing a submitted aggregate with the recomputed one.
 TOLERANCE = 1e-9
 
 
 def compute_aggregates(records: pd.DataFrame, bootstrap: Bootstrap) -> list[dict[str, Any]]:
-    """Aggregates of (seed, level) records, one per (family, eval_split, k, support), sorted.
+    """Aggregates of (seed, level) records with ``bootstrap.method``, one per key, sorted.
 
+    ``"mean, seeds and levels"`` (schema 2): per (family, eval_split, k, support, format,
+    eval_instruction), mean success and, where the records carry it, mean decoy success, with
+    two-level CIs (seeds, and levels: each aggregate holds one family, so its levels are one
+    stratum), and the normalized-return IQM with the same resampling. ``"iqm, seeds"`` (schema 1):
+    per (family, eval_split, k, support), IQMs with CIs that resample seeds within each level.
     Each record is already an episode average, so every cell weighs the same, as in
-    :func:`trajbench.metrics.score_matrix`.
+    :func:`trajbench.metrics.score_matrix`. Decoy fields are None where no decoy was shown.
 
     Raises:
-        ValueError: a (seed x level) grid has holes, or a value is NaN (see ``metrics.aggregate``).
+        ValueError: a (seed x level) grid has holes, a value is NaN (see ``metrics.aggregate``),
+            or an aggregate's records give decoy_success only in part.
 
     Example:
         >>> cells = pd.DataFrame({"family": "f", "eval_split": "test_levels", "k": 4,
-        ...     "support": "same", "seed": [0, 0, 1, 1], "level": [3, 5, 3, 5],
-        ...     "n_episodes": 2, "success": [1.0, 0.5, 1.0, 0.0],
-        ...     "normalized_return": [1.0, 0.5, 0.9, 0.0]})
-        >>> agg = compute_aggregates(cells, Bootstrap(reps=1000, confidence=0.95, seed=0))
-        >>> agg[0]["success_iqm"], agg[0]["n_levels"], agg[0]["n_episodes"]
-        (0.75, 2, 8)
+        ...     "support": "same", "format": "common", "eval_instruction": "full",
+        ...     "seed": [0, 0, 1, 1], "level": [3, 5, 3, 5], "n_episodes": 4,
+        ...     "success": [1.0, 0.5, 1.0, 0.25], "normalized_return": [1.0, 0.5, 0.9, 0.0]})
+        >>> agg = compute_aggregates(cells, Bootstrap(method="mean, seeds and levels",
+        ...     reps=1000, confidence=0.95, seed=0))
+        >>> agg[0]["success_mean"], agg[0]["n_levels"], agg[0]["n_episodes"], agg[0]["format"]
+        (0.6875, 2, 16, 'common')
     """
-    keys = list(AGG_KEYS)
-    table = aggregate(
-        records,
-        list(METRICS),
-        keys,
-        statistic="iqm",
-        resample="seeds",
-        reps=bootstrap.reps,
-        confidence=bootstrap.confidence,
-        seed=bootstrap.seed,
-    )
+    model, keys = _METHODS[bootstrap.method]
+    keys = list(keys)
+    boot = {"reps": bootstrap.reps, "confidence": bootstrap.confidence, "seed": bootstrap.seed}
+    if model is AggregateV1:
+        table = aggregate(records, list(METRICS), keys, statistic="iqm", resample="seeds", **boot)
+    else:
+        table = aggregate(records, "success", keys, **boot)
+        ret = aggregate(records, "normalized_return", keys, statistic="iqm", **boot)
+        stats = [f"normalized_return_{s}" for s in ("iqm", "ci_low", "ci_high")]
+        table = _with_decoys(table.merge(ret[[*keys, *stats]], on=keys), records, keys, boot)
     # aggregate's n_episodes counts records (cells); the entry reports the episodes behind them.
     episodes = records.groupby(keys, sort=True)["n_episodes"].sum().reset_index()
     table = table.drop(columns="n_episodes").merge(episodes, on=keys, validate="one_to_one")
-    out = []
-    for row in table.to_dict("records"):
-        item: dict[str, Any] = {
-            "family": str(row["family"]),
-            "eval_split": str(row["eval_split"]),
-            "k": int(row["k"]),
-            "support": str(row["support"]),
-        }
-        for metric in METRICS:
-            for stat in ("iqm", "ci_low", "ci_high"):
-                item[f"{metric}_{stat}"] = float(row[f"{metric}_{stat}"])
-        item |= {c: int(row[c]) for c in ("n_seeds", "n_levels", "n_episodes")}
-        out.append(item)
-    return out
+    return [
+        {name: _value(name, row[name]) for name in model.model_fields}
+        for row in table.to_dict("records")
+    ]
+
+
+#: bootstrap method -> (the aggregate it computes, the keys it aggregates over)
+_METHODS = {MEAN: (Aggregate, AGG_KEYS), IQM: (AggregateV1, AGG_KEYS_V1)}
+_DECOY_STATS = [f"{DECOY}_{s}" for s in ("mean", "ci_low", "ci_high")]
+
+
+def _with_decoys(
+    table: pd.DataFrame, records: pd.DataFrame, keys: list[str], boot: dict
+) -> pd.DataFrame:
+    """``table`` with the decoy-success columns: the mean and CI where records carry it, else NaN."""
+    shown = records[DECOY].notna() if DECOY in records else pd.Series(False, index=records.index)
+    per_key = shown.groupby([records[k] for k in keys], sort=True).agg(["any", "all"])
+    partial = per_key[per_key["any"] & ~per_key["all"]]
+    if len(partial):
+        where = key_text(tuple(_value(k, v) for k, v in zip(keys, partial.index[0], strict=True)))
+        raise ValueError(f"({where}): only some records give {DECOY}")
+    if not shown.any():
+        return table.assign(**{c: float("nan") for c in _DECOY_STATS})
+    decoys = aggregate(records[shown], DECOY, keys, **boot)
+    return table.merge(decoys[[*keys, *_DECOY_STATS]], on=keys, how="left")
+
+
+def _value(name: str, value: Any) -> Any:
+    """A table value as the schema has it: ints, strings, floats, and None for NaN."""
+    if name in ("k", "n_seeds", "n_levels", "n_episodes"):
+        return int(value)
+    if isinstance(value, str):
+        return value
+    value = float(value)
+    return None if math.isnan(value) else value
 
 
 @functools.cache
@@ -90,14 +134,16 @@ def held_out_levels(family: str) -> frozenset[int]:
         >>> sorted(held_out_levels("trajbench/DarkRoom-v0"))[:4]
         [0, 2, 7, 11]
     """
-    env = make_env(family, disable_env_checker=True)
+    with warnings.catch_warnings():  # a family of an archived suite version may be out of date
+        warnings.simplefilter("ignore", DeprecationWarning)
+        env = make_env(family, disable_env_checker=True)
     try:
         return frozenset(int(level) for level in env.unwrapped.splits()["test"])
     finally:
         env.close()
 
 
-def _level_problems(sub: Submission) -> list[str]:
+def _level_problems(sub: Entry) -> list[str]:
     """One line per (family, eval_split) with levels outside the family's test split."""
     families = SUITE_VERSIONS[sub.suite_version]["families"]
     suite = f"suite {sub.suite} v{sub.suite_version}"
@@ -121,7 +167,7 @@ def _level_problems(sub: Submission) -> list[str]:
     return problems
 
 
-def check(sub: Submission) -> list[str]:
+def check(sub: Entry) -> list[str]:
     """Problems a schema cannot see: families, levels, record grid, seeds, recomputed aggregates.
 
     Returns one line per problem (empty when the submission is consistent).
@@ -132,10 +178,11 @@ def check(sub: Submission) -> list[str]:
         problems.append(f"records: family {fam!r} is not in suite {sub.suite} v{sub.suite_version}")
     problems += _level_problems(sub)
     records = pd.DataFrame([r.model_dump() for r in sub.records])
-    dup = records.duplicated(list(RECORD_KEYS))
+    keys = sub.RECORD_KEYS
+    dup = records.duplicated(list(keys))
     if dup.any():
-        first = records.loc[dup.idxmax(), list(RECORD_KEYS)].tolist()
-        shown = ", ".join(f"{k}={v}" for k, v in zip(RECORD_KEYS, first, strict=True))
+        first = records.loc[dup.idxmax(), list(keys)].tolist()
+        shown = ", ".join(f"{k}={v}" for k, v in zip(keys, first, strict=True))
         problems.append(f"records: {int(dup.sum())} duplicate record(s), first ({shown})")
     if set(records["seed"]) != set(sub.seeds) or len(set(sub.seeds)) != len(sub.seeds):
         problems.append(
@@ -145,13 +192,14 @@ def check(sub: Submission) -> list[str]:
     if problems:
         return problems
     try:
-        expected = {agg_key(a): a for a in compute_aggregates(records, sub.bootstrap)}
+        computed = compute_aggregates(records, sub.bootstrap)
     except ValueError as err:
         return [f"records: {err}"]
+    expected = {agg_key(a, sub.AGG_KEYS): a for a in computed}
     seen = set()
     for i, agg in enumerate(sub.aggregates):
-        key = agg_key(agg)
-        where = f"aggregates[{i}] ({key_text(key)})"
+        key = agg_key(agg, sub.AGG_KEYS)
+        where = f"aggregates[{i}] ({key_text(key, sub.AGG_KEYS)})"
         if key in seen:
             problems.append(f"{where}: duplicate aggregate")
             continue
@@ -161,11 +209,13 @@ def check(sub: Submission) -> list[str]:
             continue
         for name, want in expected[key].items():
             got = getattr(agg, name)
-            if (isinstance(want, float) and abs(got - want) <= TOLERANCE) or got == want:
+            if got == want or (
+                isinstance(want, float) and isinstance(got, float) and abs(got - want) <= TOLERANCE
+            ):
                 continue
             problems.append(f"{where}: {name} is {got!r} but the records give {want!r}")
     for key in sorted(set(expected) - seen):
-        problems.append(f"aggregates: missing the aggregate for ({key_text(key)})")
+        problems.append(f"aggregates: missing the aggregate for ({key_text(key, sub.AGG_KEYS)})")
     return problems
 
 
@@ -217,21 +267,23 @@ def describe(error: dict) -> str:
     return f"{loc}: {message}" if loc else message
 
 
-def load(path: Path) -> tuple[Submission | None, list[str]]:
+def load(path: Path) -> tuple[Entry | None, list[str]]:
     """Read and fully check one submission file; returns ``(submission or None, problems)``."""
     try:
         obj = read_json(path)
     except TrajbenchError as err:
         return None, [str(err)]
     try:
-        sub = Submission.model_validate(obj)
+        sub = parse(obj)
     except ValidationError as err:
         return None, [describe(e) for e in err.errors()]
+    except ValueError as err:  # an unknown schema version
+        return None, [str(err)]
     problems = check(sub)
     return (None if problems else sub), problems
 
 
-def validate_files(paths: Sequence[Path]) -> tuple[list[Submission], list[str]]:
+def validate_files(paths: Sequence[Path]) -> tuple[list[Entry], list[str]]:
     """Check every file, that names are unique and that each file is ``<name>.json``.
 
     Returns the valid submissions and one ``file: problem`` line per problem.
