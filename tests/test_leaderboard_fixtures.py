@@ -56,7 +56,7 @@ def _evaluations(context: str, instruction: str, family: str):
             if context == "isolated" and k > 0:
                 yield k, support, "matched", instruction
             if family == DARK_ROOM and instruction in ("full", "-"):
-                yield k, support, "common", "wrong"
+                yield k, support, "common", "decoy"
 
 
 def make_run(path: Path, seeds=(0, 1, 2), episodes=EPISODES) -> Path:
@@ -69,7 +69,7 @@ def make_run(path: Path, seeds=(0, 1, 2), episodes=EPISODES) -> Path:
         for family, split in [(DARK_ROOM, "test_levels"), (KEY_DOOR, "test_families")]:
             for k, support, fmt, shown in _evaluations(context, instruction, family):
                 p = p_top * (k + 1) / (max(KS) + 1) if support == "same" else 0.1
-                p *= 0.5 if shown == "wrong" else 1.0
+                p *= 0.5 if shown == "decoy" else 1.0
                 for seed in seeds:
                     for level in held_out(family)[:4]:
                         for episode in range(episodes):
@@ -97,7 +97,7 @@ def make_run(path: Path, seeds=(0, 1, 2), episodes=EPISODES) -> Path:
                                 "normalized_return": ret,
                                 "model_params": params,
                             }
-                            if shown == "wrong":
+                            if shown == "decoy":
                                 row["decoy_success"] = not success and bool(rng.random() < 0.3)
                             rows.append(row)
     records = pd.DataFrame(rows)  # decoy_success: True, False or NaN (object), as the runner's

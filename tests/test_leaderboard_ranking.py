@@ -68,7 +68,7 @@ def test_wrong_mission_scores_do_not_move_the_ranking(root):
     random = next(s for s in subs if s.name == RANDOM)
     aggs = [
         a.model_copy(update={"success_mean": 1.0, "success_ci_low": 1.0})
-        if a.eval_instruction == "wrong"
+        if a.eval_instruction == "decoy"
         else a
         for a in random.aggregates
     ]

@@ -136,7 +136,7 @@ def test_decoy_fields_only_where_a_decoy_was_shown(root):
     rec = next(r for r in sub.records if r.eval_instruction == "full")
     with pytest.raises(ValidationError, match="decoy_success needs eval_instruction 'wrong'"):
         Record.model_validate({**rec.model_dump(), "decoy_success": 0.5})
-    agg = next(a for a in sub.aggregates if a.eval_instruction == "wrong").model_dump()
+    agg = next(a for a in sub.aggregates if a.eval_instruction == "decoy").model_dump()
     with pytest.raises(ValidationError, match="_ci_low and _ci_high go together"):
         Aggregate.model_validate({**agg, "decoy_success_ci_low": None})
     with pytest.raises(ValidationError, match="decoy_success_mean needs eval_instruction"):
@@ -147,4 +147,4 @@ def test_absent_decoy_fields_are_left_out_of_the_file(root):
     sub = json.loads(entry_path(root).read_text())
     for item in sub["records"] + sub["aggregates"]:
         decoys = {k for k in item if k.startswith("decoy_success")}
-        assert bool(decoys) == (item["eval_instruction"] == "wrong"), item
+        assert bool(decoys) == (item["eval_instruction"] == "decoy"), item

@@ -68,7 +68,7 @@ def test_submitted_aggregates_equal_the_report_over_raw_episodes(root, run, name
         ]
         pairs = [(f"success_{s}", f"success_{s}") for s in ("mean", "ci_low", "ci_high")]
         pairs += [(f"normalized_return_{s}", f"return_{s}") for s in ("iqm", "ci_low", "ci_high")]
-        if a["eval_instruction"] == "wrong":
+        if a["eval_instruction"] == "decoy":
             pairs += [(f"decoy_success_{s}",) * 2 for s in ("mean", "ci_low", "ci_high")]
         for ours, theirs in pairs:
             assert a[ours] == pytest.approx(want[theirs], abs=1e-12), ours
@@ -89,20 +89,20 @@ def test_matched_format_aggregates_are_present_and_named(root):
         assert {a["format"] for a in sub["aggregates"]} == {"common"}
 
 
-def test_wrong_mission_evaluations_are_aggregates_of_their_own(root):
+def test_decoy_evaluations_are_aggregates_of_their_own(root):
     for name, shown in [(BURSTY, "full"), (HASHMAP, "-")]:
         sub = json.loads(entry_path(root, name).read_text())
-        wrong = [a for a in sub["aggregates"] if a["eval_instruction"] == "wrong"]
+        decoy = [a for a in sub["aggregates"] if a["eval_instruction"] == "decoy"]
         right = [a for a in sub["aggregates"] if a["eval_instruction"] == shown]
-        assert len(wrong) == 5 and {a["family"] for a in wrong} == {DARK_ROOM}
+        assert len(decoy) == 5 and {a["family"] for a in decoy} == {DARK_ROOM}
         assert len(right) == 10
-        for a in wrong:
+        for a in decoy:
             assert (
                 a["decoy_success_ci_low"] <= a["decoy_success_mean"] <= a["decoy_success_ci_high"]
             )
         assert all("decoy_success_mean" not in a for a in right)
         decoys = [r for r in sub["records"] if "decoy_success" in r]
-        assert decoys and {r["eval_instruction"] for r in decoys} == {"wrong"}
+        assert decoys and {r["eval_instruction"] for r in decoys} == {"decoy"}
 
 
 def test_submit_single_condition_uses_the_name(run, tmp_path, capsys):
@@ -161,7 +161,7 @@ def _two_eval_seeds(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def _decoy_on_some_episodes(records: pd.DataFrame) -> pd.DataFrame:
-    records.loc[records.index[records["eval_instruction"] == "wrong"][0], "decoy_success"] = None
+    records.loc[records.index[records["eval_instruction"] == "decoy"][0], "decoy_success"] = None
     return records
 
 
@@ -175,7 +175,7 @@ BAD_RECORDS = {
     "decoy success on some episodes of a cell": (
         _decoy_on_some_episodes,
         "only some episodes of (family=trajbench/DarkRoom-v0, eval_split=test_levels, k=0, "
-        "support=same, format=common, eval_instruction=wrong, seed=0, level=0) give",
+        "support=same, format=common, eval_instruction=decoy, seed=0, level=0) give",
     ),
 }
 

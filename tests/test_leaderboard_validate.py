@@ -89,22 +89,22 @@ def _move_level(family: str):
 
 
 def _decoy(stat: str, value):
-    """Set a statistic of the first wrong-mission aggregate."""
+    """Set a statistic of the first decoy-mission aggregate."""
 
     def change(sub):
-        sub["aggregates"][find(sub["aggregates"], eval_instruction="wrong")][stat] = value
+        sub["aggregates"][find(sub["aggregates"], eval_instruction="decoy")][stat] = value
 
     return change
 
 
 def _drop_decoys(sub):
-    agg = sub["aggregates"][find(sub["aggregates"], eval_instruction="wrong")]
+    agg = sub["aggregates"][find(sub["aggregates"], eval_instruction="decoy")]
     for stat in ("mean", "ci_low", "ci_high"):
         del agg[f"decoy_success_{stat}"]
 
 
 def _decoy_on_one_record(sub):
-    first = find(sub["records"], eval_instruction="wrong")
+    first = find(sub["records"], eval_instruction="decoy")
     del sub["records"][first]["decoy_success"]
 
 

@@ -3,7 +3,7 @@
 Two schema versions are read. **Version 2** (:class:`Submission`, suite version 2 on) keys every
 record and aggregate by (family, eval_split, k, support, format, eval_instruction); its
 aggregates hold the mean success over (seed, level) cells with a two-level bootstrap CI (seeds and
-levels), the normalized-return IQM, and the decoy success of wrong-mission evaluations.
+levels), the normalized-return IQM, and the decoy success of decoy-mission evaluations.
 **Version 1** (:class:`SubmissionV1`) is how suite-version-1 entries were written: keyed by
 (family, eval_split, k, support), success IQM with CIs over seeds only. Its files are archived
 and read unchanged (their ``bootstrap`` has no ``method``; the default, ``"iqm, seeds"``, is what
@@ -46,7 +46,7 @@ RECORD_KEYS_V1 = (*AGG_KEYS_V1, "seed", "level")
 #: Labels used for reference policies, which have no training condition.
 NO_VALUE = ("", "-", None)
 #: The eval_instruction of a query that showed a decoy mission.
-WRONG = "wrong"
+DECOY_INSTRUCTION = "decoy"
 #: How aggregates are computed: schema 2, and schema 1 (suite version 1).
 MEAN, IQM = "mean, seeds and levels", "iqm, seeds"
 #: Suite versions measured with schema 1; every other version uses ``SCHEMA_VERSION``.
@@ -87,7 +87,7 @@ class Training(_Strict):
     train_context: Text
     """Context mode of the training sequences: bursty, trajectories, shuffled, isolated, none."""
     instruction: Text
-    """Instruction mode: full, empty, template, wrong."""
+    """Instruction mode trained with: full, empty, template, wrong."""
     p_bursty: Unit | None
     """Probability that a training sequence is bursty (null where it does not apply)."""
 
@@ -128,7 +128,7 @@ class _Cell(_CellV1):
     """How the demonstrations were shown: common (whole demonstrations in order, every policy)
     or matched (a model trained on an unordered mode, in its own format)."""
     eval_instruction: Text
-    """What the query's mission said: the training instruction, or "wrong" (a decoy naming
+    """What the query's mission said: the training instruction, or "decoy" (a mission naming
     another object of the level; the demonstrations go to the true goal)."""
 
     @model_serializer(mode="wrap")
@@ -158,8 +158,8 @@ class Record(_Cell):
 
     @model_validator(mode="after")
     def _decoy_only_where_shown(self) -> Record:
-        if self.decoy_success is not None and self.eval_instruction != WRONG:
-            raise ValueError(f"decoy_success needs eval_instruction {WRONG!r}")
+        if self.decoy_success is not None and self.eval_instruction != DECOY_INSTRUCTION:
+            raise ValueError(f"decoy_success needs eval_instruction {DECOY_INSTRUCTION!r}")
         return self
 
 
@@ -192,8 +192,8 @@ class Aggregate(_Cell):
         given = [getattr(self, f"{DECOY}_{s}") is not None for s in ("mean", "ci_low", "ci_high")]
         if any(given) and not all(given):
             raise ValueError(f"{DECOY}_mean, _ci_low and _ci_high go together")
-        if any(given) and self.eval_instruction != WRONG:
-            raise ValueError(f"{DECOY}_mean needs eval_instruction {WRONG!r}")
+        if any(given) and self.eval_instruction != DECOY_INSTRUCTION:
+            raise ValueError(f"{DECOY}_mean needs eval_instruction {DECOY_INSTRUCTION!r}")
         return self
 
 

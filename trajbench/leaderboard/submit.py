@@ -8,7 +8,7 @@ condition (and per group, since each group trains its own models); each is check
 
 Entries are written with schema 2: records per (family, eval_split, k, support, format,
 eval_instruction, seed, level), averaged over their episodes and carrying the evaluation seed and,
-where the query named a decoy (eval_instruction "wrong"), the decoy success; those evaluations
+where the query named a decoy (eval_instruction "decoy"), the decoy success; those evaluations
 become aggregates of their own.
 
 Example:
