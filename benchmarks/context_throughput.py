@@ -3,8 +3,9 @@
 Measures, in one run on this machine:
 
 - sequences per second of ``ContextBuilder.sample(batch)`` for every context mode on Dark Room
-  (K = 4, expert episodes of the 65 train levels) and on a BabyAI family (GoToLocal, K = 4, if
-  registered), single process, batches of ``--batch-size`` sequences (32, what ``trajbench
+  (K = 4, expert episodes of the 65 train levels) and on a BabyAI family (GoToLocal-v1, K = 4,
+  if registered: its episodes draw the start pose, so expert contexts are not copies of the
+  query), single process, batches of ``--batch-size`` sequences (32, what ``trajbench
   train`` uses); each figure is the median of ``--rounds`` timed windows;
 - the share of a training step of the small CPU model (``ModelConfig(d_model=64, n_layers=2,
   n_heads=4)``, batch 32, AdamW, gradient clipping: the ``trajbench train`` defaults) spent
@@ -148,9 +149,9 @@ def main() -> None:
         stores = {"Dark Room": store_of("trajbench/DarkRoom-v0", "train", 20, Path(tmp))}
         import gymnasium as gym
 
-        if "trajbench/GoToLocal-v0" in gym.registry:
+        if "trajbench/GoToLocal-v1" in gym.registry:
             levels = ",".join(str(x) for x in range(200))
-            stores["GoToLocal"] = store_of("trajbench/GoToLocal-v0", levels, 10, Path(tmp))
+            stores["GoToLocal"] = store_of("trajbench/GoToLocal-v1", levels, 10, Path(tmp))
         else:
             print("GoToLocal is not registered: BabyAI figures skipped")
         for name, store in stores.items():

@@ -9,7 +9,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from test_contexts import make_store
+from contexts_support import make_store
 
 from trajbench.contexts import ContextBuilder
 from trajbench.pipeline.train import BatchStream, batch_seed

@@ -20,11 +20,11 @@ what differs is only what the mode names (:mod:`trajbench.contexts.modes`):
 
 So ``shuffled`` is ``bursty`` with its steps permuted, ``isolated`` is ``trajectories`` permuted,
 and ``bursty`` and ``trajectories`` differ only in which level the steps come from. No episode
-appears twice in one context. Guaranteed (and tested): the draws that decide a row's query and
-its segment lengths come first, in an order independent of ``mode``, ``p_bursty`` and
-``instruction``, and every mode accepts the same queries; so builders on one store with one seed
-and the same other knobs give, for the same ``sample(n, seed=s)``, the same queries and segment
-lengths in every mode (``none`` shows no context).
+appears twice in one context. Guaranteed (and tested): the draws that decide a row's query, its
+shown mission and its segment lengths come first, in an order independent of ``mode``,
+``p_bursty`` and ``instruction``, and every mode accepts the same queries; so builders on one
+store with one seed and the same other knobs give, for the same ``sample(n, seed=s)``, the same
+queries, query words and segment lengths in every mode (``none`` shows no context).
 
 Sampling is vectorized over the batch: rows are a ``[batch, runs]`` grid of runs of words or
 steps (:class:`~trajbench.contexts.tokens.Slots`), expanded into tokens in a few passes.
@@ -68,7 +68,8 @@ class ContextBuilder:
 
     An episode serves as a query if it is a successful episode of a query demonstrator whose
     level has ``k`` other context episodes with other action sequences, and whose family has ``k``
-    context episodes of other levels. Query levels are drawn first (uniformly, or by Zipf weight),
+    context episodes of other levels, with steps enough to fill the level's segments (see
+    ``StoreIndex._can_fill``). Query levels are drawn first (uniformly, or by Zipf weight),
     then an episode of that level.
 
     Raises:
@@ -112,7 +113,7 @@ class ContextBuilder:
 
     # -- one batch -----------------------------------------------------------------------------
     def _plan(self, B: int) -> tuple[Slots, np.ndarray]:
-        """Every row's runs of tokens. Draw order: queries, segments, support, order, missions."""
+        """Every row's runs of tokens. Draw order: queries, missions, segments, support, order."""
         cfg, ix, rng = self.config, self.index, self.rng
         u = rng.random(B)
         if cfg.zipf:
@@ -123,6 +124,9 @@ class ContextBuilder:
         q = ix.q_rows[ix.q_ptr[qk] + floor(rng.random(B), ix.q_cnt[qk])]
         key = ix.key[q]
         coin = rng.random(B)
+        # Drawn whatever the instruction and before anything a mode draws, so that a row shows
+        # the same (wrong) mission in every mode.
+        pick_mission = rng.random(B)
         K = 0 if self.mode.support == "none" else cfg.k
         sl = Slots(B, 2 * K + 3)
         pool = ix.word_pool
@@ -144,7 +148,7 @@ class ContextBuilder:
             sl.length[:, 1 : 2 * K : 2] = n
             pool = np.concatenate([pool, steps])
         qw = 2 * K
-        shown = self._shown_missions(ix.mission[q], ix.family[q])
+        shown = self._shown_missions(q, pick_mission)
         sl.kind[:, qw], sl.kind[:, qw + 1] = SEG_WORDS, SEG_STEPS
         sl.query[:, qw : qw + 2] = True
         sl.base[:, qw], sl.length[:, qw] = ix.w_ptr[shown], ix.w_len[shown]
@@ -228,30 +232,42 @@ class ContextBuilder:
                 fresh = (ix.level[pick] != level[todo]) & (pick[:, None] != chosen[todo]).all(1)
                 chosen[todo[fresh], i] = pick[fresh]
                 todo = todo[~fresh]
+            for r in todo:  # rare: the redraws kept hitting the query's level or a chosen one
+                fits = ix.len_rows[lo[r] : hi[r]]
+                fits = fits[(ix.level[fits] != level[r]) & ~np.isin(fits, chosen[r])]
+                if len(fits):
+                    chosen[r, i] = fits[rng.integers(len(fits))]
         length = ix.length[np.maximum(chosen, 0)]
         slack = np.maximum(length - n, 0)
         offset = floor(rng.random((rows, k)), slack + 1) if self.config.partial else 0
         starts = ix.offset[np.maximum(chosen, 0)] + offset
-        patches = {
-            (int(r), int(i)): self._fill(fam[r], level[r], int(n[r, i]), chosen[r])
-            for r, i in zip(*np.nonzero(chosen < 0), strict=True)
-        }
+        patches = {}
+        for r in np.unique(np.nonzero(chosen < 0)[0]):
+            used = chosen[r][chosen[r] >= 0]
+            for i in np.flatnonzero(chosen[r] < 0):
+                by, patches[(int(r), int(i))] = self._fill(fam[r], level[r], int(n[r, i]), used)
+                used = np.concatenate([used, by])
         return starts, patches
 
-    def _fill(self, family: int, level: int, n: int, used: np.ndarray) -> np.ndarray:
-        """``n`` steps of distinct other-level episodes laid end to end, longest first."""
+    def _fill(
+        self, family: int, level: int, n: int, used: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` steps of distinct other-level episodes not in ``used``, laid end to end, longest
+        first: the episodes and their steps. :class:`StoreIndex` admits only queries whose
+        family holds enough such steps, whatever the row's other segments took."""
         ix = self.index
         lo, hi = ix.fam_ptr[family], ix.fam_ptr[family] + ix.fam_cnt[family]
         rows = ix.len_rows[lo:hi][::-1]
         rows = rows[(ix.level[rows] != level) & ~np.isin(rows, used)]
-        steps = [np.arange(ix.offset[r], ix.offset[r] + ix.length[r]) for r in rows[: n + 1]]
+        rows = rows[: int(np.searchsorted(np.cumsum(ix.length[rows]), n)) + 1]
+        steps = [np.arange(ix.offset[r], ix.offset[r] + ix.length[r]) for r in rows]
         filled = np.concatenate(steps)[:n] if steps else np.zeros(0, np.int64)
-        if len(filled) < n:
+        if len(filled) < n:  # (cannot happen for an admitted query)
             raise TrajbenchError(
                 f"{ix.families[family]} has too few steps in episodes of other levels to fill a "
                 f"context segment of {n} steps"
             )
-        return filled
+        return rows, filled
 
     def _permute_within_rows(self, steps: np.ndarray, budget: np.ndarray) -> np.ndarray:
         """Each row's steps (laid end to end in ``steps``) in a uniformly random order."""
@@ -263,14 +279,14 @@ class ContextBuilder:
             return steps.take(order[iota(order.shape[1])[None, :] < budget[:, None]])
         return steps.take(order.reshape(-1))
 
-    def _shown_missions(self, m: np.ndarray, family: np.ndarray) -> np.ndarray:
-        """Index of the mission shown on each query: its own, or for ``wrong`` one of its
-        family's missions that says something else."""
+    def _shown_missions(self, q: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Index of the mission shown on each query ``q``: its own, or for ``wrong`` one of its
+        family's missions that says something else (picked by the uniforms ``u``)."""
         ix = self.index
         if self.config.instruction != "wrong":
-            return m
-        d = floor(self.rng.random(len(m)), ix.wrong_cnt[m])
-        return ix.wrong_pool[ix.wrong_ptr[m] + d]
+            return ix.mission[q]
+        pair = ix.pair[q]
+        return ix.wrong_pool[ix.wrong_ptr[pair] + floor(u, ix.wrong_cnt[pair])]
 
 
 def _expand(starts: np.ndarray, n: np.ndarray) -> np.ndarray:

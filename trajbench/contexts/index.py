@@ -136,6 +136,7 @@ class StoreIndex:
         lo, hi = self.copy_range(np.arange(len(eps)))
         valid &= self.ctx_cnt[key] - (hi - lo) >= k
         valid &= self.fam_cnt[self.family] - self.ctx_cnt[key] >= k
+        valid &= self._can_fill(k)[key]
         if levels is not None:
             valid &= np.isin(self.level, np.asarray([int(x) for x in levels], dtype=np.int64))
         if not valid.any():
@@ -144,7 +145,8 @@ class StoreIndex:
                 f"no level of the store can serve as a query{where}: need successful "
                 f"{'/'.join(cfg.query_demonstrators)} episodes of levels with at least {k} other "
                 f"{'/'.join(cfg.context_demonstrators)} episodes of their own (with other action "
-                f"sequences) and {k} of other levels of their family (k distinct context episodes)"
+                f"sequences) and {k} of other levels of their family (k distinct context episodes), "
+                "whose steps could fill k segments as long as the level's longest episode"
             )
         q_idx = np.flatnonzero(valid)
         self.query_keys, q_key = np.unique(key[q_idx], return_inverse=True)
@@ -152,6 +154,29 @@ class StoreIndex:
         self.q_rows = q_idx[order]
         ranks = np.random.default_rng(check_seed(seed)).permutation(len(self.query_keys))
         self.cum_weights = np.cumsum((ranks + 1.0) ** (-cfg.zipf))
+
+    def _can_fill(self, k: int) -> np.ndarray:
+        """Per key: can the family's other levels fill any ``k`` segments of this level with
+        distinct episodes, even end to end (the builder's fallback)?
+
+        Segments are at most ``L`` steps (the level's longest context episode). In the worst case
+        the row's other ``k - 1`` segments took the longest other-level episodes (at most ``M``
+        steps each) or, end to end, fewer than ``2 L`` steps each; what is left must still hold
+        ``L`` steps: ``T >= (k - 1) * M + (2 k - 1) * L`` for the ``T`` other-level steps.
+        """
+        rows = self.ctx_rows
+        keys, lengths = self.key[rows], self.length[rows]
+        key_steps = np.bincount(keys, weights=lengths, minlength=self.n_keys)
+        longest = np.zeros(self.n_keys, dtype=np.int64)
+        np.maximum.at(longest, keys, lengths)
+        fam_steps = np.bincount(self.key_family, weights=key_steps, minlength=len(self.families))
+        other_longest = np.zeros(self.n_keys, dtype=np.int64)
+        for f in range(len(self.families)):
+            family_keys = np.flatnonzero(self.key_family == f)
+            for kk in family_keys:
+                other_longest[kk] = longest[family_keys[family_keys != kk]].max(initial=0)
+        other_steps = fam_steps[self.key_family] - key_steps
+        return other_steps >= (k - 1) * other_longest + (2 * k - 1) * longest
 
     def _missions(self) -> None:
         cfg, eps = self.config, self.eps
@@ -176,19 +201,25 @@ class StoreIndex:
             self._wrong_missions()
 
     def _wrong_missions(self) -> None:
-        """For every mission, the family's missions that say something else (CSR)."""
+        """For every (family, mission) of the store, the family's missions that say something
+        else (CSR by pair; ``pair`` is each episode's). A mission shared by two families has a
+        pool in each."""
         index = {m: i for i, m in enumerate(self.missions)}
-        family_of = pd.Series(self.family).groupby(self.mission).first().to_dict()
+        n = len(self.missions)
+        pair, pairs = pd.factorize(self.family * n + self.mission)
+        self.pair = pair.astype(np.int64)
         pools = []
-        for i, m in enumerate(self.missions):
-            key = mission_key(m)
-            pool = self.missions_by_family[family_of[i]]
+        for family, m in (divmod(int(p), n) for p in pairs):
+            key = mission_key(self.missions[m])
+            pool = self.missions_by_family[family]
             pools.append([index[o] for o in pool if mission_key(o) != key])
-        empty = [self.missions[i] for i, p in enumerate(pools) if not p]
+        empty = [divmod(int(p), n) for p, pool in zip(pairs, pools, strict=True) if not pool]
         if empty:
+            family, m = empty[0]
             raise TrajbenchError(
-                f"the 'wrong' instruction needs another mission of the family; {empty[0]!r} has "
-                "none that differs in more than its articles"
+                f"the 'wrong' instruction needs another mission of the family; "
+                f"{self.missions[m]!r} of {self.families[family]} has none that differs in more "
+                "than its articles"
             )
         self.wrong_cnt = np.asarray([len(p) for p in pools], dtype=np.int64)
         self.wrong_ptr = np.cumsum(self.wrong_cnt) - self.wrong_cnt
