@@ -12,11 +12,9 @@ A collection split with ``--shard I/N`` is a directory of ``shard-I-of-N/`` data
 loading that directory sees one dataset. Step arrays are opened with ``np.load(mmap_mode="r")``,
 so loading never copies the whole dataset.
 
-The content hash is a two-level sha256 over the episodes in ``(env_id, episode_id)`` order: each
-episode's digest covers its metadata fields and a digest of its step bytes (stored per row in
-``step_digest``), and the content hash covers the episode digests. The same collection therefore
-has the same hash whatever the number of workers or shards, and the hash of a sharded or merged
-store is computed from the Parquet tables alone.
+Every store has a content hash that does not depend on how it was collected (workers, shards):
+see :mod:`trajbench.data.format`. Writing is :mod:`~trajbench.data.writer`, reading
+:mod:`~trajbench.data.reader`.
 
 Example:
     >>> import tempfile, trajbench
