@@ -4,6 +4,7 @@ import doctest
 import json
 
 import gymnasium as gym
+import jsonschema
 import pytest
 from test_leaderboard_fixtures import REPO, drop_field, entry_path, set_value
 
@@ -38,7 +39,6 @@ def test_records_and_aggregates_share_their_key_fields():
 
 
 def test_json_schema_agrees_with_the_models(root):
-    jsonschema = pytest.importorskip("jsonschema")
     validator = jsonschema.Draft202012Validator(json.loads(schema.schema_text()))
     sub = json.loads(entry_path(root).read_text())
     validator.validate(sub)

@@ -25,12 +25,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "trajbench.pipeline.runner:main",
         "run a whole preset: collect, train, evaluate, report",
     ),
+    "export": ("trajbench.data.minari:export_main", "write an episode store as a Minari dataset"),
+    "import-minari": ("trajbench.data.minari:import_main", "build an episode store from Minari"),
     "render": ("trajbench.pipeline.render:main", "play a policy on a level and write a GIF"),
     "leaderboard": ("trajbench.leaderboard.cli:main", "submit, validate and build the leaderboard"),
     "analyze": ("trajbench.analysis:main", "analyses of what in a trajectory carries the lesson"),
 }
 #: The long commands: they show progress bars, and ``--quiet`` silences them and any chatter.
-QUIET_COMMANDS = frozenset({"collect", "train", "evaluate", "run", "render", "analyze"})
+QUIET_COMMANDS = frozenset(
+    {"collect", "train", "evaluate", "run", "render", "export", "import-minari", "analyze"}
+)
 
 
 def _usage() -> str:

@@ -40,6 +40,7 @@ from .format import (
     content_hash,
     shard_dirname,
 )
+from .minari import from_minari, to_minari
 from .reader import EpisodeStore, dataset_parts, load, read_meta
 from .writer import EpisodeWriter
 
@@ -54,7 +55,9 @@ __all__ = [
     "EpisodeWriter",
     "content_hash",
     "dataset_parts",
+    "from_minari",
     "load",
     "read_meta",
     "shard_dirname",
+    "to_minari",
 ]
