@@ -157,6 +157,9 @@ def test_a_dataset_of_no_trajbench_family_needs_env(tmp_path):
 def test_bad_input(tmp_path, capsys):
     rc = cli.main(["import-minari", "missing-v0", "--out", str(tmp_path / "x")])
     assert rc == 2 and "cannot load Minari dataset missing-v0" in capsys.readouterr().err
+    dr = store(tmp_path, "trajbench/DarkRoom-v0", "0")
+    rc = cli.main(["export", str(dr), "--to-minari", "no version"])
+    assert rc == 2 and "is not a Minari dataset id" in capsys.readouterr().err
     both = [
         store(tmp_path, "trajbench/DoorKey-v1", "0"),
         store(tmp_path, "trajbench/Unlock-v1", "0"),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
@@ -48,9 +48,9 @@ EXTRA_KEY = "trajbench"
 class ExportConfig:
     """Write an episode store as a Minari dataset."""
 
-    store: tyro.conf.Positional[str]
+    store: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="STORE")]
     """The episode store (a dataset directory or a directory of shards) of one family."""
-    to_minari: str
+    to_minari: Annotated[str, tyro.conf.arg(metavar="ID")]
     """Minari dataset id to write, e.g. trajbench/DarkRoom-test-v0."""
     overwrite: bool = False
     """Replace a dataset of that id."""
@@ -62,7 +62,7 @@ class ExportConfig:
 class ImportConfig:
     """Build an episode store from a Minari dataset."""
 
-    dataset: tyro.conf.Positional[str]
+    dataset: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="ID")]
     """Minari dataset id, read from MINARI_DATASETS_PATH (else ~/.minari/datasets)."""
     out: Path
     """Output store directory."""
@@ -171,7 +171,12 @@ def to_minari(
     where = f"the store {', '.join(map(str, store.paths))}"
     env_id = _one(set(store.env_ids), "families", where)
     sticky = _one({float(c.get("sticky_p", 0.0)) for c in store.configs}, "sticky_p values", where)
-    namespace = parse_dataset_id(dataset_id)[0]
+    try:
+        namespace = parse_dataset_id(dataset_id)[0]
+    except (TypeError, ValueError):
+        raise TrajbenchError(
+            f"{dataset_id!r} is not a Minari dataset id: (namespace/)name-vN, e.g. trajbench/dr-v0"
+        ) from None
     target = get_dataset_path(dataset_id)
     if target.exists() and not overwrite:
         raise TrajbenchError(

@@ -32,6 +32,7 @@ from trajbench.collect import episode_seeds
 from trajbench.collect import rollout as demonstrate
 from trajbench.envs.dark_render import DarkRender
 from trajbench.envs.demonstrators import Demonstrator
+from trajbench.envs.registration import family_class
 from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, resolve_env_id, sample_levels
 from trajbench.io import atomic_write_bytes, atomic_write_text
@@ -75,16 +76,9 @@ class RenderConfig:
 def make_recording_env(env_id: str, hidden: bool = True) -> RenderCollection:
     """``env_id`` on every level, rendering ``rgb_array`` frames that collect at each reset and
     step (``render()`` hands them over and starts afresh)."""
-    kwargs = {"render_hidden": True} if hidden and _is_dark(env_id) else {}
+    dark = issubclass(family_class(env_id), DarkRender)
+    kwargs = {"render_hidden": True} if hidden and dark else {}
     return RenderCollection(make_env(env_id, levels="all", render_mode="rgb_array", **kwargs))
-
-
-def _is_dark(env_id: str) -> bool:
-    env = make_env(env_id)
-    try:
-        return isinstance(env.unwrapped, DarkRender)
-    finally:
-        env.close()
 
 
 def play(
@@ -120,8 +114,8 @@ def play(
         demos.append(
             EpisodeRecord(r.obs, r.actions, r.rewards.astype(np.float32), level, i, r.mission)
         )
-        shown = env.render()
-        frames += shown if show_demos else []
+        if show_demos:
+            frames += env.render()  # else the next reset drops them
     (record,) = rollout(
         policy,
         env.spec.id,
