@@ -19,13 +19,17 @@ import numpy as np
 from gymnasium import spaces
 
 from .dark_grid import N_ACTIONS, DarkGridVectorEnv, cell_of, move, step_toward
+from .dark_render import DOOR, KEY, DarkRender, Mark
 from .levels import LevelMixin, LevelsArg, ObsEncoding
 
 
-class DarkKeyToDoorEnv(LevelMixin, gym.Env):
-    """Single Dark Key-to-Door; see the module docstring."""
+class DarkKeyToDoorEnv(DarkRender, LevelMixin, gym.Env):
+    """Single Dark Key-to-Door; see the module docstring.
 
-    metadata = {"render_modes": []}
+    ``render_mode="rgb_array"`` draws the grid and the agent; ``render_hidden=True`` adds
+    the hidden key (until it is picked up) and door (see :mod:`trajbench.envs.dark_render`).
+    """
+
     family = "DarkKeyToDoor-v0"
     expert_name = "shortest path to the key, then to the door"
     level_fixes = "the hidden key cell and the hidden door cell"
@@ -37,6 +41,8 @@ class DarkKeyToDoorEnv(LevelMixin, gym.Env):
         size: int = 9,
         max_steps: int | None = None,
         sticky_p: float = 0.0,
+        render_mode: str | None = None,
+        render_hidden: bool = False,
     ):
         if size < 2:
             raise ValueError(f"size must be >= 2, got {size}")
@@ -50,6 +56,7 @@ class DarkKeyToDoorEnv(LevelMixin, gym.Env):
         self.observation_space = spaces.MultiDiscrete([size, size, 2])
         self.action_space = spaces.Discrete(N_ACTIONS)
         self._init_levels(levels, sticky_p)
+        self._init_render(render_mode, render_hidden)
         self.key, self.door = self._cells(self.level)
         self.pos = np.zeros(2, dtype=np.int64)
         self.has_key = False
@@ -91,6 +98,13 @@ class DarkKeyToDoorEnv(LevelMixin, gym.Env):
 
     def expert_action(self) -> int:
         return int(step_toward(self.pos, self.door if self.has_key else self.key))
+
+    def _hidden_marks(self) -> list[Mark]:
+        marks = [Mark(tuple(self.door), DOOR)]
+        return marks if self.has_key else [*marks, Mark(tuple(self.key), KEY, inset=9)]
+
+    def _carrying(self) -> tuple[int, int, int] | None:
+        return KEY if self.has_key else None
 
     @classmethod
     def step_events(cls, obs, actions, rewards) -> dict[str, np.ndarray]:

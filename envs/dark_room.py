@@ -19,13 +19,17 @@ import numpy as np
 from gymnasium import spaces
 
 from .dark_grid import N_ACTIONS, DarkGridVectorEnv, cell_of, move, step_toward
+from .dark_render import GOAL, DarkRender, Mark
 from .levels import LevelMixin, LevelsArg, ObsEncoding
 
 
-class DarkRoomEnv(LevelMixin, gym.Env):
-    """Single Dark Room; see the module docstring."""
+class DarkRoomEnv(DarkRender, LevelMixin, gym.Env):
+    """Single Dark Room; see the module docstring.
 
-    metadata = {"render_modes": []}
+    ``render_mode="rgb_array"`` draws the grid and the agent; ``render_hidden=True`` adds
+    the hidden goal (see :mod:`trajbench.envs.dark_render`).
+    """
+
     family = "DarkRoom-v0"
     expert_name = "shortest path to the goal, then stay"
     level_fixes = "the hidden goal cell"
@@ -37,6 +41,8 @@ class DarkRoomEnv(LevelMixin, gym.Env):
         size: int = 9,
         max_steps: int | None = None,
         sticky_p: float = 0.0,
+        render_mode: str | None = None,
+        render_hidden: bool = False,
     ):
         if size < 2:
             raise ValueError(f"size must be >= 2, got {size}")
@@ -50,6 +56,7 @@ class DarkRoomEnv(LevelMixin, gym.Env):
         self.observation_space = spaces.MultiDiscrete([size, size])
         self.action_space = spaces.Discrete(N_ACTIONS)
         self._init_levels(levels, sticky_p)
+        self._init_render(render_mode, render_hidden)
         self.goal = cell_of(self.level, size)
         self.pos = np.zeros(2, dtype=np.int64)
         self.t = 0
@@ -86,6 +93,9 @@ class DarkRoomEnv(LevelMixin, gym.Env):
 
     def expert_action(self) -> int:
         return int(step_toward(self.pos, self.goal))
+
+    def _hidden_marks(self) -> list[Mark]:
+        return [Mark(tuple(self.goal), GOAL)]
 
 
 class DarkRoomVectorEnv(DarkGridVectorEnv):

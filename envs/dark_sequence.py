@@ -32,6 +32,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .dark_grid import N_ACTIONS, DarkGridVectorEnv, cell_of, move
+from .dark_render import VISITED, WAYPOINT, DarkRender, Mark
 from .levels import LevelMixin, LevelsArg, ObsEncoding
 
 #: Waypoints per level of the registered family (``step_events`` reads stored episodes with it).
@@ -192,15 +193,17 @@ def draw_starts(rng: np.random.Generator, valid: np.ndarray) -> np.ndarray:
     return (valid.cumsum(axis=1) > k[:, None]).argmax(axis=1)
 
 
-class DarkSequenceEnv(LevelMixin, gym.Env):
+class DarkSequenceEnv(DarkRender, LevelMixin, gym.Env):
     """Single Dark Sequence; see the module docstring.
+
+    ``render_mode="rgb_array"`` draws the grid and the agent; ``render_hidden=True`` adds
+    the numbered waypoints (grey once visited) (see :mod:`trajbench.envs.dark_render`).
 
     Attributes:
         waypoints: ``[n_waypoints, 2]`` the level's waypoint cells as ``(x, y)``, in order.
         stage: How many waypoints have been visited.
     """
 
-    metadata = {"render_modes": []}
     family = "DarkSequence-v0"
     expert_name = "shortest path to the next waypoint avoiding the later ones"
     n_waypoints = DEFAULT_WAYPOINTS
@@ -215,6 +218,8 @@ class DarkSequenceEnv(LevelMixin, gym.Env):
         n_waypoints: int = DEFAULT_WAYPOINTS,
         max_steps: int | None = None,
         sticky_p: float = 0.0,
+        render_mode: str | None = None,
+        render_hidden: bool = False,
     ):
         if size < 2:
             raise ValueError(f"size must be >= 2, got {size}")
@@ -231,6 +236,7 @@ class DarkSequenceEnv(LevelMixin, gym.Env):
         self.observation_space = spaces.MultiDiscrete([size, size])
         self.action_space = spaces.Discrete(N_ACTIONS)
         self._init_levels(levels, sticky_p)
+        self._init_render(render_mode, render_hidden)
         self._set_level()
         self.pos = np.zeros(2, dtype=np.int64)
         self.t = 0
@@ -276,6 +282,12 @@ class DarkSequenceEnv(LevelMixin, gym.Env):
         return int(
             self.tables.next_actions(cells[:, self.stage], cells[:, self.stage + 1 :], at)[0]
         )
+
+    def _hidden_marks(self) -> list[Mark]:
+        return [
+            Mark(tuple(cell), VISITED if i < self.stage else WAYPOINT, label=i + 1)
+            for i, cell in enumerate(self.waypoints)
+        ]
 
     @classmethod
     def step_events(cls, obs, actions, rewards) -> dict[str, np.ndarray]:

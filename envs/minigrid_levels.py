@@ -17,8 +17,12 @@ Every family has ``n_levels = 10_000`` levels, split into 9,000 ``train`` and 1,
 levels by :func:`trajbench.envs.levels.split_levels` (split version 1).
 
 Observations stay MiniGrid's ``Dict`` (``image``: 7x7x3 partial egocentric view, ``direction``,
-``mission``); :func:`encode_minigrid_obs` flattens one into the 148 features of
-:data:`MINIGRID_ENCODING`, which every MiniGrid family shares.
+``mission``), except that the mission is a standard Gymnasium ``Text`` space
+(:func:`~trajbench.envs.mission_space.mission_space`): MiniGrid's ``MissionSpace`` cannot live in
+shared memory, so ``gym.make_vec(..., vectorization_mode="async")`` works with its defaults, and
+Minari stores it.
+:func:`encode_minigrid_obs` flattens one into the 148 features of :data:`MINIGRID_ENCODING`, which
+every MiniGrid family shares.
 
 Example:
     >>> import gymnasium as gym, trajbench
@@ -37,6 +41,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from minigrid.core.actions import Actions
 from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
 from minigrid.core.roomgrid import RoomGrid
@@ -45,6 +50,7 @@ from minigrid.envs.babyai.core.verifier import ObjDesc
 
 from .levels import LevelMixin, LevelsArg, ObsEncoding
 from .minigrid_decoys import DecoyTracker, mission_chance
+from .mission_space import mission_space
 
 #: Cells in MiniGrid's partial view (7x7).
 VIEW_CELLS = 7 * 7
@@ -203,6 +209,9 @@ class MiniGridLevelMixin(LevelMixin):
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         super().__init__(max_steps=int(max_steps), render_mode=render_mode, **self.env_kwargs)
+        self.observation_space = spaces.Dict(
+            {**self.observation_space.spaces, "mission": mission_space()}
+        )
         self._init_levels(levels, sticky_p)
         self._success = False
         self._start: tuple[tuple[int, int], int] | None = None

@@ -54,6 +54,58 @@ def test_check_env(env_id):
     check_env(gym.make(env_id).unwrapped)
 
 
+@pytest.mark.filterwarnings("ignore:The system font:UserWarning")
+@pytest.mark.parametrize("env_id", IDS)
+def test_rgb_array_frames_follow_the_episode(env_id):
+    env = gym.make(env_id, render_mode="rgb_array")
+    check_env(env.unwrapped)  # with a render mode, check_env checks the frames too
+    env.reset(seed=3, options={"level": 2})
+    frames = [env.render()]
+    for _ in range(3):
+        env.step(env.unwrapped.expert_action())
+        frames.append(env.render())
+    for frame in frames:
+        assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+        assert frame.shape == frames[0].shape and frame.min() < frame.max()
+    assert any(not np.array_equal(frames[0], f) for f in frames[1:])
+
+
+def vector_steps(env_id: str, mode: str, steps: int = 12) -> list:
+    """Observations, rewards and levels of two sub-environments under ``mode``, seeded."""
+    envs = gym.make_vec(env_id, num_envs=2, vectorization_mode=mode)
+    try:
+        obs, info = envs.reset(seed=5)
+        envs.action_space.seed(5)
+        out = [(obs, info["level"])]
+        for _ in range(steps):
+            obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+            out.append((obs, reward, terminated, truncated))
+    finally:
+        envs.close()
+    return out
+
+
+def same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, tuple | list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_make_vec_async_and_sync_with_their_defaults(env_id):
+    """Shared memory included: missions are a standard Text space, read at every step."""
+    sync, async_ = vector_steps(env_id, "sync"), vector_steps(env_id, "async")
+    assert same(sync, async_)
+    if isinstance(sync[0][0], dict):
+        missions = [step[0]["mission"] for step in async_]
+        assert all(isinstance(m, tuple) and len(m) == 2 and all(m) for m in missions)
+        single = gym.make(env_id)  # sub-environment i is reset with seed 5 + i
+        assert missions[0] == tuple(single.reset(seed=5 + i)[0]["mission"] for i in range(2))
+        assert isinstance(single.observation_space["mission"], gym.spaces.Text)
+
+
 @pytest.mark.parametrize("env_id", IDS)
 def test_facts_are_stated(env_id):
     u = gym.make(env_id).unwrapped

@@ -1,10 +1,14 @@
 """Tests for trajbench.leaderboard.render, through ``trajbench leaderboard build``."""
 
 import json
+import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from test_leaderboard_fixtures import (
     BURSTY,
     DARK_ROOM,
@@ -227,23 +231,84 @@ def test_build_lists_older_suite_versions_as_archived(root, capsys, monkeypatch)
 
 
 # -- a real browser ---------------------------------------------------------------------------
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Appended to a copy of the page: the browser writes the laid-out size of every table and plot
+#: into the DOM, which --dump-dom then shows (the page itself stays script-free).
+MEASURE = """<script>
+const box = (e) => { const r = e.getBoundingClientRect(); return [r.width, r.height]; };
+document.body.dataset.layout = JSON.stringify({
+  tables: [...document.querySelectorAll("table")].map((t) => [...box(t), t.rows.length]),
+  plots: [...document.querySelectorAll("svg")].map((s) => [...box(s), s.querySelectorAll("path").length]),
+});
+</script>"""
+
+
+class Page(HTMLParser):
+    """The text of every table cell, row by row, and the layout the measuring script wrote."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.layout: dict = {}
+        self._cell: list[str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "body" and dict(attrs).get("data-layout"):
+            self.layout = json.loads(dict(attrs)["data-layout"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def chromium(tmp_path: Path, *args: str) -> str:
+    binary = shutil.which("chromium") or str(CHROMIUM)
+    if not Path(binary).exists():
+        pytest.fail("no Chromium: apt-get install -y chromium (.ci/run installs it as root)")
+    cmd = [binary, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=True).stdout
+
+
 def test_index_html_renders_in_headless_chromium(built, tmp_path):
-    cmd = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--dump-dom",
-        (built / "index.html").resolve().as_uri(),
-    ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=True).stdout
+    source = (built / "index.html").read_text()
+    measured = tmp_path / "measured.html"
+    measured.write_text(source.replace("</body>", MEASURE + "</body>"))
+    dom = chromium(tmp_path, "--window-size=1280,2400", "--dump-dom", measured.as_uri())
+    page, expected = Page(dom), Page(source)
+    assert page.tables == expected.tables and len(page.tables) >= 3  # every table, every cell
     board = dom.split('<table class="board"', 1)[1].split("</table>", 1)[0]
-    rows = [part.split('"', 1)[0] for part in board.split('data-entry="')[1:]]
-    assert rows == ORDER
+    assert [part.split('"', 1)[0] for part in board.split('data-entry="')[1:]] == ORDER
     assert "<svg" in dom and "mean success with 95% CI" in dom
+    assert len(page.layout["tables"]) == len(page.tables)
+    for (width, height, rows), table in zip(page.layout["tables"], page.tables, strict=True):
+        assert rows == len(table) and width > 300 and height > 15 * rows  # laid out, not hidden
+    ((width, height, paths),) = page.layout["plots"]
+    assert width > 300 and height > 150 and paths > 10
+
+    shot = tmp_path / "leaderboard.png"
+    chromium(tmp_path, "--window-size=1280,2400", f"--screenshot={shot}", measured.as_uri())
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape == (2400, 1280, 3)
+    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+    assert len(colours) > 50 and pixels.std() > 20  # text, tables and the plot, not a blank page

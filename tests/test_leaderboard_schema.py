@@ -5,6 +5,7 @@ import doctest
 import json
 
 import gymnasium as gym
+import jsonschema
 import pytest
 from pydantic import ValidationError
 from test_leaderboard_fixtures import (
@@ -70,7 +71,6 @@ def test_v2_keys_add_format_and_eval_instruction():
 
 
 def test_json_schema_agrees_with_the_models(root):
-    jsonschema = pytest.importorskip("jsonschema")
     validator = jsonschema.Draft202012Validator(json.loads(schema.schema_text()))
     for path in (entry_path(root), entry_path(root, ISOLATED), V1_FILES[0]):
         sub = json.loads(path.read_text())

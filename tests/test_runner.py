@@ -100,6 +100,16 @@ def test_report_and_plots_are_written(ci_run: Path):
         assert f"plots/{p.name}" in report
 
 
+def test_report_shows_an_expert_and_a_trained_episode_per_family(ci_run: Path):
+    section = (ci_run / "report.md").read_text().split("\n## Episodes\n", 1)[1]
+    groups = PRESETS["ci"].groups
+    families = {s.env for g in groups for s in (*g.test_data, *g.heldout_family_data)}
+    gifs = sorted((ci_run / "episodes").glob("*.gif"))
+    assert len(gifs) == 2 * len(families) and len(section.splitlines()) > len(families)
+    for gif in gifs:
+        assert f"(episodes/{gif.name})" in section and gif.read_bytes().startswith(b"GIF89a")
+
+
 def test_rerun_resumes_without_redoing_finished_stages(ci_run: Path):
     model = next((ci_run / "jobs").rglob("model/policy.safetensors"))
     before = model.stat().st_mtime_ns

@@ -12,6 +12,7 @@ import os
 import sys
 
 from . import __version__
+from .cliargs import QUIET_HELP, quiet_output, split_quiet
 from .errors import TrajbenchError
 
 #: sub-command -> (module:function, one-line description)
@@ -24,9 +25,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "trajbench.pipeline.runner:main",
         "run a whole preset: collect, train, evaluate, report",
     ),
+    "export": ("trajbench.data.minari:export_main", "write an episode store as a Minari dataset"),
+    "import-minari": ("trajbench.data.minari:import_main", "build an episode store from Minari"),
+    "render": ("trajbench.pipeline.render:main", "play a policy on a level and write a GIF"),
     "leaderboard": ("trajbench.leaderboard.cli:main", "submit, validate and build the leaderboard"),
     "analyze": ("trajbench.analysis:main", "analyses of what in a trajectory carries the lesson"),
 }
+#: The long commands: they show progress bars, and ``--quiet`` silences them and any chatter.
+QUIET_COMMANDS = frozenset(
+    {"collect", "train", "evaluate", "run", "render", "export", "import-minari", "analyze"}
+)
 
 
 def _usage() -> str:
@@ -51,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
+    args, quiet = split_quiet(argv[1:]) if name in QUIET_COMMANDS else (argv[1:], False)
     try:
-        return int(func(argv[1:]) or 0)
+        with quiet_output(quiet):
+            status = int(func(args) or 0)
+        if name in QUIET_COMMANDS and {"-h", "--help"} & set(args):
+            print(QUIET_HELP)
+        return status
     except (TrajbenchError, ValueError, FileNotFoundError, FileExistsError) as err:
         if os.environ.get("TRAJBENCH_DEBUG"):
             raise

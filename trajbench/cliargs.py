@@ -2,13 +2,17 @@
 
 Every ``trajbench`` sub-command parses its dataclass config with :func:`parse_config`, so
 ``--help`` shows each field's docstring and a bad flag is one ``TrajbenchError`` line, not a box.
+The long commands also take ``--quiet`` (:func:`split_quiet`, :func:`quiet_output`), handled
+once for all of them by the dispatcher.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import tyro
@@ -48,3 +52,50 @@ def parse_config(cls: type, argv: list[str], prog: str) -> Any:
             lines = lines[1:]  # tyro repeats the title ("Unrecognized options: ...")
         message = ": ".join([lines[0], " ".join(lines[1:])]) if len(lines) > 1 else "".join(lines)
         raise TrajbenchError(f"{message or 'invalid arguments'} (see {prog} --help)") from None
+
+
+QUIET_FLAG = "--quiet"
+#: The line ``--help`` of a long command adds for the flag.
+QUIET_HELP = "--quiet: no progress bars and no chatter; an error is still one line on stderr."
+
+
+def split_quiet(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--quiet``, and whether it was there.
+
+    Example:
+        >>> split_quiet(["--out", "x", "--quiet"])
+        (['--out', 'x'], True)
+    """
+    rest = [a for a in argv if a != QUIET_FLAG]
+    return rest, len(rest) != len(argv)
+
+
+@contextlib.contextmanager
+def quiet_output(quiet: bool = True) -> Iterator[None]:
+    """While active (and ``quiet``), everything written to stdout and stderr is dropped.
+
+    Both Python's streams (progress bars, prints, warnings) and file descriptors 1 and 2 (which
+    worker processes inherit) point at the null device; the caller reports errors after leaving
+    the block, so they still reach the terminal.
+    """
+    if not quiet:
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        with (
+            open(os.devnull, "w") as sink,
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+        ):
+            yield
+    finally:
+        for fd, old in zip((1, 2), saved, strict=True):
+            os.dup2(old, fd)
+            os.close(old)
+        os.close(null)

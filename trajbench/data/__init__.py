@@ -38,6 +38,7 @@ from .format import (
     content_hash,
     shard_dirname,
 )
+from .minari import from_minari, to_minari
 from .reader import EpisodeStore, dataset_parts, load, read_meta
 from .writer import EpisodeWriter
 
@@ -52,7 +53,9 @@ __all__ = [
     "EpisodeWriter",
     "content_hash",
     "dataset_parts",
+    "from_minari",
     "load",
     "read_meta",
     "shard_dirname",
+    "to_minari",
 ]

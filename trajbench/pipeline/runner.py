@@ -44,6 +44,7 @@ from trajbench.report import write_report
 
 from .evaluate import evaluate
 from .presets import PRESETS, Condition, DataSpec, Group, Preset
+from .render import write_episode_gifs
 from .train import train
 
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]  (the registered presets)
@@ -311,6 +312,7 @@ def run(cfg: RunConfig) -> Path:
         "config": json.loads(json.dumps(asdict(preset), default=str)),
     }
     results = write_report(out, records, meta)
+    write_episode_gifs(out, jobs, str(device))
     atomic_write_json(out / "wall_time.json", {"wall_time_s": wall})
     return results
 
