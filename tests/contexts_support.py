@@ -356,9 +356,14 @@ def check_contract(store, batch: Batch, vocab: MissionVocab) -> View:
     rewards = np.asarray(store.rewards)
     has_prev = t > 0
     gp = np.where(has_prev, g - 1, 0)
-    assert np.array_equal(batch.prev_action[step], np.where(has_prev, actions[gp], n_actions))
-    assert np.array_equal(batch.prev_reward[step], np.where(has_prev, rewards[gp], 0))
     on_ctx, on_qry = ~q[step], q[step]
+    # Query steps show the step before; a context step is one transition and shows nothing of it.
+    prev_a = np.where(has_prev, actions[gp], n_actions)
+    prev_r = np.where(has_prev, rewards[gp], 0)
+    assert np.array_equal(batch.prev_action[step][on_qry], prev_a[on_qry])
+    assert np.array_equal(batch.prev_reward[step][on_qry], prev_r[on_qry])
+    assert (batch.prev_action[step][on_ctx] == hidden_action(n_actions)).all()
+    assert (batch.prev_reward[step][on_ctx] == 0).all()
     ctx, qry = step & ~q, step & q
     assert np.array_equal(batch.shown_action[ctx], actions[g[on_ctx]])
     assert np.array_equal(batch.shown_reward[ctx], rewards[g[on_ctx]])

@@ -76,9 +76,9 @@ def test_assemble_handles_word_only_rows_and_explicit_steps():
     assert batch.shape == (3, 6)
     assert batch.kind.tolist() == [[1, 1, 2, 2, 2, 1], [2, 2, 1, 1, 2, 2], [1, 0, 0, 0, 0, 0]]
     assert batch.t.tolist() == [[-1, -1, 0, 1, 2, -1], [2, 1, -1, -1, 0, 1], [-1] * 6]
-    assert batch.prev_action.tolist() == [
-        [4, 4, 4, 0, 1, 4],
-        [0, 0, 4, 4, 4, 3],
+    assert batch.prev_action.tolist() == [  # context steps: hidden (5); query steps: a_{t-1}
+        [4, 4, 5, 5, 5, 4],
+        [5, 5, 4, 4, 4, 3],
         [4, 0, 0, 0, 0, 0],
     ]
     assert batch.shown_action.tolist()[1] == [1, 1, 5, 5, 5, 5]
@@ -98,12 +98,12 @@ def test_assemble_handles_word_only_rows_and_explicit_steps():
 def test_a_range_across_two_episodes_is_read_step_by_step():
     # Steps 1..4 cross from episode 70 into episode 80: each token keeps its own episode.
     plan = RowPlan()
-    plan.add_steps(range(1, 5), query=False)
+    plan.add_steps(range(1, 5), query=True)
     batch = assemble([plan], small_table(), n_actions=4)
     assert batch.episode_id.tolist() == [[70, 70, 80, 80]]
     assert batch.level.tolist() == [[7, 7, 8, 8]]
     assert batch.t.tolist() == [[1, 2, 0, 1]]
-    assert batch.prev_action.tolist() == [[0, 1, 4, 3]]
+    assert batch.prev_action.tolist() == [[0, 1, 4, 3]]  # query steps show a_{t-1} of their own
 
 
 def test_actions_beyond_uint8_and_pad_to():
