@@ -9,9 +9,14 @@ drift apart.
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
+from .dark_render import DarkRender
+from .levels import LevelMixin, LevelsArg, ObsEncoding
 
 #: Action ids: stay, up (y-1), down (y+1), left (x-1), right (x+1).
 NOOP, UP, DOWN, LEFT, RIGHT = range(5)
@@ -42,6 +47,121 @@ def cell_of(index: np.ndarray | int, size: int) -> np.ndarray:
     """Cell index ``y * size + x`` -> ``(x, y)``."""
     index = np.asarray(index)
     return np.stack([index % size, index // size], axis=-1).astype(np.int64)
+
+
+class DarkGridEnv(DarkRender, LevelMixin, gym.Env):
+    """Base of the single-environment dark grid families: the grid, the moves, the level API.
+
+    A family sets its class attributes and implements :meth:`_set_level` (the level's hidden
+    cells), :meth:`_draw_start` (the episode's start cell, from ``self.np_random``),
+    :meth:`_task_step` (reward, termination and success after a move), :meth:`_obs`,
+    ``expert_action`` and ``_hidden_marks`` (for rendering).
+    """
+
+    #: Default episode cap.
+    default_max_steps: int = 20
+    #: Default side of the grid.
+    default_size: int = 9
+    #: Name of the observation encoding.
+    encoding_name: str = ""
+
+    def __init__(
+        self,
+        levels: LevelsArg = "all",
+        size: int | None = None,
+        max_steps: int | None = None,
+        sticky_p: float = 0.0,
+        render_mode: str | None = None,
+        render_hidden: bool = False,
+    ):
+        size = self.default_size if size is None else size
+        self.size = size
+        self._init_grid(
+            levels,
+            size,
+            self.count_levels(size),
+            max_steps,
+            sticky_p,
+            render_mode,
+            render_hidden,
+            self.encoding_name,
+            self.feature_sizes(size),
+        )
+
+    @classmethod
+    def count_levels(cls, size: int) -> int:
+        """How many levels a grid of this side has."""
+        raise NotImplementedError
+
+    @classmethod
+    def feature_sizes(cls, size: int) -> tuple[int, ...]:
+        """The observation's features: the agent's ``(x, y)`` (families add their own)."""
+        return (size, size)
+
+    def _init_grid(
+        self,
+        levels: LevelsArg,
+        size: int,
+        n_levels: int,
+        max_steps: int | None,
+        sticky_p: float,
+        render_mode: str | None,
+        render_hidden: bool,
+        encoding: str,
+        feature_sizes: tuple[int, ...],
+    ) -> None:
+        """Validate the shape, then set the spaces, levels and rendering (call from ``__init__``)."""
+        if size < 2:
+            raise ValueError(f"size must be >= 2, got {size}")
+        self.size, self.n_levels = size, n_levels
+        self.n_test_levels = max(1, round(0.2 * n_levels))
+        self.max_steps = self.default_max_steps if max_steps is None else int(max_steps)
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.encoding = ObsEncoding(encoding, feature_sizes, N_ACTIONS)
+        self.observation_space = spaces.MultiDiscrete(list(feature_sizes))
+        self.action_space = spaces.Discrete(N_ACTIONS)
+        self._init_levels(levels, sticky_p)
+        self._init_render(render_mode, render_hidden)
+        self._set_level()
+        self.pos = np.zeros(2, dtype=np.int64)
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._select_level(options)
+        self._set_level()
+        self.pos = self._draw_start()
+        self.t = 0
+        return self._obs(), {"level": self.level, "success": False}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid action {action!r}; expected an int in 0..{N_ACTIONS - 1}")
+        action = self._sticky(int(action))
+        self.pos = move(self.pos, action, self.size)
+        self.t += 1
+        reward, terminated, success = self._task_step()
+        truncated = not terminated and self.t >= self.max_steps
+        info = {"level": self.level, "success": success}
+        return self._obs(), reward, terminated, truncated, info
+
+    def encode_obs(self, obs) -> np.ndarray:
+        return np.asarray(obs, dtype=np.uint8)
+
+    def _draw_start(self) -> np.ndarray:
+        """A uniformly random cell of the grid (families with constraints override this)."""
+        return self.np_random.integers(self.size, size=2).astype(np.int64)
+
+    def _obs(self) -> np.ndarray:
+        return self.pos.copy()
+
+    # -- task hooks -----------------------------------------------------------------------------
+    def _set_level(self) -> None:
+        raise NotImplementedError
+
+    def _task_step(self) -> tuple[float, bool, bool]:
+        raise NotImplementedError
 
 
 class DarkGridVectorEnv(VectorEnv):

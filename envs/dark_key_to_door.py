@@ -14,16 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from .dark_grid import N_ACTIONS, DarkGridVectorEnv, cell_of, move, step_toward
-from .dark_render import DOOR, KEY, DarkRender, Mark
-from .levels import LevelMixin, LevelsArg, ObsEncoding
+from .dark_grid import DarkGridEnv, DarkGridVectorEnv, cell_of, step_toward
+from .dark_render import DOOR, KEY, Mark
 
 
-class DarkKeyToDoorEnv(DarkRender, LevelMixin, gym.Env):
+class DarkKeyToDoorEnv(DarkGridEnv):
     """Single Dark Key-to-Door; see the module docstring.
 
     ``render_mode="rgb_array"`` draws the grid and the agent; ``render_hidden=True`` adds
@@ -34,67 +31,32 @@ class DarkKeyToDoorEnv(DarkRender, LevelMixin, gym.Env):
     expert_name = "shortest path to the key, then to the door"
     level_fixes = "the hidden key cell and the hidden door cell"
     episode_draws = "the agent's start cell: any cell"
+    default_max_steps = 50
+    encoding_name = "dark-key-to-door"
 
-    def __init__(
-        self,
-        levels: LevelsArg = "all",
-        size: int = 9,
-        max_steps: int | None = None,
-        sticky_p: float = 0.0,
-        render_mode: str | None = None,
-        render_hidden: bool = False,
-    ):
-        if size < 2:
-            raise ValueError(f"size must be >= 2, got {size}")
-        self.size = size
-        self.n_levels = size**4
-        self.n_test_levels = max(1, round(0.2 * self.n_levels))
-        self.max_steps = 50 if max_steps is None else int(max_steps)
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        self.encoding = ObsEncoding("dark-key-to-door", (size, size, 2), N_ACTIONS)
-        self.observation_space = spaces.MultiDiscrete([size, size, 2])
-        self.action_space = spaces.Discrete(N_ACTIONS)
-        self._init_levels(levels, sticky_p)
-        self._init_render(render_mode, render_hidden)
-        self.key, self.door = self._cells(self.level)
-        self.pos = np.zeros(2, dtype=np.int64)
+    @classmethod
+    def count_levels(cls, size: int) -> int:
+        return size**4
+
+    @classmethod
+    def feature_sizes(cls, size: int) -> tuple[int, ...]:
+        return (size, size, 2)  # (x, y, has_key)
+
+    def _set_level(self) -> None:
+        key_cell, door_cell = divmod(int(self.level), self.size**2)
+        self.key, self.door = cell_of(key_cell, self.size), cell_of(door_cell, self.size)
         self.has_key = False
-        self.t = 0
-
-    def _cells(self, level: int) -> tuple[np.ndarray, np.ndarray]:
-        key_cell, door_cell = divmod(int(level), self.size**2)
-        return cell_of(key_cell, self.size), cell_of(door_cell, self.size)
 
     def _obs(self) -> np.ndarray:
         return np.array([self.pos[0], self.pos[1], int(self.has_key)], dtype=np.int64)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self._select_level(options)
-        self.key, self.door = self._cells(self.level)
-        self.pos = self.np_random.integers(self.size, size=2).astype(np.int64)
-        self.has_key = False
-        self.t = 0
-        return self._obs(), {"level": self.level, "success": False}
-
-    def step(self, action):
-        if not self.action_space.contains(action):
-            raise ValueError(f"invalid action {action!r}; expected an int in 0..{N_ACTIONS - 1}")
-        action = self._sticky(int(action))
-        self.pos = move(self.pos, action, self.size)
-        self.t += 1
-        reward, terminated = 0.0, False
+    def _task_step(self) -> tuple[float, bool, bool]:
         if not self.has_key and np.array_equal(self.pos, self.key):
-            self.has_key, reward = True, 1.0
-        elif self.has_key and np.array_equal(self.pos, self.door):
-            reward, terminated = 1.0, True
-        truncated = not terminated and self.t >= self.max_steps
-        info = {"level": self.level, "success": terminated}
-        return self._obs(), reward, terminated, truncated, info
-
-    def encode_obs(self, obs) -> np.ndarray:
-        return np.asarray(obs, dtype=np.uint8)
+            self.has_key = True
+            return 1.0, False, False
+        if self.has_key and np.array_equal(self.pos, self.door):
+            return 1.0, True, True
+        return 0.0, False, False
 
     def expert_action(self) -> int:
         return int(step_toward(self.pos, self.door if self.has_key else self.key))

@@ -14,16 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from .dark_grid import N_ACTIONS, DarkGridVectorEnv, cell_of, move, step_toward
-from .dark_render import GOAL, DarkRender, Mark
-from .levels import LevelMixin, LevelsArg, ObsEncoding
+from .dark_grid import DarkGridEnv, DarkGridVectorEnv, cell_of, step_toward
+from .dark_render import GOAL, Mark
 
 
-class DarkRoomEnv(DarkRender, LevelMixin, gym.Env):
+class DarkRoomEnv(DarkGridEnv):
     """Single Dark Room; see the module docstring.
 
     ``render_mode="rgb_array"`` draws the grid and the agent; ``render_hidden=True`` adds
@@ -34,62 +31,21 @@ class DarkRoomEnv(DarkRender, LevelMixin, gym.Env):
     expert_name = "shortest path to the goal, then stay"
     level_fixes = "the hidden goal cell"
     episode_draws = "the agent's start cell: any cell"
+    default_max_steps = 20
+    encoding_name = "dark-room"
 
-    def __init__(
-        self,
-        levels: LevelsArg = "all",
-        size: int = 9,
-        max_steps: int | None = None,
-        sticky_p: float = 0.0,
-        render_mode: str | None = None,
-        render_hidden: bool = False,
-    ):
-        if size < 2:
-            raise ValueError(f"size must be >= 2, got {size}")
-        self.size = size
-        self.n_levels = size * size
-        self.n_test_levels = max(1, round(0.2 * self.n_levels))
-        self.max_steps = 20 if max_steps is None else int(max_steps)
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        self.encoding = ObsEncoding("dark-room", (size, size), N_ACTIONS)
-        self.observation_space = spaces.MultiDiscrete([size, size])
-        self.action_space = spaces.Discrete(N_ACTIONS)
-        self._init_levels(levels, sticky_p)
-        self._init_render(render_mode, render_hidden)
-        self.goal = cell_of(self.level, size)
-        self.pos = np.zeros(2, dtype=np.int64)
-        self.t = 0
-        self.reached = False
+    @classmethod
+    def count_levels(cls, size: int) -> int:
+        return size * size
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self._select_level(options)
+    def _set_level(self) -> None:
         self.goal = cell_of(self.level, self.size)
-        self.pos = self.np_random.integers(self.size, size=2).astype(np.int64)
-        self.t = 0
         self.reached = False
-        return self.pos.copy(), {"level": self.level, "success": False}
 
-    def step(self, action):
-        if not self.action_space.contains(action):
-            raise ValueError(f"invalid action {action!r}; expected an int in 0..{N_ACTIONS - 1}")
-        action = self._sticky(int(action))
-        self.pos = move(self.pos, action, self.size)
-        self.t += 1
+    def _task_step(self) -> tuple[float, bool, bool]:
         reward = float(np.array_equal(self.pos, self.goal))
         self.reached = self.reached or reward > 0
-        truncated = self.t >= self.max_steps
-        return (
-            self.pos.copy(),
-            reward,
-            False,
-            truncated,
-            {"level": self.level, "success": self.reached},
-        )
-
-    def encode_obs(self, obs) -> np.ndarray:
-        return np.asarray(obs, dtype=np.uint8)
+        return reward, False, self.reached
 
     def expert_action(self) -> int:
         return int(step_toward(self.pos, self.goal))

@@ -29,11 +29,10 @@ from math import comb
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from .dark_grid import N_ACTIONS, DarkGridVectorEnv, cell_of, move
-from .dark_render import VISITED, WAYPOINT, DarkRender, Mark
-from .levels import LevelMixin, LevelsArg, ObsEncoding
+from .dark_grid import N_ACTIONS, DarkGridEnv, DarkGridVectorEnv, cell_of, move
+from .dark_render import VISITED, WAYPOINT, Mark
+from .levels import LevelsArg
 
 #: Waypoints per level of the registered family (``step_events`` reads stored episodes with it).
 DEFAULT_WAYPOINTS = 3
@@ -193,7 +192,7 @@ def draw_starts(rng: np.random.Generator, valid: np.ndarray) -> np.ndarray:
     return (valid.cumsum(axis=1) > k[:, None]).argmax(axis=1)
 
 
-class DarkSequenceEnv(DarkRender, LevelMixin, gym.Env):
+class DarkSequenceEnv(DarkGridEnv):
     """Single Dark Sequence; see the module docstring.
 
     ``render_mode="rgb_array"`` draws the grid and the agent; ``render_hidden=True`` adds
@@ -223,44 +222,33 @@ class DarkSequenceEnv(DarkRender, LevelMixin, gym.Env):
     ):
         if size < 2:
             raise ValueError(f"size must be >= 2, got {size}")
-        self.size = size
-        self.n_waypoints = int(n_waypoints)
+        self.size, self.n_waypoints = size, int(n_waypoints)
         self.tables = sequence_tables(size, self.n_waypoints)
-        self.n_levels = len(self.tables.waypoints)
-        self.n_test_levels = max(1, round(0.2 * self.n_levels))
-        self.max_steps = self.tables.longest_episode if max_steps is None else int(max_steps)
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.default_max_steps = self.tables.longest_episode
         self.level_fixes = f"the ordered sequence of {self.n_waypoints} hidden waypoint cells"
-        self.encoding = ObsEncoding("dark-sequence", (size, size), N_ACTIONS)
-        self.observation_space = spaces.MultiDiscrete([size, size])
-        self.action_space = spaces.Discrete(N_ACTIONS)
-        self._init_levels(levels, sticky_p)
-        self._init_render(render_mode, render_hidden)
-        self._set_level()
-        self.pos = np.zeros(2, dtype=np.int64)
-        self.t = 0
+        n_levels = len(self.tables.waypoints)
+        self._init_grid(
+            levels,
+            size,
+            n_levels,
+            max_steps,
+            sticky_p,
+            render_mode,
+            render_hidden,
+            "dark-sequence",
+            (size, size),
+        )
 
     def _set_level(self) -> None:
         self._cells = self.tables.waypoints[self.level]
         self.waypoints = cell_of(self._cells, self.size)
         self.stage = 0
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self._select_level(options)
-        self._set_level()
+    def _draw_start(self) -> np.ndarray:
         start = draw_starts(self.np_random, self.tables.start_cells(self._cells[None]))
-        self.pos = cell_of(start[0], self.size)
-        self.t = 0
-        return self.pos.copy(), {"level": self.level, "success": False}
+        return cell_of(start[0], self.size)
 
-    def step(self, action):
-        if not self.action_space.contains(action):
-            raise ValueError(f"invalid action {action!r}; expected an int in 0..{N_ACTIONS - 1}")
-        action = self._sticky(int(action))
-        self.pos = move(self.pos, action, self.size)
-        self.t += 1
+    def _task_step(self) -> tuple[float, bool, bool]:
         cell = cell_index(self.pos, self.size)
         reward, terminated = 0.0, False
         if self.stage < self.n_waypoints and cell == self._cells[self.stage]:
@@ -268,12 +256,7 @@ class DarkSequenceEnv(DarkRender, LevelMixin, gym.Env):
             reward, terminated = 1.0, self.stage == self.n_waypoints
         elif cell in self._cells[self.stage + 1 :]:
             terminated = True  # a later waypoint, entered early
-        truncated = not terminated and self.t >= self.max_steps
-        info = {"level": self.level, "success": self.stage == self.n_waypoints}
-        return self.pos.copy(), reward, terminated, truncated, info
-
-    def encode_obs(self, obs) -> np.ndarray:
-        return np.asarray(obs, dtype=np.uint8)
+        return reward, terminated, self.stage == self.n_waypoints
 
     def expert_action(self) -> int:
         if self.stage == self.n_waypoints:
