@@ -28,7 +28,17 @@ class FamilySpec(NamedTuple):
 
 
 _MG = "trajbench.envs.minigrid_families"
-_FIXED_START = {"random_start": False}
+
+
+def _minigrid(name: str) -> dict[str, FamilySpec]:
+    """A MiniGrid/BabyAI family's two versions: ``-v0`` (the level fixes the start: suite 1)
+    and ``-v1`` (the episode draws it), one class."""
+    entry = f"{_MG}:{name}Levels"
+    return {
+        f"{name}-v0": FamilySpec(entry, kwargs={"random_start": False}),
+        f"{name}-v1": FamilySpec(entry),
+    }
+
 
 #: family id (without namespace) -> how it is registered (a plain ``(entry point, vector entry
 #: point)`` tuple works too).
@@ -45,24 +55,15 @@ FAMILIES: dict[str, FamilySpec] = {
         "trajbench.envs.dark_sequence:DarkSequenceEnv",
         "trajbench.envs.dark_sequence:DarkSequenceVectorEnv",
     ),
-    "FourRooms-v0": FamilySpec(f"{_MG}:FourRoomsLevels", kwargs=_FIXED_START),
-    "FourRooms-v1": FamilySpec(f"{_MG}:FourRoomsLevels"),
-    "MultiRoom-v0": FamilySpec(f"{_MG}:MultiRoomLevels", kwargs=_FIXED_START),
-    "MultiRoom-v1": FamilySpec(f"{_MG}:MultiRoomLevels"),
-    "SimpleCrossing-v0": FamilySpec(f"{_MG}:SimpleCrossingLevels", kwargs=_FIXED_START),
-    "SimpleCrossing-v1": FamilySpec(f"{_MG}:SimpleCrossingLevels"),
-    "LavaCrossing-v0": FamilySpec(f"{_MG}:LavaCrossingLevels", kwargs=_FIXED_START),
-    "LavaCrossing-v1": FamilySpec(f"{_MG}:LavaCrossingLevels"),
-    "DoorKey-v0": FamilySpec(f"{_MG}:DoorKeyLevels", kwargs=_FIXED_START),
-    "DoorKey-v1": FamilySpec(f"{_MG}:DoorKeyLevels"),
-    "Unlock-v0": FamilySpec(f"{_MG}:UnlockLevels", kwargs=_FIXED_START),
-    "Unlock-v1": FamilySpec(f"{_MG}:UnlockLevels"),
-    "GoToLocal-v0": FamilySpec(f"{_MG}:GoToLocalLevels", kwargs=_FIXED_START),
-    "GoToLocal-v1": FamilySpec(f"{_MG}:GoToLocalLevels"),
-    "PickupLoc-v0": FamilySpec(f"{_MG}:PickupLocLevels", kwargs=_FIXED_START),
-    "PickupLoc-v1": FamilySpec(f"{_MG}:PickupLocLevels"),
-    "PutNextLocal-v0": FamilySpec(f"{_MG}:PutNextLocalLevels", kwargs=_FIXED_START),
-    "PutNextLocal-v1": FamilySpec(f"{_MG}:PutNextLocalLevels"),
+    **_minigrid("FourRooms"),
+    **_minigrid("MultiRoom"),
+    **_minigrid("SimpleCrossing"),
+    **_minigrid("LavaCrossing"),
+    **_minigrid("DoorKey"),
+    **_minigrid("Unlock"),
+    **_minigrid("GoToLocal"),
+    **_minigrid("PickupLoc"),
+    **_minigrid("PutNextLocal"),
 }
 
 

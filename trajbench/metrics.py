@@ -12,7 +12,7 @@ of few-episode cells saturates at 0 and 1. The resampling lives in :mod:`trajben
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -79,12 +79,7 @@ def score_frame(
     return table.astype(float)
 
 
-def score_matrix(
-    records: pd.DataFrame,
-    metric: str,
-    seed_col: str = "seed",
-    level_col: str | Sequence[str] = "level",
-) -> np.ndarray:
+def score_matrix(records: pd.DataFrame, metric: str, **columns: Any) -> np.ndarray:
     """:func:`score_frame` as an array ``[n_seeds, n_levels]``.
 
     Example:
@@ -94,7 +89,7 @@ def score_matrix(
         array([[0.5, 1. ],
                [1. , 0. ]])
     """
-    return score_frame(records, metric, seed_col, level_col).to_numpy(dtype=float)
+    return score_frame(records, metric, **columns).to_numpy(dtype=float)
 
 
 def aggregate(

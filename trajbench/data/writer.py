@@ -14,18 +14,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..envs.levels import SPLIT_VERSION, ObsEncoding
-from .format import (
-    _SCHEMA,
-    ARRAY_FILES,
-    EPISODE_COLUMNS,
-    EPISODES_FILE,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    META_FILE,
-    actions_dtype,
-    content_hash,
-    step_digest,
-)
+from . import format as fmt
 
 
 class _NpyAppender:
@@ -90,12 +79,14 @@ class EpisodeWriter:
         self.encoding = encoding
         self.rows: list[dict[str, Any]] = []
         self._obs = _NpyAppender(
-            self.directory / ARRAY_FILES["obs"], np.uint8, (encoding.n_features,)
+            self.directory / fmt.ARRAY_FILES["obs"], np.uint8, (encoding.n_features,)
         )
         self._actions = _NpyAppender(
-            self.directory / ARRAY_FILES["actions"], actions_dtype(encoding.n_actions), ()
+            self.directory / fmt.ARRAY_FILES["actions"], fmt.actions_dtype(encoding.n_actions), ()
         )
-        self._rewards = _NpyAppender(self.directory / ARRAY_FILES["rewards"], np.dtype("<f4"), ())
+        self._rewards = _NpyAppender(
+            self.directory / fmt.ARRAY_FILES["rewards"], np.dtype("<f4"), ()
+        )
 
     @property
     def n_steps(self) -> int:
@@ -137,7 +128,7 @@ class EpisodeWriter:
             "mission": str(row["mission"]),
             "seed": int(row["seed"]),
             "offset": self.n_steps,
-            "step_digest": step_digest(obs, actions, rewards),
+            "step_digest": fmt.step_digest(obs, actions, rewards),
         }
         self._obs.append(obs)
         self._actions.append(actions)
@@ -150,12 +141,12 @@ class EpisodeWriter:
         """Finish the arrays, write ``episodes.parquet`` and ``meta.json``; returns the meta."""
         for appender in (self._obs, self._actions, self._rewards):
             appender.finish()
-        columns = {name: [r[name] for r in self.rows] for name in EPISODE_COLUMNS}
-        table = pa.Table.from_pydict(columns, schema=_SCHEMA)
-        pq.write_table(table, self.directory / EPISODES_FILE, compression="zstd")
+        columns = {name: [r[name] for r in self.rows] for name in fmt.EPISODE_COLUMNS}
+        table = pa.Table.from_pydict(columns, schema=fmt._SCHEMA)
+        pq.write_table(table, self.directory / fmt.EPISODES_FILE, compression="zstd")
         meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format": fmt.FORMAT_NAME,
+            "format_version": fmt.FORMAT_VERSION,
             "env_id": env_id,
             "encoding": {
                 "name": self.encoding.name,
@@ -165,14 +156,16 @@ class EpisodeWriter:
             "config": config,
             "n_episodes": len(self.rows),
             "n_steps": self.n_steps,
-            "content_hash": content_hash(pd.DataFrame(columns)),
+            "content_hash": fmt.content_hash(pd.DataFrame(columns)),
             "trajbench_version": __version__,
             "split_version": SPLIT_VERSION,
             "shard": None if shard is None else [int(shard[0]), int(shard[1])],
         }
         # The whole directory is moved into place atomically, so a plain write suffices here.
-        (self.directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        for name in (META_FILE, EPISODES_FILE, *ARRAY_FILES.values()):
+        (self.directory / fmt.META_FILE).write_text(
+            json.dumps(meta, indent=2) + "\n", encoding="utf-8"
+        )
+        for name in (fmt.META_FILE, fmt.EPISODES_FILE, *fmt.ARRAY_FILES.values()):
             fd = os.open(self.directory / name, os.O_RDONLY)
             try:
                 os.fsync(fd)  # on disk before the directory is renamed into place
