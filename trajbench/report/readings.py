@@ -3,7 +3,8 @@
 At the largest K, with demonstrations of the level itself, in the common format and the
 training instruction:
 
-- *support*: ``bursty`` vs ``trajectories`` (same steps' structure, other levels);
+- *support*: ``bursty`` vs ``trajectories`` (same structure, other levels), and ``bursty`` vs
+  ``isolated`` (other levels and no order: the published contrast);
 - *order*: ``bursty`` vs ``shuffled`` (in the common and in shuffled's own format) and
   ``trajectories`` vs ``isolated``;
 - *context*: ``bursty`` vs ``none``;
@@ -21,6 +22,7 @@ from .tables import COPY_BASELINES, REFERENCES, Comparison, compare
 
 QUESTIONS = (
     ("support", "bursty", "trajectories", "common"),
+    ("support and order", "bursty", "isolated", "common"),
     ("order", "bursty", "shuffled", "common"),
     ("order", "bursty", "shuffled", "matched"),
     ("order", "trajectories", "isolated", "common"),
