@@ -285,7 +285,7 @@ PRESETS: dict[str, Preset] = {
                 heldout_family_data=(DataSpec(LAVA_CROSSING, "test", 6, seed=1, max_levels=100),),
                 train=_LARGE_MINIGRID,
             ),
-            _babyai(3000, 100, _LARGE_MINIGRID, eval_template(), ("expert", "noisy")),
+            _babyai(3000, 100, _LARGE_MINIGRID, eval_template(), demonstrators=("expert", "noisy")),
         ),
         seeds=(0, 1, 2, 3, 4),
         workers=1,
