@@ -28,6 +28,7 @@ STEPS = [
     "basis",
     "dry-run",
     "train-compiled",
+    "preset-data",
     "preset",
 ]
 

@@ -151,15 +151,16 @@ def synthetic(name: str, gpu_s: float, flops_bound: bool) -> GroupSize:
 
 def test_the_report_names_its_assumptions_until_they_are_measured():
     groups = [synthetic("a", 240.0, False), synthetic("b", 3600.0, True)]
-    assumed = render(PresetSize(PRESETS["gpu"], (0, 1, 2), 1, groups, ASSUMED, 12))
+    assumed = render(PresetSize(PRESETS["gpu"], (0, 1, 2), 1, groups, ASSUMED, 12, 123456, 4))
     rows = [line for line in assumed.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + 2 + 1  # header, rule, two groups, total
     assert "| a | d128 x 4 layers | 15 | 27 | 1500 x 128 | 88 |" in assumed
     assert "4 min (step-bound)" in assumed and "1 h 00 min (FLOPs-bound)" in assumed
     assert "| **total** | | 30 | 54 |" in assumed and "1 h 04 min |" in assumed
     assert "ASSUMED, not measured" in assumed and "gpu_check.sh" in assumed
+    assert "collection (123,456 episodes in 4 stores)" in assumed
     measured = replace(ASSUMED, mfu=0.05, source="measured on X by gpu_check.sh")
-    text = render(PresetSize(PRESETS["gpu"], (0,), 1, groups, measured, 12))
+    text = render(PresetSize(PRESETS["gpu"], (0,), 1, groups, measured, 12, 123456, 4))
     assert "ASSUMED" not in text and "measured on X by gpu_check.sh." in text
 
 
@@ -173,6 +174,7 @@ def test_dry_run_prints_the_table_and_runs_nothing(tmp_path, capsys, monkeypatch
     assert out.startswith("preset ci:") and "seeds [0]" in out
     assert "| dark-room | d32 x 2 layers | 2 | 5 | 40 x 32 |" in out
     assert "NVIDIA H100 80GB HBM3 (MFU 5%, step >= 4.0 ms)" in out
+    assert "collection (426 episodes in 2 stores)" in out  # (65 train + 6 test levels) x 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json"]  # nothing written
 
 

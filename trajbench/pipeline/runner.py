@@ -279,10 +279,7 @@ def run(cfg: RunConfig) -> Path:
     started = time.perf_counter()
     previous = _previous_wall_time(out)
 
-    specs = {
-        s for g in preset.groups for s in (*g.train_data, *g.test_data, *g.heldout_family_data)
-    }
-    for spec in sorted(specs, key=lambda s: s.name):
+    for spec in preset.data:
         collect_data(spec, out, workers, cfg.progress)
     for group in preset.groups:
         check_heldout_solvable(group, out)

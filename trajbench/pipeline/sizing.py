@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -224,9 +225,17 @@ def _cpu_tokens_per_s(builder: ContextBuilder, store, train: TrainConfig, rows: 
     return tokens / (time.process_time() - start)
 
 
+@functools.cache
+def n_levels_of(spec: DataSpec) -> int:
+    """How many levels the store of ``spec`` holds."""
+    env = make_env(spec.env)
+    n = len(sample_levels(env, spec.levels, spec.max_levels))
+    env.close()
+    return n
+
+
 def _eval_episodes(group: Group, seeds: int, jobs) -> int:
     """Episodes the group's evaluations play (every evaluation of every job)."""
-    levels: dict[DataSpec, int] = {}
     total = 0
     for job in jobs:
         info = PolicyInfo(
@@ -236,12 +245,8 @@ def _eval_episodes(group: Group, seeds: int, jobs) -> int:
             cfg = replace(group.eval, instruction=instruction, formats=formats)
             per_level = len(_conditions(cfg, info)) * cfg.episodes
             for spec in specs:
-                if spec not in levels:
-                    env = make_env(spec.env)
-                    n = len(sample_levels(env, spec.levels, spec.max_levels))
-                    env.close()
-                    levels[spec] = min(n, cfg.max_levels) if cfg.max_levels else n
-                total += levels[spec] * per_level
+                n = n_levels_of(spec)
+                total += (min(n, cfg.max_levels) if cfg.max_levels else n) * per_level
     return total * seeds
 
 
@@ -312,6 +317,10 @@ class PresetSize:
     basis: GpuBasis
     n_levels: int
     """Levels per training store of the small collection."""
+    collect_episodes: int
+    """Episodes the preset's stores hold (collected before any job starts)."""
+    stores: int
+    """Episode stores of the preset."""
 
 
 def size_preset(
@@ -333,7 +342,10 @@ def size_preset(
         print(f"sizing {preset.name}/{group.name} ...", file=sys.stderr, flush=True)
         sizes.append(size_group(group, len(seeds), basis, n_levels))
     parallel = max(1, min(workers or preset.workers, cores()))
-    return PresetSize(preset, seeds, parallel, sizes, basis, n_levels)
+    collect_episodes = sum(n_levels_of(s) * s.episodes_per_level for s in preset.data)
+    return PresetSize(
+        preset, seeds, parallel, sizes, basis, n_levels, collect_episodes, len(preset.data)
+    )
 
 
 def render(size: PresetSize) -> str:
@@ -380,7 +392,8 @@ def render(size: PresetSize) -> str:
         )
     lines += [
         "",
-        "Training time only: collection and evaluation are not estimated.",
+        f"Training time only: collection ({size.collect_episodes:,} episodes in {size.stores} "
+        "stores) and evaluation are not estimated.",
         f"Tokens per sequence: sampled from the prompt builder, per condition, on a {n_levels}-level "
         "collection of each training store.",
         "CPU: tokens per CPU-second of a few training steps measured here (one thread, up to 16 "
