@@ -17,6 +17,8 @@ demonstrations and start states; the two runs' records are checked to be identic
 alternate and the best round of each is reported, which keeps the ratio honest on a shared
 machine. Ends with ``RESULT rollout_throughput ratio=<cached/re-encoding> target=10``.
 
+``--json FILE`` also writes the figures there (``benchmarks/gpu_check.sh`` reads it).
+
 Example:
     python benchmarks/rollout_throughput.py            # about a minute on 2 busy cores
     python benchmarks/rollout_throughput.py --quick    # a few seconds, a sanity check
@@ -38,6 +40,7 @@ from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.collect import CollectConfig, collect
 from trajbench.data import load
 from trajbench.device import resolve_device
+from trajbench.io import atomic_write_json
 from trajbench.rollout import Demonstrations, rollout
 from trajbench.vocab import MissionVocab
 
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per mode")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures to this file")
     parser.add_argument("--quick", action="store_true", help="16 levels, 2 episodes, 1 round")
     args = parser.parse_args()
     if args.quick:
@@ -119,6 +123,22 @@ def main() -> None:
         print(f"identical records in both modes ({steps} env steps, success {success:.2f})")
         print(f"cached rollouts:      {cached:10,.0f} env steps/s")
         print(f"re-encoding rollouts: {reference:10,.0f} env steps/s")
+        if args.json:
+            atomic_write_json(
+                args.json,
+                {
+                    "device": str(device),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+                    "model": {"d_model": args.d_model, "n_layers": args.n_layers},
+                    "levels": len(levels),
+                    "k": args.k,
+                    "episodes": args.episodes,
+                    "env_steps": steps,
+                    "cached_steps_per_s": cached,
+                    "reencoding_steps_per_s": reference,
+                    "ratio": cached / reference,
+                },
+            )
         print(f"\nRESULT rollout_throughput ratio={cached / reference:.1f} target=10")
 
 

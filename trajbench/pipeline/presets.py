@@ -113,6 +113,14 @@ class Preset:
     workers: int = 2
     """Training/evaluation jobs run in parallel (one CPU thread each on CPU)."""
 
+    @property
+    def data(self) -> list[DataSpec]:
+        """Every episode store the preset collects, once each, by name."""
+        specs = {
+            s for g in self.groups for s in (*g.train_data, *g.test_data, *g.heldout_family_data)
+        }
+        return sorted(specs, key=lambda s: s.name)
+
 
 DR = "trajbench/DarkRoom-v0"
 DKTD = "trajbench/DarkKeyToDoor-v0"

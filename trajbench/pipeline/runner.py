@@ -13,6 +13,7 @@ Layout of ``OUT``::
 
 Example:
     trajbench run --preset smoke --out runs/smoke
+    trajbench run --preset gpu --dry-run      # jobs, tokens, FLOPs and time estimates only
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class RunConfig:
 
     preset: PresetName
     """Preset: ci (seconds, for tests), smoke (2-core CPU, <= 15 min), standard (GPU), gpu (~8 min on one H100)."""
-    out: str
+    out: str = ""
     """Run directory; rerunning with the same directory resumes."""
     device: str = ""
     """Override the preset's device: auto, cpu, cuda or cuda:N."""
@@ -66,6 +67,9 @@ class RunConfig:
     """Override how many jobs run in parallel (0: the preset's choice)."""
     progress: bool = True
     """Show progress bars."""
+    dry_run: bool = False
+    """Run nothing: print each group's jobs, training tokens and FLOPs, evaluation episodes and
+    the estimated training time on this CPU and on a GPU (trajbench.pipeline.sizing)."""
 
 
 # -- jobs -----------------------------------------------------------------------------------------
@@ -173,6 +177,20 @@ def _named(env_id: str, actions: set[int]) -> str:
     )
 
 
+def evaluations(job: Job) -> list[tuple[str, tuple[DataSpec, ...], str, tuple[str, ...]]]:
+    """``(eval_split, stores, instruction, formats)`` of every evaluation ``job`` runs: held-out
+    levels and held-out families, as trained, and with decoy missions where the group asks."""
+    g, c = job.group, job.condition
+    instructions = ["train"]
+    if g.decoy_eval and (job.baseline or c.instruction == "full"):
+        instructions.append("decoy")
+    return [
+        (split, specs, instruction, g.eval.formats if instruction == "train" else ("common",))
+        for split, specs in (("test_levels", g.test_data), ("test_families", g.heldout_family_data))
+        for instruction in (instructions if specs else ())
+    ]
+
+
 def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int) -> Path:
     """Train (unless done) and evaluate (unless done) one job; returns its records file."""
     if threads:
@@ -184,26 +202,22 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
         return records_path
     policy = job.baseline or str(_trained(job, out, device, compile_model))
     c = job.condition
-    instructions = ["train"]
-    if g.decoy_eval and (job.baseline or c.instruction == "full"):
-        instructions.append("decoy")
     frames = []
-    for split, specs in (("test_levels", g.test_data), ("test_families", g.heldout_family_data)):
-        for instruction in instructions if specs else ():
-            ecfg = replace(
-                g.eval,
-                policy=policy,
-                data=tuple(str(data_dir(out, s)) for s in specs),
-                out=str(jdir / f"eval-{split}-{instruction}"),
-                eval_split=split,
-                instruction=instruction,
-                formats=g.eval.formats if instruction == "train" else ("common",),
-                seed=job.eval_seed,
-                device=device,
-                progress=False,
-                offline=not job.baseline and instruction == "train",
-            )
-            frames.append(evaluate(ecfg)[0])
+    for split, specs, instruction, formats in evaluations(job):
+        ecfg = replace(
+            g.eval,
+            policy=policy,
+            data=tuple(str(data_dir(out, s)) for s in specs),
+            out=str(jdir / f"eval-{split}-{instruction}"),
+            eval_split=split,
+            instruction=instruction,
+            formats=formats,
+            seed=job.eval_seed,
+            device=device,
+            progress=False,
+            offline=not job.baseline and instruction == "train",
+        )
+        frames.append(evaluate(ecfg)[0])
     records = pd.concat(frames, ignore_index=True)
     if "decoy_success" in records:  # NaN where no decoy was shown: a float column, not objects
         records["decoy_success"] = records["decoy_success"].astype(float)
@@ -249,6 +263,8 @@ def run(cfg: RunConfig) -> Path:
     """Run ``cfg.preset`` into ``cfg.out``; returns the path of results.json."""
     if cfg.preset not in PRESETS:
         raise TrajbenchError(f"unknown preset {cfg.preset!r}; expected one of {sorted(PRESETS)}")
+    if not cfg.out:
+        raise TrajbenchError("--out needs a run directory")
     preset = PRESETS[cfg.preset]
     if cfg.device:
         preset = replace(preset, device=cfg.device)
@@ -266,10 +282,7 @@ def run(cfg: RunConfig) -> Path:
     started = time.perf_counter()
     previous = _previous_wall_time(out)
 
-    specs = {
-        s for g in preset.groups for s in (*g.train_data, *g.test_data, *g.heldout_family_data)
-    }
-    for spec in sorted(specs, key=lambda s: s.name):
+    for spec in preset.data:
         collect_data(spec, out, workers, cfg.progress)
     for group in preset.groups:
         check_heldout_solvable(group, out)
@@ -329,6 +342,11 @@ def main(argv: list[str]) -> int:
     """``trajbench run``: parse flags into :class:`RunConfig` and run the preset."""
     cfg = parse_config(RunConfig, argv, "trajbench run")
     if cfg is None:  # --help
+        return 0
+    if cfg.dry_run:
+        from .sizing import dry_run  # not at the top: sizing imports this module
+
+        print(dry_run(cfg))
         return 0
     results = run(cfg)
     print(f"results: {results}\nreport:  {results.parent / 'report.md'}")
