@@ -200,6 +200,11 @@ _LARGE_MINIGRID = train_template(
 )
 
 
+def _gpu_model(**kw) -> TrainConfig:
+    """The gpu preset's larger model, trained on larger batches."""
+    return train_template(batch_size=128, d_model=128, n_layers=4, **kw)
+
+
 PRESETS: dict[str, Preset] = {
     "ci": Preset(
         name="ci",
@@ -301,8 +306,9 @@ PRESETS: dict[str, Preset] = {
     "gpu": Preset(
         name="gpu",
         description=(
-            "Sized for one H100: Dark Room and the order family, five modes each, 3 seeds, a "
-            "larger model."
+            "Sized for one H100 (about 8 minutes at 10 ms a training step, an estimate until "
+            "benchmarks/gpu_check.sh measures it): Dark Room and the order family, five modes "
+            "each, 3 seeds, a larger model; the order family at K=2 and K=4."
         ),
         groups=(
             _group(
@@ -310,16 +316,16 @@ PRESETS: dict[str, Preset] = {
                 DR,
                 0,
                 0,
-                train=train_template(steps=1500, batch_size=128, d_model=128, n_layers=4),
-                eval=eval_template(),
+                train=_gpu_model(steps=600),
+                eval=eval_template(ks=(0, 1, 4), episodes=8),
             ),
             _group(
                 "dark-sequence",
                 DSEQ,
                 20000,
                 200,
-                train=train_template(steps=4000, batch_size=128, d_model=128, n_layers=4),
-                eval=eval_template(),
+                train=_gpu_model(steps=1500, k=2),
+                eval=eval_template(ks=(0, 1, 2, 4)),
             ),
         ),
         workers=1,
