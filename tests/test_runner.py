@@ -13,9 +13,9 @@ import torch
 from trajbench.cli import main as cli
 from trajbench.errors import TrajbenchError
 from trajbench.metrics import aggregate
-from trajbench.pipeline.launch import SlurmConfig
+from trajbench.pipeline.launch import Pool, Sequential, SlurmConfig, Submitit
 from trajbench.pipeline.presets import PRESETS
-from trajbench.pipeline.runner import RunConfig, jobs_of, run
+from trajbench.pipeline.runner import RunConfig, jobs_of, launcher_of, run
 
 CONDITION_FIELDS = {
     "train_context",
@@ -211,6 +211,31 @@ def test_bad_input_is_one_clear_error(argv, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip()
     assert not (tmp_path / "x" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "kind", "slots", "job_device"),
+    [
+        ({}, "cuda:1", Sequential, None, "cuda:1"),  # one GPU, one job: in this process
+        ({"jobs_per_gpu": 2}, "cuda:1", Pool, ["3", "3"], "cuda"),
+        ({"gpus": "all"}, "cuda", Pool, ["2", "3", "5", "7"], "cuda"),
+        ({"gpus": "2", "jobs_per_gpu": 2}, "cuda", Pool, ["2", "3", "2", "3"], "cuda"),
+        ({"gpus": "all", "launcher": "local"}, "cuda", Submitit, ["2", "3", "5", "7"], "cuda"),
+        ({"workers": 3}, "cpu", Pool, [None] * 3, "cpu"),
+        ({"workers": 1}, "cpu", Sequential, None, "cpu"),
+    ],
+)
+def test_each_job_slot_gets_its_device(
+    flags, device, kind, slots, job_device, tmp_path, monkeypatch
+):
+    """As on a machine with four GPUs, CUDA_VISIBLE_DEVICES=2,3,5,7, whatever runs the tests."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,5,7")
+    cfg = RunConfig(preset="ci", out=str(tmp_path), progress=False, **flags)
+    launcher, got_device, _ = launcher_of(cfg, PRESETS["ci"], torch.device(device))
+    assert type(launcher) is kind and got_device == job_device
+    assert slots is None or launcher.slots == slots
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ from trajbench.device import resolve_device
 from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, sample_levels
 from trajbench.io import atomic_write_json, write_parquet
-from trajbench.provenance import git_commit, hardware
+from trajbench.provenance import cores, git_commit, hardware
 from trajbench.report import write_report
 
 from .evaluate import evaluate
@@ -82,9 +82,7 @@ class RunConfig:
     jobs_per_gpu: int = 0
     """Jobs run at once on one GPU, each in its own process (0: the preset's choice)."""
     launcher: LauncherName = "pool"
-    """Where jobs run: pool (this machine: in order with one worker, else worker processes),
-    slurm (a Slurm job array through submitit, collection as shards first), local (the slurm
-    path through submitit's local executor, on this machine)."""
+    """Where jobs run: pool (this machine; worker processes unless one job at a time), slurm (a Slurm job array through submitit, collection as shards first), local (the slurm path through submitit's local executor, on this machine)."""
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     """Submission knobs of --launcher slurm (and local)."""
     progress: bool = True
@@ -193,6 +191,22 @@ def _collected(spec: DataSpec, out: Path, shard: str | None) -> bool:
     if shard is not None:
         path /= shard_dirname(*map(int, shard.split("/")))
     return (path / META_FILE).exists()
+
+
+def _collect_all(
+    cfg: RunConfig, specs: list[DataSpec], out: Path, launcher: Launcher, workers: int
+) -> None:
+    """Collect every store: here, ``workers`` processes each; under submitit, as shard tasks."""
+    if not isinstance(launcher, Submitit):
+        for spec in specs:
+            for shard in collection_shards(spec, out, 1):
+                collect_data(spec, out, workers, cfg.progress, shard)
+        return
+    each = cfg.slurm.cpus_per_task if cfg.launcher == "slurm" else 1
+    shards = [(s, x) for s in specs for x in collection_shards(s, out, cfg.slurm.collect_shards)]
+    todo = [collect_config(s, out, each, False, x) for s, x in shards if not _collected(s, out, x)]
+    if todo:  # a task imports trajbench.collect alone, not the training stack
+        launcher.map(collect, todo, f"{cfg.preset}: collect")
 
 
 def actions_used(store: EpisodeStore, demonstrators: tuple[str, ...]) -> set[int]:
@@ -344,11 +358,12 @@ def launcher_of(cfg: RunConfig, preset: Preset, device: torch.device) -> tuple[L
         cfg.workers or preset.workers,
         visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), count),
     )
-    threads = 1 if device.type == "cpu" else 0
+    # CPU jobs get a thread each; jobs sharing a machine's GPUs share its cores
+    threads = 1 if device.type == "cpu" else max(1, cores() // len(slots))
     if cfg.launcher == "local":
         return Submitit("local", folder, cfg.slurm, slots, cfg.progress), job_device, threads
     if len(slots) == 1:  # one job at a time: in this process, on the device as resolved here
-        return Sequential(cfg.progress), str(device), threads
+        return Sequential(cfg.progress), str(device), 1 if device.type == "cpu" else 0
     return Pool(slots, cfg.progress), job_device, threads
 
 
@@ -375,20 +390,7 @@ def run(cfg: RunConfig) -> Path:
     specs = {
         s for g in preset.groups for s in (*g.train_data, *g.test_data, *g.heldout_family_data)
     }
-    specs = sorted(specs, key=lambda s: s.name)
-    if isinstance(launcher, Submitit):  # collection as shard tasks first
-        each = cfg.slurm.cpus_per_task if cfg.launcher == "slurm" else 1
-        shards = [
-            (s, x) for s in specs for x in collection_shards(s, out, cfg.slurm.collect_shards)
-        ]
-        todo = [
-            collect_config(s, out, each, False, x) for s, x in shards if not _collected(s, out, x)
-        ]
-        launcher.map(collect, todo, f"{preset.name}: collect")  # a task imports collect alone
-    else:
-        for spec in specs:
-            for shard in collection_shards(spec, out, 1):
-                collect_data(spec, out, workers, cfg.progress, shard)
+    _collect_all(cfg, sorted(specs, key=lambda s: s.name), out, launcher, workers)
     for group in preset.groups:
         check_heldout_solvable(group, out)
 
@@ -398,7 +400,7 @@ def run(cfg: RunConfig) -> Path:
     )
 
     records = pd.concat(
-        [pd.read_parquet(j.directory(out) / "records.parquet") for j in jobs], ignore_index=True
+        [pd.read_parquet(j.directory(out) / RECORDS) for j in jobs], ignore_index=True
     )
     wall = previous + time.perf_counter() - started
     meta = {
