@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from trajbench.cli import main as cli
 from trajbench.errors import TrajbenchError
 from trajbench.metrics import aggregate
+from trajbench.pipeline.launch import Pool, Sequential, SlurmConfig, Submitit
 from trajbench.pipeline.presets import PRESETS
-from trajbench.pipeline.runner import RunConfig, jobs_of, run
+from trajbench.pipeline.runner import RunConfig, jobs_of, launcher_of, run
 
 CONDITION_FIELDS = {
     "train_context",
@@ -136,6 +138,53 @@ def test_an_interrupted_job_resumes(ci_run: Path, tmp_path: Path):
     )
 
 
+def sorted_records(out: Path, seeds: tuple[int, ...] | None = None) -> pd.DataFrame:
+    records = pd.read_parquet(out / "records.parquet")
+    if seeds is not None:
+        records = records[records.seed.isin(seeds)]
+    return records.sort_values(list(records.columns)).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_a_process_pool_gives_the_records_of_a_run_in_order(ci_run: Path, tmp_path: Path):
+    run(RunConfig(preset="ci", out=str(tmp_path), workers=2, progress=False))
+    pd.testing.assert_frame_equal(sorted_records(tmp_path), sorted_records(ci_run))
+
+
+@pytest.mark.slow
+def test_submitit_local_gives_the_same_records_and_resumes_after_failures(
+    ci_run: Path, tmp_path: Path
+):
+    """The cluster path on this machine: collection as shard tasks, then a task per job; a job
+    that fails leaves the others' records, and the same command again runs only what is left.
+    (One seed: every task is a fresh interpreter, and a job's records do not depend on the others.)
+    """
+    cfg = RunConfig(
+        preset="ci",
+        out=str(tmp_path),
+        seeds=(0,),
+        workers=2,
+        launcher="local",
+        slurm=SlurmConfig(collect_shards=2),
+        progress=False,
+    )
+    broken = next(j for j in jobs_of(PRESETS["ci"], (0,)) if not j.baseline).directory(tmp_path)
+    broken.mkdir(parents=True)
+    (broken / "model").write_text("not a model directory")
+    with pytest.raises(TrajbenchError, match=r"^1 of 5 .* failed, the first with: .*model"):
+        run(cfg)
+    for store in (tmp_path / "data").iterdir():
+        assert sorted(p.name for p in store.iterdir()) == ["shard-0-of-2", "shard-1-of-2"]
+    done = sorted((tmp_path / "jobs").glob("*/*/seed*/records.parquet"))
+    assert len(done) == 4 and not (broken / "records.parquet").exists()
+    stamps = [p.stat().st_mtime_ns for p in done]
+
+    (broken / "model").unlink()
+    run(cfg)
+    assert [p.stat().st_mtime_ns for p in done] == stamps  # finished jobs were not run again
+    pd.testing.assert_frame_equal(sorted_records(tmp_path), sorted_records(ci_run, (0,)))
+
+
 def test_submission_from_the_run_validates(ci_run: Path, tmp_path: Path, capsys):
     root = tmp_path / "lb"
     (root / "submissions").mkdir(parents=True)
@@ -172,6 +221,54 @@ def test_bad_input_is_one_clear_error(argv, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip()
     assert not (tmp_path / "x" / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "kind", "slots", "job_device"),
+    [
+        ({}, "cuda:1", Sequential, None, "cuda:1"),  # one GPU, one job: in this process
+        ({"jobs_per_gpu": 2}, "cuda:1", Pool, ["3", "3"], "cuda"),
+        ({"gpus": "all"}, "cuda", Pool, ["2", "3", "5", "7"], "cuda"),
+        ({"gpus": "2", "jobs_per_gpu": 2}, "cuda", Pool, ["2", "3", "2", "3"], "cuda"),
+        ({"gpus": "all", "launcher": "local"}, "cuda", Submitit, ["2", "3", "5", "7"], "cuda"),
+        ({"workers": 3}, "cpu", Pool, [None] * 3, "cpu"),
+        ({"workers": 1}, "cpu", Sequential, None, "cpu"),
+    ],
+)
+def test_each_job_slot_gets_its_device(
+    flags, device, kind, slots, job_device, tmp_path, monkeypatch
+):
+    """As on a machine with four GPUs, CUDA_VISIBLE_DEVICES=2,3,5,7, whatever runs the tests."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,5,7")
+    cfg = RunConfig(preset="ci", out=str(tmp_path), progress=False, **flags)
+    launcher, got_device, _ = launcher_of(cfg, PRESETS["ci"], torch.device(device))
+    assert type(launcher) is kind and got_device == job_device
+    assert slots is None or launcher.slots == slots
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gpus", "all"], "--gpus all needs CUDA, but this machine has no CUDA GPU"),
+        (["--gpus", "2", "--launcher", "local"], "this machine has no CUDA GPU"),
+        (["--jobs-per-gpu", "2"], "--jobs-per-gpu needs a CUDA device"),
+        (["--launcher", "slurm"], "no Slurm on this machine"),
+        (["--launcher", "slurm", "--gpus", "all"], "on Slurm each task gets"),
+        (["--launcher", "cloud"], "--launcher"),
+    ],
+)
+def test_scaling_flags_that_cannot_apply_here_are_one_clear_error(
+    flags, message, tmp_path, capsys, monkeypatch
+):
+    """As on a CPU-only machine without Slurm, whatever machine runs the tests."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    code = cli(["run", "--preset", "ci", "--out", str(tmp_path / "x"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

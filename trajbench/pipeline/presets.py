@@ -112,6 +112,8 @@ class Preset:
     compile: bool = False
     workers: int = 2
     """Training/evaluation jobs run in parallel (one CPU thread each on CPU)."""
+    jobs_per_gpu: int = 1
+    """Training/evaluation jobs run at once on one GPU (1 until measured on a card: issue 16)."""
 
     @property
     def data(self) -> list[DataSpec]:

@@ -11,18 +11,23 @@ Layout of ``OUT``::
     records.parquet                    every evaluated episode of every job
     results.json, report.md, plots/    aggregates with IQM and 95% CIs, the report, the figures
 
+Jobs run through a launcher (``trajbench.pipeline.launch``): in this process, in a pool of
+worker processes (one per CPU worker, or ``--jobs-per-gpu`` per GPU of ``--gpus``), or as submitit
+jobs (``--launcher slurm``: a Slurm job array; ``--launcher local``: the same path on this machine).
+
 Example:
     trajbench run --preset smoke --out runs/smoke
     trajbench run --preset gpu --dry-run      # jobs, tokens, FLOPs and time estimates only
+    trajbench run --preset standard --out runs/standard --gpus all --jobs-per-gpu 2
+    trajbench run --preset standard --out runs/standard --launcher slurm --slurm.partition gpu
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
+import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -30,20 +35,29 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from trajbench import __version__
 from trajbench.cliargs import parse_config
 from trajbench.collect import CollectConfig, collect
-from trajbench.data import EpisodeStore, load
+from trajbench.data import META_FILE, SHARD_DIR_RE, EpisodeStore, load, shard_dirname
 from trajbench.device import resolve_device
 from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, sample_levels
 from trajbench.io import atomic_write_json, write_parquet
-from trajbench.provenance import git_commit, hardware
+from trajbench.provenance import cores, git_commit, hardware
 from trajbench.report import write_report
 
 from .evaluate import evaluate
+from .launch import (
+    Launcher,
+    LauncherName,
+    Pool,
+    Sequential,
+    SlurmConfig,
+    Submitit,
+    plan_slots,
+    visible_gpus,
+)
 from .presets import PRESETS, Condition, DataSpec, Group, Preset
 from .render import write_episode_gifs
 from .train import train
@@ -64,7 +78,15 @@ class RunConfig:
     seeds: tuple[int, ...] = ()
     """Override the preset's training seeds."""
     workers: int = 0
-    """Override how many jobs run in parallel (0: the preset's choice)."""
+    """Override how many jobs run in parallel on the CPU, and collection processes (0: the preset's choice)."""
+    gpus: str = ""
+    """Spread jobs over GPUs: all, or a count N (the first N visible); empty: the device's GPU."""
+    jobs_per_gpu: int = 0
+    """Jobs run at once on one GPU, each in its own process (0: the preset's choice)."""
+    launcher: LauncherName = "pool"
+    """Where jobs run: pool (this machine; worker processes unless one job at a time), slurm (a Slurm job array through submitit, collection as shards first), local (the slurm path through submitit's local executor, on this machine)."""
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    """Submission knobs of --launcher slurm (and local)."""
     progress: bool = True
     """Show progress bars."""
     dry_run: bool = False
@@ -99,6 +121,8 @@ class Job:
         return out / "jobs" / self.group.name / self.name / f"seed{self.seed}"
 
 
+#: A job's finished-stage marker: its evaluated episodes.
+RECORDS = "records.parquet"
 #: Evaluation seed = this + training seed (so no evaluation reuses a training seed's stream).
 EVAL_SEED_OFFSET = 1000
 
@@ -116,15 +140,23 @@ def data_dir(out: Path, spec: DataSpec) -> Path:
     return out / "data" / spec.name
 
 
-def collect_data(spec: DataSpec, out: Path, workers: int, progress: bool) -> Path:
-    """Collect ``spec`` (idempotent: an identical existing store is kept)."""
+def spec_levels(spec: DataSpec) -> np.ndarray:
+    """The levels ``spec`` collects."""
+    env = make_env(spec.env)
+    try:
+        return sample_levels(env, spec.levels, spec.max_levels)
+    finally:
+        env.close()
+
+
+def collect_config(
+    spec: DataSpec, out: Path, workers: int, progress: bool, shard: str | None = None
+) -> CollectConfig:
+    """The ``trajbench collect`` config of ``spec`` (or of its shard ``I/N``) in run ``out``."""
     levels = spec.levels
     if spec.max_levels:
-        env = make_env(spec.env)
-        chosen = sample_levels(env, spec.levels, spec.max_levels)
-        env.close()
-        levels = ",".join(str(int(x)) for x in chosen)
-    cfg = CollectConfig(
+        levels = ",".join(str(int(x)) for x in spec_levels(spec))
+    return CollectConfig(
         env=spec.env,
         levels=levels,
         episodes_per_level=spec.episodes_per_level,
@@ -132,9 +164,54 @@ def collect_data(spec: DataSpec, out: Path, workers: int, progress: bool) -> Pat
         out=data_dir(out, spec),
         seed=spec.seed,
         workers=workers,
+        shard=shard,
         progress=progress,
     )
-    return collect(cfg)
+
+
+def collect_data(
+    spec: DataSpec, out: Path, workers: int, progress: bool, shard: str | None = None
+) -> Path:
+    """Collect ``spec``, or its shard ``I/N`` (idempotent: an identical existing store is kept)."""
+    return collect(collect_config(spec, out, workers, progress, shard))
+
+
+def collection_shards(spec: DataSpec, out: Path, shards: int) -> list[str | None]:
+    """The collections of ``spec``: shards ``I/N`` (at most one per level), or None (unsharded).
+
+    A store already on disk keeps its layout, so a run resumes under any launcher.
+    """
+    path = data_dir(out, spec)
+    if (path / META_FILE).exists():
+        return [None]
+    counts = [
+        int(m.group(2)) for p in path.glob("shard-*") if (m := SHARD_DIR_RE.fullmatch(p.name))
+    ]
+    n = max(counts) if counts else min(shards, len(spec_levels(spec)) if shards > 1 else 1)
+    return [f"{i}/{n}" for i in range(n)] if counts or n > 1 else [None]
+
+
+def _collected(spec: DataSpec, out: Path, shard: str | None) -> bool:
+    path = data_dir(out, spec)
+    if shard is not None:
+        path /= shard_dirname(*map(int, shard.split("/")))
+    return (path / META_FILE).exists()
+
+
+def _collect_all(
+    cfg: RunConfig, specs: list[DataSpec], out: Path, launcher: Launcher, workers: int
+) -> None:
+    """Collect every store: here, ``workers`` processes each; under submitit, as shard tasks."""
+    if not isinstance(launcher, Submitit):
+        for spec in specs:
+            for shard in collection_shards(spec, out, 1):
+                collect_data(spec, out, workers, cfg.progress, shard)
+        return
+    each = cfg.slurm.cpus_per_task if cfg.launcher == "slurm" else 1
+    shards = [(s, x) for s in specs for x in collection_shards(s, out, cfg.slurm.collect_shards)]
+    todo = [collect_config(s, out, each, False, x) for s, x in shards if not _collected(s, out, x)]
+    if todo:  # a task imports trajbench.collect alone, not the training stack
+        launcher.map(collect, todo, f"{cfg.preset}: collect")
 
 
 def actions_used(store: EpisodeStore, demonstrators: tuple[str, ...]) -> set[int]:
@@ -197,7 +274,7 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
         torch.set_num_threads(threads)
     g = job.group
     jdir = job.directory(out)
-    records_path = jdir / "records.parquet"
+    records_path = jdir / RECORDS
     if records_path.exists():
         return records_path
     policy = job.baseline or str(_trained(job, out, device, compile_model))
@@ -259,6 +336,52 @@ def _job_entry(args) -> str:
     return str(run_job(*args))
 
 
+def run_jobs(
+    jobs: list[Job],
+    out: Path,
+    launcher: Launcher,
+    device: str,
+    compile_model: bool,
+    threads: int,
+    desc: str = "train + evaluate",
+) -> None:
+    """Run every job of ``jobs`` without its records file through ``launcher``."""
+    todo = [job for job in jobs if not (job.directory(out) / RECORDS).exists()]
+    args = [(job, out, device, compile_model, threads) for job in todo]
+    if args:
+        launcher.map(_job_entry, args, desc)
+
+
+def launcher_of(cfg: RunConfig, preset: Preset, device: torch.device) -> tuple[Launcher, str, int]:
+    """The launcher of the run's jobs, the device string each job gets, and its CPU threads."""
+    folder = Path(cfg.out) / "submitit"
+    if cfg.launcher == "slurm":  # a task resolves the preset's device on its node
+        if cfg.gpus or cfg.jobs_per_gpu:
+            raise TrajbenchError(
+                "--gpus and --jobs-per-gpu spread jobs on this machine; on Slurm each task gets "
+                "--slurm.gpus-per-task GPUs"
+            )
+        launcher = Submitit("slurm", folder, cfg.slurm, progress=cfg.progress)
+        return launcher, preset.device, cfg.slurm.cpus_per_task
+    if device.type == "cpu" and cfg.jobs_per_gpu:
+        raise TrajbenchError("--jobs-per-gpu needs a CUDA device; on the CPU, --workers sets it")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    slots, job_device = plan_slots(
+        str(device),
+        cfg.gpus,
+        cfg.jobs_per_gpu or preset.jobs_per_gpu,
+        cfg.workers or preset.workers,
+        visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), count),
+    )
+    # CPU jobs get a thread each; jobs sharing a machine's GPUs share its cores
+    threads = 1 if device.type == "cpu" else max(1, cores() // len(slots))
+    if cfg.launcher == "local":
+        return Submitit("local", folder, cfg.slurm, slots, cfg.progress), job_device, threads
+    if len(slots) == 1:  # one job at a time: in this process, on the device as resolved here
+        return Sequential(cfg.progress), str(device), 1 if device.type == "cpu" else 0
+    return Pool(slots, cfg.progress), job_device, threads
+
+
 def run(cfg: RunConfig) -> Path:
     """Run ``cfg.preset`` into ``cfg.out``; returns the path of results.json."""
     if cfg.preset not in PRESETS:
@@ -274,42 +397,24 @@ def run(cfg: RunConfig) -> Path:
     workers = cfg.workers or preset.workers
     if workers < 1:
         raise TrajbenchError(f"workers must be >= 1, got {workers}")
-    device = resolve_device(preset.device)
-    if device.type == "cuda":
-        workers = 1  # one GPU: jobs run one after another, each using the whole card
+    device = resolve_device("cpu" if cfg.launcher == "slurm" else preset.device)
+    launcher, job_device, threads = launcher_of(cfg, preset, device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     previous = _previous_wall_time(out)
 
-    for spec in preset.data:
-        collect_data(spec, out, workers, cfg.progress)
+    _collect_all(cfg, preset.data, out, launcher, workers)
     for group in preset.groups:
         check_heldout_solvable(group, out)
 
     jobs = jobs_of(preset, seeds)
-    threads = 1 if device.type == "cpu" else 0
-    args = [(job, out, str(device), preset.compile, threads) for job in jobs]
-    bar = tqdm(
-        total=len(jobs),
-        desc=f"{preset.name}: train + evaluate",
-        unit="job",
-        disable=not cfg.progress,
+    run_jobs(
+        jobs, out, launcher, job_device, preset.compile, threads, f"{preset.name}: train + evaluate"
     )
-    if workers == 1:
-        for a in args:
-            _job_entry(a)
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_job_entry, a) for a in args]
-            for f in as_completed(futures):
-                f.result()
-                bar.update(1)
-    bar.close()
 
     records = pd.concat(
-        [pd.read_parquet(j.directory(out) / "records.parquet") for j in jobs], ignore_index=True
+        [pd.read_parquet(j.directory(out) / RECORDS) for j in jobs], ignore_index=True
     )
     wall = previous + time.perf_counter() - started
     meta = {
@@ -317,7 +422,7 @@ def run(cfg: RunConfig) -> Path:
         "git_commit": git_commit(),
         "preset": preset.name,
         "hardware": hardware(),
-        "device": str(device),
+        "device": job_device,
         "torch_version": torch.__version__,
         "wall_time_s": round(wall, 1),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
