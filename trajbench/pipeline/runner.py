@@ -38,7 +38,7 @@ from trajbench.data import EpisodeStore, load
 from trajbench.device import resolve_device
 from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, sample_levels
-from trajbench.io import atomic_write_json, write_parquet
+from trajbench.io import atomic_write_json, remove_stale_temporaries, write_parquet
 from trajbench.provenance import git_commit, hardware
 from trajbench.report import write_report
 
@@ -262,6 +262,7 @@ def run(cfg: RunConfig) -> Path:
         workers = 1  # one GPU: jobs run one after another, each using the whole card
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by an invocation that was killed
     started = time.perf_counter()
     previous = _previous_wall_time(out)
 
