@@ -42,7 +42,7 @@ from trajbench.io import atomic_write_json, remove_stale_temporaries, write_parq
 from trajbench.provenance import git_commit, hardware
 from trajbench.report import write_report
 
-from .evaluate import evaluate
+from .evaluate import EvalConfig, evaluate
 from .presets import PRESETS, Condition, DataSpec, Group, Preset
 from .train import train
 
@@ -189,17 +189,15 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     frames = []
     for split, specs in (("test_levels", g.test_data), ("test_families", g.heldout_family_data)):
         for instruction in instructions if specs else ():
-            ecfg = replace(
+            ecfg = job_eval_config(
                 g.eval,
+                split,
+                instruction,
                 policy=policy,
                 data=tuple(str(data_dir(out, s)) for s in specs),
                 out=str(jdir / f"eval-{split}-{instruction}"),
-                eval_split=split,
-                instruction=instruction,
-                formats=g.eval.formats if instruction == "train" else ("common",),
                 seed=job.eval_seed,
                 device=device,
-                progress=False,
                 offline=not job.baseline and instruction == "train",
             )
             frames.append(evaluate(ecfg)[0])
@@ -213,6 +211,15 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     records["group"] = g.name
     write_parquet(records_path, records)
     return records_path
+
+
+def job_eval_config(base: EvalConfig, split: str, instruction: str, **fields) -> EvalConfig:
+    """A job's evaluation of one held-out split with one query mission (a decoy mission is
+    shown in the common format only); ``fields`` fill in the policy, data, seed, ..."""
+    formats = base.formats if instruction == "train" else ("common",)
+    return replace(
+        base, eval_split=split, instruction=instruction, formats=formats, progress=False, **fields
+    )
 
 
 def _trained(job: Job, out: Path, device: str, compile_model: bool) -> Path:
