@@ -45,15 +45,21 @@ def test_only_dead_writers_temporaries_are_removed(tmp_path):
     stale_dir = tmp_path / "a" / "b" / f".model.{tag}-{dead}.q_w.tmp"
     live = tmp_path / f".y.json.{tag}-{alive}.zz.tmp"
     foreign = tmp_path / f".z.json.elsewhere-{dead}.zz.tmp"
-    old_style = tmp_path / ".ds.k2j3.tmp"
+    old_style = tmp_path / ".ds.k2j3ab_9.tmp"  # mkdtemp's 8 characters, no writer
     stale_file.write_text("half")
     (stale_dir / "backbone").mkdir(parents=True)
     for p in (live, foreign, old_style):
         p.write_text("")
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted([stale_file, stale_dir])
     assert _names(tmp_path) == sorted(["a", "a/b", live.name, foreign.name, old_style.name])
-    # every temporary of one target, whoever wrote it (the caller holds the target's lock)
-    assert remove_stale_temporaries(tmp_path, target="ds") == [old_style]
+    # every temporary of one output, its lock and its work in progress, whoever wrote them
+    # (the caller holds the output's lock); not those of another output
+    trash = tmp_path / f"..ds.partial.{tag}-{alive}.x1.tmp"
+    other = tmp_path / f".ds.v2.{tag}-{alive}.x2.tmp"
+    trash.mkdir()
+    other.write_text("")
+    assert sorted(remove_stale_temporaries(tmp_path, target="ds")) == sorted([old_style, trash])
+    assert other.exists() and live.exists()
     assert remove_stale_temporaries(tmp_path / "missing") == []
 
 

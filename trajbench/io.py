@@ -74,20 +74,22 @@ def remove_stale_temporaries(root: str | os.PathLike, target: str | None = None)
 
     Args:
         root: Directory searched, recursively.
-        target: Instead, remove every temporary of the target ``root/target`` (``root`` itself
-            is not searched further), whoever wrote it: the caller holds the target's
-            :func:`output_lock`. This includes the ``.TARGET.*.tmp`` of older trajbench
-            versions, whose names carry no writer.
+        target: Instead, remove every temporary of the output ``root/target`` (and of its lock
+            and work in progress) in ``root`` alone, whoever wrote it: the caller holds the
+            output's :func:`output_lock`. This includes the ``.TARGET.RANDOM.tmp`` of older
+            trajbench versions, whose names carry no writer.
     """
     root, removed = Path(root), []
     if not root.is_dir():
         return removed
+    ours = {target, f".{target}.lock", f".{target}.partial"}
+    old_style = re.compile(rf"\.{re.escape(str(target))}\.\w{{8}}\.tmp")
     for directory, dirs, files in os.walk(root):
         for entry in [*dirs, *files]:
+            m = _TEMP_RE.fullmatch(entry)
             if target is not None:
-                stale = entry.startswith(f".{target}.") and entry.endswith(".tmp")
+                stale = (m is not None and m["name"] in ours) or bool(old_style.fullmatch(entry))
             else:
-                m = _TEMP_RE.fullmatch(entry)
                 stale = m is not None and not process_alive(int(m["pid"]), m["host"])
             if stale:
                 path = Path(directory) / entry

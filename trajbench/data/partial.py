@@ -114,7 +114,10 @@ class PartialStore:
         with atomic_directory(self.out, overwrite=overwrite) as tmp:
             writer = EpisodeWriter(tmp, self.encoding)
             for i in range(n_chunks):
-                writer.extend(self.chunk_dir(i))
+                try:
+                    writer.extend(self.chunk_dir(i))
+                except TrajbenchError as err:
+                    raise TrajbenchError(f"{err}; delete {self.directory} to start over") from None
             meta = writer.close(**self.meta)
         remove_tree(self.directory)
         return meta
