@@ -122,6 +122,11 @@ def test_what_cannot_be_rerun_is_one_line(entries, ci_run, capsys, tmp_path):
     sub["reproduce"]["data"][0]["content_hash"] = "0" * 64
     baseline.write_text(json.dumps(sub))
     assert "the run's had 000000000000" in one_line(str(baseline), "--data", str(ci_run))
+    sub["reproduce"]["group"] = "elsewhere"
+    baseline.write_text(json.dumps(sub))
+    assert "config records no group 'elsewhere' with an evaluation config" in one_line(
+        str(baseline)
+    )
     del sub["reproduce"]
     baseline.write_text(json.dumps(sub))
     assert "records no way to re-run its evaluation" in one_line(str(baseline))

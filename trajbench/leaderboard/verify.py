@@ -115,13 +115,24 @@ def evaluation_stores(sub: Submission, root: Path, workers: int) -> dict[str, li
     return stores
 
 
+def eval_config(sub: Submission) -> EvalConfig:
+    """The evaluation config of the entry's group, as its run recorded it."""
+    groups = sub.config.get("groups") or []
+    group = next(
+        (g for g in groups if isinstance(g, dict) and g.get("name") == sub.reproduce.group), None
+    )
+    if group is None or "eval" not in group:
+        raise TrajbenchError(
+            f"{sub.name}: config records no group {sub.reproduce.group!r} with an evaluation config"
+        )
+    return from_dict(EvalConfig, group["eval"], f"{sub.name}: config.groups.eval")
+
+
 def rerun(sub: Submission, unit: Unit, policy: str, data: list[str], out: Path, device: str):
     """The records (one dict per (seed, level) cell) the evaluation ``unit`` gives again."""
     seed, split, instruction, eval_seed = unit
-    group = next(g for g in sub.config["groups"] if g.get("name") == sub.reproduce.group)
-    base = from_dict(EvalConfig, group["eval"], f"{sub.name}: config.groups.eval")
     ecfg = job_eval_config(
-        base,
+        eval_config(sub),
         split,
         "train" if instruction == sub.training.instruction else instruction,
         policy=policy,
@@ -190,6 +201,7 @@ def verify(
             f"{path} records no way to re-run its evaluation (an archived schema-1 entry, or not "
             "submitted from a trajbench run by this version)"
         )
+    eval_config(sub)  # before any work: the entry records how it was evaluated
     by_seed = policies(sub, models)
     cells = min(cells, sum(r.seed in by_seed for r in sub.records))
     units = sample_units(sub, set(by_seed), cells, seed)
