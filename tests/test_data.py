@@ -349,6 +349,34 @@ def test_failure_mid_collection_leaves_nothing(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no dataset, no temporary, no empty parent
 
 
+def test_crashed_collection_resumes_from_its_finished_chunks(dataset, monkeypatch, tmp_path):
+    calls = {"n": 0}
+    real = collect_mod.rollout
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2 * N + 1:  # in the level after the first chunk (one level each)
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(collect_mod, "rollout", failing)
+    out = tmp_path / "ds"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _collect(out, chunk_levels=2)
+    partial = tmp_path / ".ds.partial"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.partial"]  # no lock, no store
+    assert sorted(p.name for p in partial.iterdir()) == ["chunk-000000", "manifest.json"]
+
+    with pytest.raises(TrajbenchError, match=r"unfinished collection of a different config \(seed"):
+        _collect(out, chunk_levels=2, seed=3)
+    calls["n"] = -100
+    assert _collect(out, chunk_levels=2) == out
+    assert calls["n"] == -100 + 2 * N  # the finished chunk was kept, not rolled out again
+    for name in FILES:
+        assert (out / name).read_bytes() == (dataset / name).read_bytes(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
 def test_existing_output(dataset, tmp_path):
     out = Path(shutil.copytree(dataset, tmp_path / "ds"))
     before = {n: ((out / n).read_bytes(), (out / n).stat().st_mtime_ns) for n in FILES}

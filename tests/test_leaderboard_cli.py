@@ -7,10 +7,16 @@ import pytest
 from test_leaderboard_fixtures import run_cli
 
 from trajbench.cliargs import parse_config
-from trajbench.leaderboard.cli import ACTIONS, BuildConfig, SubmitConfig, ValidateConfig
+from trajbench.leaderboard.cli import (
+    ACTIONS,
+    BuildConfig,
+    SubmitConfig,
+    ValidateConfig,
+    VerifyConfig,
+)
 
 #: How tyro shows the positional arguments.
-METAVARS = {"run_dir": "RUN_DIR", "files": "[FILE ...]"}
+METAVARS = {"run_dir": "RUN_DIR", "files": "[FILE ...]", "submission": "SUBMISSION"}
 
 
 def test_usage_errors_return_an_exit_status(capsys):
@@ -57,6 +63,11 @@ def test_flags_and_defaults():
     )
     assert parse(BuildConfig) == BuildConfig(Path("leaderboard"), False)
     assert parse(BuildConfig, "--root", "lb", "--check") == BuildConfig(Path("lb"), True)
+    assert parse(VerifyConfig, "s.json") == VerifyConfig(Path("s.json"))
+    argv = ["s.json", "--model", "m0", "m1", "--data", "run", "--cells", "3", "--write"]
+    assert parse(VerifyConfig, *argv) == VerifyConfig(
+        Path("s.json"), (Path("m0"), Path("m1")), Path("run"), cells=3, write=True
+    )
 
 
 def test_submit_checks_the_bootstrap_reps(capsys, tmp_path):

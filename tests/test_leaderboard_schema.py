@@ -134,7 +134,7 @@ def test_each_suite_version_has_its_schema(root):
 def test_decoy_fields_only_where_a_decoy_was_shown(root):
     sub = parse(json.loads(entry_path(root).read_text()))
     rec = next(r for r in sub.records if r.eval_instruction == "full")
-    with pytest.raises(ValidationError, match="decoy_success needs eval_instruction 'wrong'"):
+    with pytest.raises(ValidationError, match="decoy_success needs eval_instruction 'decoy'"):
         Record.model_validate({**rec.model_dump(), "decoy_success": 0.5})
     agg = next(a for a in sub.aggregates if a.eval_instruction == "decoy").model_dump()
     with pytest.raises(ValidationError, match="_ci_low and _ci_high go together"):

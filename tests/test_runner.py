@@ -48,13 +48,6 @@ TOP_FIELDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "ci"
-    run(RunConfig(preset="ci", out=str(out), workers=1, progress=False))
-    return out
-
-
 def test_results_json_has_the_documented_schema(ci_run: Path):
     results = json.loads((ci_run / "results.json").read_text())
     assert set(results) >= TOP_FIELDS

@@ -66,14 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         if name in QUIET_COMMANDS and {"-h", "--help"} & set(args):
             print(QUIET_HELP)
         return status
-    except (TrajbenchError, ValueError, FileNotFoundError, FileExistsError) as err:
-        if os.environ.get("TRAJBENCH_DEBUG"):
-            raise
-        print(f"trajbench {name}: error: {err}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # e.g. `trajbench envs --json | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (TrajbenchError, ValueError, OSError) as err:  # OSError: a full disk, a read-only --out
+        if os.environ.get("TRAJBENCH_DEBUG"):
+            raise
+        if isinstance(err, OSError) and err.filename and err.strerror:
+            err = f"{err.filename}: {err.strerror}"
+        print(f"trajbench {name}: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"trajbench {name}: interrupted", file=sys.stderr)
         return 130

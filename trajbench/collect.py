@@ -4,6 +4,13 @@ Episode ``i`` of level ``L`` has ``episode_id = L * episodes_per_level + i`` and
 an env seed and a demonstrator RNG derived from ``np.random.SeedSequence([seed, L, i])``, on a
 fresh environment per level; its content therefore never depends on ``--workers`` or ``--shard``.
 
+A collection resumes: its levels are rolled out in chunks of ``--chunk-levels`` levels, each
+committed atomically into ``.OUT.partial/`` beside ``OUT`` (with a manifest of the config), and
+the store is assembled from the chunks at the end, byte for byte what an uninterrupted run
+writes. A rerun with the same arguments keeps the finished chunks and does the rest. While it
+writes, a collection holds the lock ``.OUT.lock`` (its pid and host): a second live process
+writing the same ``OUT`` is refused, a dead one's lock is taken over and its temporaries removed.
+
 Command line::
 
     trajbench collect --env trajbench/DarkRoom-v0 --levels train --episodes-per-level 10 \\
@@ -24,8 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import multiprocessing as mp
-import os
 import re
 import signal
 import sys
@@ -39,12 +46,13 @@ import tyro
 from tqdm.auto import tqdm
 
 from .cliargs import parse_config
-from .data import META_FILE, SHARD_DIR_RE, EpisodeWriter, load, read_meta, shard_dirname
+from .data import META_FILE, SHARD_DIR_RE, load, read_meta, shard_dirname
+from .data.partial import PartialStore
 from .envs.demonstrators import DEFAULT_EPSILON, DEMONSTRATORS, Demonstrator
 from .envs.registration import NAMESPACE
 from .errors import TrajbenchError
 from .families import make_env, parse_levels, resolve_env_id
-from .io import atomic_directory
+from .io import output_lock, remove_stale_temporaries
 
 #: Config fields that decide a dataset's content (and so appear in its ``meta.json``).
 CONTENT_FIELDS = (
@@ -76,6 +84,9 @@ class CollectConfig:
     """Output dataset directory (with --shard, the shard goes to OUT/shard-I-of-N/)."""
     workers: int = 1
     """Parallel worker processes; each handles whole levels. The data does not depend on it."""
+    chunk_levels: int = 64
+    """Levels per resumable chunk: finished chunks survive a crash and a rerun with the same
+    arguments does the rest. The data does not depend on it."""
     seed: int = 0
     """Base seed (>= 0); episode i of level L is seeded by SeedSequence([seed, L, i])."""
     shard: Annotated[str | None, tyro.conf.arg(metavar="I/N")] = None
@@ -182,6 +193,7 @@ def _plan(config: CollectConfig) -> _Plan:
             f"episodes_per_level must be >= 1, got {config.episodes_per_level}",
         ),
         (config.workers >= 1, f"workers must be >= 1, got {config.workers}"),
+        (config.chunk_levels >= 1, f"chunk_levels must be >= 1, got {config.chunk_levels}"),
         (config.seed >= 0, f"seed must be >= 0, got {config.seed}"),
         (0.0 <= config.epsilon <= 1.0, f"epsilon must be in [0, 1], got {config.epsilon}"),
         (0.0 <= config.sticky_p < 1.0, f"sticky_p must be in [0, 1), got {config.sticky_p}"),
@@ -208,6 +220,9 @@ def _plan(config: CollectConfig) -> _Plan:
         sticky_p=float(config.sticky_p),
     )
     out = Path(config.out)
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None and blocked != out:
+        raise TrajbenchError(f"cannot write --out {out}: {blocked} is a file, not a directory")
     positions = range(len(levels))
     if shard is not None:
         positions = [p for p in positions if p % shard[1] == shard[0]]
@@ -247,12 +262,8 @@ def _existing(plan: _Plan, overwrite: bool) -> str:
     except TrajbenchError as err:
         same, what = False, f"a corrupt dataset ({err})"
     else:
-        there = {**meta["config"], "shard": meta["shard"]}
-        here = {**plan.content, "shard": None if plan.shard is None else list(plan.shard)}
-        diff = [
-            f"{k} {there.get(k)!r} there, {here[k]!r} here" for k in here if there.get(k) != here[k]
-        ]
-        same, what = not diff, f"a different dataset ({'; '.join(diff)})"
+        diff = _differences(plan, meta)
+        same, what = not diff, f"a different dataset ({diff})"
     if overwrite:
         return "replace"
     if same:
@@ -260,6 +271,17 @@ def _existing(plan: _Plan, overwrite: bool) -> str:
     raise TrajbenchError(
         f"--out {out} already holds {what}; pass --overwrite to replace it or choose another --out"
     )
+
+
+def _differences(plan: _Plan, meta: dict[str, Any]) -> str:
+    """How the collection ``meta`` describes (a store's or a manifest's) differs from ``plan``
+    ('' when it is the same)."""
+    there = {**meta["config"], "shard": meta["shard"]}
+    here = {**plan.content, "shard": None if plan.shard is None else list(plan.shard)}
+    diff = [
+        f"{k} {there.get(k)!r} there, {here[k]!r} here" for k in here if there.get(k) != here[k]
+    ]
+    return "; ".join(diff)
 
 
 def _check_sibling_shards(plan: _Plan, overwrite: bool) -> None:
@@ -319,24 +341,57 @@ def _collect_level(task: tuple) -> list[tuple[dict[str, Any], Rollout]]:
 
 
 def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops the pool and removes the partial output."""
+    """Workers leave Ctrl-C to the parent, which stops the pool (finished chunks are kept)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _make_shareable(directory: Path) -> None:
-    """Give the temporary build directory (mkdtemp: mode 0700) the umask's usual permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
+@dataclass(frozen=True)
+class _Outcome:
+    path: Path
+    meta: dict[str, Any]
+    existed: bool  # the store was already there
+    resumed: tuple[int, int] = (0, 0)  # chunks found finished, chunks in all
 
 
-def _collect(config: CollectConfig) -> tuple[Path, dict[str, Any], bool]:
-    """Returns (dataset path, its meta, whether it was already there)."""
+def _collect(config: CollectConfig) -> _Outcome:
     plan = _plan(config)
+    missing_parents = [d for d in plan.out.parents if not d.exists()]  # deepest first
+    try:
+        with output_lock(plan.out):
+            return _collect_locked(config, plan)
+    except OSError as err:  # a full disk, a read-only or forbidden --out
+        where = err.filename or plan.out
+        raise TrajbenchError(f"cannot write {where}: {err.strerror or err}") from None
+    finally:
+        for d in missing_parents:  # leave no empty directories we created behind
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def _collect_locked(config: CollectConfig, plan: _Plan) -> _Outcome:
     state = _existing(plan, config.overwrite)
-    if state == "same":
-        return plan.out, read_meta(plan.out), True
+    remove_stale_temporaries(plan.out.parent, target=plan.out.name)
     c = plan.content
+    chunks = [
+        plan.mine[i : i + config.chunk_levels]
+        for i in range(0, len(plan.mine), config.chunk_levels)
+    ]
+    layout = {"chunk_levels": config.chunk_levels, "n_chunks": len(chunks)}
+    partial = PartialStore(
+        plan.out, plan.encoding, env_id=plan.env_id, config=c, shard=plan.shard, layout=layout
+    )
+    if state == "same":
+        partial.discard()  # left by a collection killed right after it published the store
+        return _Outcome(plan.out, read_meta(plan.out), existed=True)
+    there = partial.recorded()
+    diff = there and _differences(plan, there)
+    if diff and not config.overwrite:
+        raise TrajbenchError(
+            f"--out {plan.out} has an unfinished collection of a different config ({diff}) in "
+            f"{partial.directory}; rerun it with its arguments to finish it, or pass --overwrite"
+        )
+    done = partial.start(len(chunks))
+    todo = [i for i in range(len(chunks)) if i not in done]
     tasks = [
         (
             plan.env_id,
@@ -348,48 +403,47 @@ def _collect(config: CollectConfig) -> tuple[Path, dict[str, Any], bool]:
             c["demonstrator"],
             c["epsilon"],
         )
-        for p in plan.mine
+        for i in todo
+        for p in chunks[i]
     ]
-    missing_parents = [d for d in plan.out.parents if not d.exists()]  # deepest first
     bar = tqdm(
-        total=len(tasks) * c["episodes_per_level"],
+        total=len(plan.mine) * c["episodes_per_level"],
+        initial=(len(plan.mine) - len(tasks)) * c["episodes_per_level"],
         unit="ep",
         desc=plan.env_id.removeprefix(f"{NAMESPACE}/"),
         disable=not config.progress,
         file=sys.stderr,
     )
     try:
-        with atomic_directory(plan.out, overwrite=state == "replace") as tmp:
-            _make_shareable(tmp)
-            writer = EpisodeWriter(tmp, plan.encoding)
-            workers = min(config.workers, len(tasks))
-            with contextlib.ExitStack() as stack:
-                if workers > 1:
-                    ctx = mp.get_context("spawn")
-                    pool = stack.enter_context(ctx.Pool(workers, initializer=_ignore_sigint))
-                    chunk = max(1, min(16, len(tasks) // (8 * workers)))
-                    results = pool.imap(_collect_level, tasks, chunksize=chunk)
-                else:
-                    results = map(_collect_level, tasks)
-                for episodes in results:
-                    for row, r in episodes:
-                        writer.add(row, r.obs, r.actions, r.rewards)
-                    bar.update(len(episodes))
-            meta = writer.close(env_id=plan.env_id, config=plan.content, shard=plan.shard)
+        workers = min(config.workers, len(tasks))
+        with contextlib.ExitStack() as stack:
+            if workers > 1:
+                ctx = mp.get_context("spawn")
+                pool = stack.enter_context(ctx.Pool(workers, initializer=_ignore_sigint))
+                chunksize = max(1, min(16, len(tasks) // (8 * workers)))
+                results = pool.imap(_collect_level, tasks, chunksize=chunksize)
+            else:
+                results = map(_collect_level, tasks)
+            for i in todo:
+                with partial.chunk(i) as writer:
+                    for episodes in itertools.islice(results, len(chunks[i])):
+                        for row, r in episodes:
+                            writer.add(row, r.obs, r.actions, r.rewards)
+                        bar.update(len(episodes))
+        meta = partial.assemble(len(chunks), overwrite=state == "replace")
     except BaseException:
-        for d in missing_parents:  # leave no empty directories we created behind
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        partial.discard(unless_resumable=True)
         raise
     finally:
         bar.close()
-    return plan.out, meta, False
+    return _Outcome(plan.out, meta, existed=False, resumed=(len(done), len(chunks)))
 
 
 def collect(config: CollectConfig) -> Path:
     """Collect the episodes ``config`` describes and write them atomically.
 
-    Re-running the same config is a no-op (useful to resume a sharded or interrupted job).
+    Re-running the same config is a no-op when the store is there, and finishes an interrupted
+    collection from its finished chunks otherwise (see the module docstring).
 
     Args:
         config: What to collect and where.
@@ -398,10 +452,11 @@ def collect(config: CollectConfig) -> Path:
         The dataset directory written (``out``, or ``out/shard-I-of-N`` with a shard).
 
     Raises:
-        TrajbenchError: bad config, unknown env, level out of range, or an ``out`` that holds a
-            different dataset (without ``overwrite``). Nothing is left half-written.
+        TrajbenchError: bad config, unknown env, level out of range, an ``out`` that holds a
+            different dataset (without ``overwrite``), another live process writing ``out``, or
+            a full or unwritable disk. Nothing is left half-written.
     """
-    return _collect(config)[0]
+    return _collect(config).path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if config is None:  # --help
         return 0
-    path, meta, existed = _collect(config)
-    if existed:
+    outcome = _collect(config)
+    path, meta = outcome.path, outcome.meta
+    if outcome.existed:
         print(
             f"{path} already holds this dataset ({meta['n_episodes']} episodes, "
             f"content {meta['content_hash'][:12]}); nothing to do"
@@ -420,5 +476,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     store = load(path)
     rate = float(store.episodes["success"].mean()) if len(store) else float("nan")
-    print(f"collected {len(store)} episodes, {store.n_steps} steps, success {rate:.1%} -> {path}")
+    done, total = outcome.resumed
+    resumed = f" (resumed: {done} of {total} chunks were done)" if done else ""
+    print(
+        f"collected {len(store)} episodes, {store.n_steps} steps, success {rate:.1%} -> "
+        f"{path}{resumed}"
+    )
     return 0

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..envs.levels import SPLIT_VERSION, ObsEncoding
 from . import format as fmt
+from .reader import _read_part
 
 
 class _NpyAppender:
@@ -134,6 +135,18 @@ class EpisodeWriter:
         self._actions.append(actions)
         self._rewards.append(rewards)
         self.rows.append(full)
+
+    def extend(self, directory: str | Path) -> None:
+        """Append every episode of the dataset directory ``directory``, in its order (e.g. a
+        finished chunk of a collection: see :mod:`trajbench.data.partial`)."""
+        part = _read_part(Path(directory))
+        if part.encoding != self.encoding:
+            raise ValueError(f"{directory} holds another observation encoding")
+        episodes = part.episodes[list(fmt.EPISODE_COLUMNS)]
+        self.rows += episodes.assign(offset=episodes["offset"] + self.n_steps).to_dict("records")
+        self._obs.append(part.obs)
+        self._actions.append(part.actions)
+        self._rewards.append(part.rewards)
 
     def close(
         self, *, env_id: str, config: dict[str, Any], shard: tuple[int, int] | None

@@ -1,11 +1,13 @@
-"""``trajbench leaderboard {submit,validate,build}``: one dataclass config per action.
+"""``trajbench leaderboard {submit,validate,verify,build}``: one dataclass config per action.
 
 Exit status: 0 when all is well, 1 when validation finds problems (one ``file: problem`` line
-each on stderr) or ``build --check`` finds stale files, 2 for bad input (one error line).
+each on stderr), ``verify`` finds re-run records that differ, or ``build --check`` finds stale
+files, 2 for bad input (one error line).
 
 Example:
     trajbench leaderboard submit runs/smoke --name smoke-2cpu --authors "Ada Lovelace"
     trajbench leaderboard validate
+    trajbench leaderboard verify leaderboard/submissions/smoke-2cpu.json --model runs/smoke
     trajbench leaderboard build --check
 """
 
@@ -64,6 +66,34 @@ class ValidateConfig:
 
 
 @dataclass
+class VerifyConfig:
+    """Re-run a sample of an entry's evaluation and compare the records (exact on a CPU)."""
+
+    submission: Positional[Annotated[Path, arg(metavar="SUBMISSION")]]
+    """The submission file."""
+    model: tuple[Path, ...] = ()
+    """Model directories of the entry's training seeds, or the run directory holding them
+    (reference policies need none)."""
+    data: Path | None = None
+    """Where the evaluation stores are, laid out as trajbench run lays them out (DIR/data/<store>:
+    a run directory); stores missing there are collected into it. Default: collected into a
+    temporary directory from the specs the entry records."""
+    cells: int = 8
+    """(seed, level) records sampled; the evaluations that produced them are re-run whole."""
+    seed: int = 0
+    """Seed of the sample."""
+    tolerance: float = 0.0
+    """Largest difference accepted between a submitted and a re-run value (0: exact)."""
+    device: str = "cpu"
+    """Device of the re-run: cpu reproduces an entry evaluated on a CPU exactly (one evaluated
+    on a GPU may need its device and a --tolerance)."""
+    workers: int = 1
+    """Worker processes collecting the evaluation stores."""
+    write: bool = False
+    """Mark the entry verified in its file when the re-run agrees."""
+
+
+@dataclass
 class BuildConfig:
     """Regenerate README.md, index.html and schema.json from the submissions."""
 
@@ -102,6 +132,24 @@ def validate(cfg: ValidateConfig) -> int:
     return _report(problems)
 
 
+def verify(cfg: VerifyConfig) -> int:
+    """Re-check one entry by re-running part of its evaluation; 1 when the records differ."""
+    # The re-run needs torch and the pipeline: imported here, so the other actions start fast.
+    from .verify import verify as rerun
+
+    return rerun(
+        cfg.submission,
+        cfg.model,
+        cfg.data,
+        cfg.cells,
+        cfg.seed,
+        cfg.tolerance,
+        cfg.device,
+        cfg.workers,
+        cfg.write,
+    )
+
+
 def build(cfg: BuildConfig) -> int:
     """Regenerate the leaderboard files (or, with ``check``, compare them with the disk)."""
     subs, problems = validate_files(submission_files(cfg.root))
@@ -128,6 +176,7 @@ def build(cfg: BuildConfig) -> int:
 ACTIONS: dict[str, tuple[type, Callable[[Any], int]]] = {
     "submit": (SubmitConfig, submit),
     "validate": (ValidateConfig, validate),
+    "verify": (VerifyConfig, verify),
     "build": (BuildConfig, build),
 }
 

@@ -22,6 +22,9 @@ from trajbench.suite import SUITE
 from .ranking import Row, Table, newest_version, tables
 from .schema import NO_VALUE, Aggregate, AggregateV1, Entry, Training, schema_text
 
+#: The mark of an entry whose evaluation a re-run confirmed (``verified``).
+VERIFIED = "✓"
+
 
 def _ci(value: float, low: float, high: float) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
@@ -77,7 +80,7 @@ def _cells(row: Row, table: Table) -> list[str]:
         model += " — copy baseline, the bar to clear"
     return [
         str(row.rank) if row.rank else "—",
-        s.name,
+        s.name + (f" {VERIFIED}" if getattr(s, "verified", None) else ""),
         model,
         _training(s.training),
         *scores,
@@ -102,7 +105,9 @@ INTRO = (
     "identical observation; replay: a demonstration's actions played open-loop) are the bar to "
     "clear: a model that does not beat them has not shown in-context generalization. A table "
     f"whose best three entries other than the expert all reach {SATURATION} is marked saturated "
-    "at this preset: it cannot separate them."
+    "at this preset: it cannot separate them. "
+    f"{VERIFIED} after an entry's name: `trajbench leaderboard verify` re-ran a sample of its "
+    "evaluation from its models and recorded evaluation data and got the submitted records."
 )
 HOW_TO = [
     "trajbench run --preset smoke --out runs/smoke",

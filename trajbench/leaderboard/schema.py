@@ -322,6 +322,46 @@ class _Entry(_Strict):
         return (*cell, fmt) if shown == self.training.instruction else None
 
 
+class EvalStore(_Strict):
+    """An evaluation store of the run: how to collect it again, and what it must hold."""
+
+    eval_split: Literal["test_levels", "test_families"]
+    """The held-out split whose evaluation reads it."""
+    spec: dict[str, Any]
+    """Its collection (the preset's DataSpec): trajbench run writes it to data/<name>."""
+    content_hash: Text
+    """Content hash of the store the run collected."""
+
+
+class Reproduction(_Strict):
+    """What re-runs the entry's evaluation (``trajbench leaderboard verify``), with ``git_commit``
+    and the evaluation config in ``config``."""
+
+    group: Text
+    """The preset group (in config.groups) whose models and evaluation the entry holds."""
+    data: list[EvalStore] = Field(min_length=1)
+    models: dict[str, Text]
+    """Training seed -> its model directory, relative to the run directory (none for reference
+    policies)."""
+
+
+class Verification(_Strict):
+    """A re-run of part of the entry's evaluation that gave the submitted records."""
+
+    date: Text
+    """ISO 8601 date of the re-run."""
+    git_commit: Text
+    """Commit of trajbench that re-ran it."""
+    cells: int = Field(ge=1)
+    """Records sampled; the evaluations that produced them were re-run whole."""
+    records: int = Field(ge=1)
+    """Records re-run and found equal to the submitted ones."""
+    seed: int = Field(ge=0)
+    """Seed of the sample."""
+    tolerance: float = Field(ge=0.0)
+    """Largest difference accepted (0: exact)."""
+
+
 class Submission(_Entry):
     """One leaderboard entry: one policy under one training condition, on one suite version.
 
@@ -338,8 +378,21 @@ class Submission(_Entry):
     METHOD: ClassVar[str] = MEAN
     schema_version: Literal[2]
     """Version of this schema."""
+    reproduce: Reproduction | None = None
+    """How to re-run the evaluation (entries of trajbench run); null: it cannot be re-checked."""
+    verified: Verification | None = None
+    """Set by ``trajbench leaderboard verify --write`` when a re-run gave the same records."""
     records: list[Record] = Field(min_length=1)
     aggregates: list[Aggregate] = Field(min_length=1)
+
+    @model_serializer(mode="wrap")
+    def _without_absent_checks(self, handler) -> dict[str, Any]:
+        # entries written before these fields existed keep their bytes
+        out = handler(self)
+        return {k: v for k, v in out.items() if k not in _OPTIONAL or v is not None}
+
+
+_OPTIONAL = ("reproduce", "verified")
 
 
 class SubmissionV1(_Entry):

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from trajbench.configs import from_dict
+from trajbench.data import read_meta
 from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_write_text
 
@@ -117,7 +119,7 @@ def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return results, records
 
 
-def _cells(frame: pd.DataFrame, where: str) -> list[dict[str, Any]]:
+def episode_cells(frame: pd.DataFrame, where: str) -> list[dict[str, Any]]:
     """The (seed, level) cells of one condition's episodes: the records of its entry."""
     episodes = frame.assign(**{c: frame[c].astype(float) for c in METRICS})
     stats = {
@@ -175,6 +177,48 @@ def _cross_check(
             )
 
 
+def _reproduction(run_dir: Path, results: dict, frame: pd.DataFrame, condition: dict) -> Any:
+    """What re-runs the evaluation of one condition of a ``trajbench run`` directory: its group,
+    the evaluation stores (spec and content hash) and each seed's model directory. None where
+    the run does not say (not a trajbench run, or its stores or models are gone)."""
+    # The pipeline imports torch: only here, so that validate and build start fast.
+    from trajbench.pipeline.policies import REFERENCE_POLICIES
+    from trajbench.pipeline.presets import DataSpec
+    from trajbench.pipeline.runner import data_dir
+    from trajbench.pipeline.train import read_training_record
+
+    names = frame["group"].unique() if "group" in frame else []
+    groups = results["config"].get("groups") if isinstance(results["config"], dict) else None
+    group = next((g for g in groups or [] if len(names) == 1 and g.get("name") == names[0]), None)
+    if group is None:
+        return None
+    data = []
+    for split, key in (("test_levels", "test_data"), ("test_families", "heldout_family_data")):
+        for spec in group.get(key) or []:
+            try:
+                meta = read_meta(data_dir(run_dir, from_dict(DataSpec, spec)))
+            except TrajbenchError:
+                return None
+            data.append({"eval_split": split, "spec": spec, "content_hash": meta["content_hash"]})
+    models = {}
+    if condition["policy"] not in REFERENCE_POLICIES:
+        for model in sorted((run_dir / "jobs" / group["name"]).glob("*/seed*/model")):
+            try:
+                trained = read_training_record(model).config
+            except TrajbenchError:
+                continue
+            context = trained.context
+            if (context.mode, context.instruction, context.p_bursty) == (
+                condition["train_context"],
+                condition["instruction"],
+                condition["p_bursty"],
+            ):
+                models[str(trained.seed)] = model.relative_to(run_dir).as_posix()
+        if set(models) != {str(int(s)) for s in frame["seed"].unique()}:
+            return None
+    return {"group": group["name"], "data": data, "models": models}
+
+
 def make_submissions(
     run_dir: str | Path,
     name: str,
@@ -217,7 +261,7 @@ def make_submissions(
         params = frame["model_params"].unique()
         if len(params) != 1:
             raise TrajbenchError(f"{condition}: records disagree on model_params {list(params)}")
-        cells = _cells(frame, f"{run_dir} {condition}")
+        cells = episode_cells(frame, f"{run_dir} {condition}")
         try:
             aggregates = compute_aggregates(pd.DataFrame(cells), boot)
         except ValueError as err:
@@ -246,6 +290,7 @@ def make_submissions(
             "preset": results.get("preset"),
             "config": results["config"],
             "bootstrap": boot.model_dump(),
+            "reproduce": _reproduction(run_dir, results, frame, condition),
             "records": cells,
             "aggregates": aggregates,
         }

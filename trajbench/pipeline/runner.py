@@ -43,11 +43,11 @@ from trajbench.data import META_FILE, SHARD_DIR_RE, EpisodeStore, load, shard_di
 from trajbench.device import resolve_device
 from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, sample_levels
-from trajbench.io import atomic_write_json, write_parquet
+from trajbench.io import atomic_write_json, remove_stale_temporaries, write_parquet
 from trajbench.provenance import cores, git_commit, hardware
 from trajbench.report import write_report
 
-from .evaluate import evaluate
+from .evaluate import EvalConfig, evaluate
 from .launch import (
     Launcher,
     LauncherName,
@@ -262,7 +262,7 @@ def evaluations(job: Job) -> list[tuple[str, tuple[DataSpec, ...], str, tuple[st
     if g.decoy_eval and (job.baseline or c.instruction == "full"):
         instructions.append("decoy")
     return [
-        (split, specs, instruction, g.eval.formats if instruction == "train" else ("common",))
+        (split, specs, instruction, eval_formats(g.eval, instruction))
         for split, specs in (("test_levels", g.test_data), ("test_families", g.heldout_family_data))
         for instruction in (instructions if specs else ())
     ]
@@ -280,18 +280,16 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     policy = job.baseline or str(_trained(job, out, device, compile_model))
     c = job.condition
     frames = []
-    for split, specs, instruction, formats in evaluations(job):
-        ecfg = replace(
+    for split, specs, instruction, _formats in evaluations(job):
+        ecfg = job_eval_config(
             g.eval,
+            split,
+            instruction,
             policy=policy,
             data=tuple(str(data_dir(out, s)) for s in specs),
             out=str(jdir / f"eval-{split}-{instruction}"),
-            eval_split=split,
-            instruction=instruction,
-            formats=formats,
             seed=job.eval_seed,
             device=device,
-            progress=False,
             offline=not job.baseline and instruction == "train",
         )
         frames.append(evaluate(ecfg)[0])
@@ -305,6 +303,20 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
     records["group"] = g.name
     write_parquet(records_path, records)
     return records_path
+
+
+def job_eval_config(base: EvalConfig, split: str, instruction: str, **fields) -> EvalConfig:
+    """A job's evaluation of one held-out split with one query mission (a decoy mission is
+    shown in the common format only); ``fields`` fill in the policy, data, seed, ..."""
+    formats = eval_formats(base, instruction)
+    return replace(
+        base, eval_split=split, instruction=instruction, formats=formats, progress=False, **fields
+    )
+
+
+def eval_formats(base: EvalConfig, instruction: str) -> tuple[str, ...]:
+    """The formats an evaluation shows: the group's as trained, the common one with a decoy."""
+    return base.formats if instruction == "train" else ("common",)
 
 
 def _trained(job: Job, out: Path, device: str, compile_model: bool) -> Path:
@@ -401,6 +413,7 @@ def run(cfg: RunConfig) -> Path:
     launcher, job_device, threads = launcher_of(cfg, preset, device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by an invocation that was killed
     started = time.perf_counter()
     previous = _previous_wall_time(out)
 

@@ -46,7 +46,7 @@ from trajbench.device import (
     world_size,
 )
 from trajbench.errors import TrajbenchError
-from trajbench.io import atomic_write_json
+from trajbench.io import atomic_write_json, remove_stale_temporaries
 
 from .checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
 
@@ -358,6 +358,7 @@ def _train(cfg: TrainConfig, dist: Dist, device: torch.device, on_checkpoint=Non
         torch.set_rng_state(rng_state)  # ... so the checkpoint's RNG state is restored after it
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # left by a run that was killed
         atomic_write_json(out / "train_config.json", to_dict(cfg))
     log = MetricsLog(out / "metrics.csv", enabled=dist.main, resume_step=start)
     bar = _progress(cfg, dist, start)
@@ -409,8 +410,9 @@ def _train(cfg: TrainConfig, dist: Dist, device: torch.device, on_checkpoint=Non
             parameters=model.num_parameters(),
             trajbench_version=__version__,
         )
-        save_trained_model(model, model_dir, record)
+        # The last checkpoint first: killed between the two, a resumed run only saves the model.
         save_checkpoint(ckpt_path, model, optimizer, cfg.steps, cfg, store.content_hash)
+        save_trained_model(model, model_dir, record)
         if on_checkpoint is not None:
             on_checkpoint(cfg.steps, model)
     if dist.world > 1:
