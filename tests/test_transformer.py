@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+
 from trajbench.baselines.backbones import BACKBONES as REGISTRY
 from trajbench.baselines.transformer import (
     ModelConfig,
