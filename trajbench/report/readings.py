@@ -8,10 +8,15 @@ training instruction:
   ``trajectories`` vs ``isolated``;
 - *context*: ``bursty`` vs ``none``;
 - *copying*: the best trained condition vs each copy baseline (``hashmap``, ``replay``);
-- *grounding* (groups with an instruction ablation): ``none`` with full vs empty missions.
+- *grounding* (groups with an instruction ablation): ``none`` with full vs empty missions;
+- *in context* and *architecture* (groups that train several backbones): each model with
+  demonstrations of the level vs of other levels (the no-support score), and each pair of models.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -70,7 +75,45 @@ def comparisons(records: pd.DataFrame) -> list[Comparison]:
                 {**base, "label": "none/empty", "format": "common"},
             )
         )
+    out += architectures(records)
     return [c for c in out if c is not None]
+
+
+def architectures(records: pd.DataFrame) -> list[Comparison | None]:
+    """Where the records hold models of several backbones, at the largest K in the common format:
+    each model's *in context* gain (demonstrations of the level vs of other levels) and each pair
+    of models on demonstrations of the level (*architecture*)."""
+    trained = ~records["policy"].isin(REFERENCES) & (records["train_context"] != "-")
+    if records.loc[trained, "backbone"].nunique() < 2:
+        return []
+    kmax = int(records["k"].max())
+    at = records[
+        (records["k"] == kmax)
+        & (records["format"] == "common")
+        & (records["eval_instruction"] != "wrong")
+    ]
+    out: list[Comparison | None] = []
+    for (family, split), rows in at.groupby(["family", "eval_split"]):
+        base = {"family": family, "eval_split": split}
+        labels = sorted(rows.loc[trained.loc[rows.index], "label"].unique())
+        for label in labels:
+            c = compare(
+                rows,
+                "in context",
+                {**base, "label": label, "support": "same"},
+                {**base, "label": label, "support": "other"},
+            )
+            out.append(c and replace(c, a=f"{label}, same level", b=f"{label}, other levels"))
+        for a, b in combinations(labels, 2):
+            out.append(
+                compare(
+                    rows,
+                    "architecture",
+                    {**base, "label": a, "support": "same"},
+                    {**base, "label": b, "support": "same"},
+                )
+            )
+    return out
 
 
 def best_trained(rows: pd.DataFrame) -> str | None:
