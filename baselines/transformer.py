@@ -139,23 +139,21 @@ def _no_progress_bars() -> Iterator[None]:
 class TrajectoryTransformer(nn.Module):
     """Token embedding -> causal backbone -> action logits.
 
-        Example:
-            >>> from trajbench.envs import ObsEncoding
-            >>> from trajbench.vocab import MissionVocab
-
-    from .backbones import BACKBONES, Backbone
-            >>> model = TrajectoryTransformer(ModelConfig(d_model=32, n_layers=1, n_heads=2),
-            ...                               ObsEncoding("dark-room", (9, 9), 5), MissionVocab.build([]))
-            >>> B, T = 2, 7
-            >>> tokens = {
-            ...     "kind": torch.full((B, T), STEP), "word": torch.zeros(B, T, dtype=torch.long),
-            ...     "obs": torch.zeros(B, T, 2, dtype=torch.uint8),
-            ...     "prev_action": torch.full((B, T), 5), "prev_reward": torch.zeros(B, T),
-            ...     "shown_action": torch.full((B, T), 6), "shown_reward": torch.zeros(B, T),
-            ...     "is_query": torch.ones(B, T, dtype=torch.bool)}
-            >>> logits, _ = model(tokens)
-            >>> tuple(logits.shape)
-            (2, 7, 5)
+    Example:
+        >>> from trajbench.envs import ObsEncoding
+        >>> from trajbench.vocab import MissionVocab
+        >>> model = TrajectoryTransformer(ModelConfig(d_model=32, n_layers=1, n_heads=2),
+        ...                               ObsEncoding("dark-room", (9, 9), 5), MissionVocab.build([]))
+        >>> B, T = 2, 7
+        >>> tokens = {
+        ...     "kind": torch.full((B, T), STEP), "word": torch.zeros(B, T, dtype=torch.long),
+        ...     "obs": torch.zeros(B, T, 2, dtype=torch.uint8),
+        ...     "prev_action": torch.full((B, T), 5), "prev_reward": torch.zeros(B, T),
+        ...     "shown_action": torch.full((B, T), 6), "shown_reward": torch.zeros(B, T),
+        ...     "is_query": torch.ones(B, T, dtype=torch.bool)}
+        >>> logits, _ = model(tokens)
+        >>> tuple(logits.shape)
+        (2, 7, 5)
     """
 
     def __init__(self, cfg: ModelConfig, encoding: ObsEncoding, vocab: MissionVocab) -> None:

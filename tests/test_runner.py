@@ -274,5 +274,7 @@ def test_a_run_with_several_backbones_reports_them_apart(tmp_path, monkeypatch):
     questions = {(c["question"], c["a"], c["b"]) for c in results["comparisons"]}
     assert ("architecture", "bursty [llama]", "bursty [lstm]") in questions
     assert ("in context", "bursty [lstm], same level", "bursty [lstm], other levels") in questions
+    for label in ("bursty [llama]", "bursty [lstm]"):  # every backbone against the copy bar
+        assert ("copying", label, "hashmap") in questions
     report = (tmp_path / "report.md").read_text()
     assert "| bursty [lstm] | common | same |" in report and "*architecture*" in report

@@ -42,6 +42,11 @@ COPY_BASELINES = ("hashmap", "replay")
 SATURATION = 0.97
 
 
+def is_trained(records: pd.DataFrame) -> pd.Series:
+    """Which records are of a model trajbench trained (not a reference or an outside policy)."""
+    return ~records["policy"].isin(REFERENCES) & (records["train_context"] != "-")
+
+
 def labelled(records: pd.DataFrame) -> pd.DataFrame:
     """``records`` with ``p_bursty`` as a label ('-' where a condition does not mix modes) and a
     ``label`` column naming the condition's policy or training context, and its backbone where
@@ -50,7 +55,7 @@ def labelled(records: pd.DataFrame) -> pd.DataFrame:
     if "backbone" not in records:
         records = records.assign(backbone="-")
     p = records["p_bursty"].map(lambda v: "-" if pd.isna(v) else f"{v:g}")
-    trained = ~records["policy"].isin(REFERENCES) & (records["train_context"] != "-")
+    trained = is_trained(records)
     several = records.loc[trained, "backbone"].nunique() > 1
     label = np.where(
         trained,
