@@ -27,6 +27,16 @@ continue a cached state over more than one token; Mamba-2's chunked scan trains 
 on the same batch of 100 tokens and continues its state over chunks.
 
 Adding a backbone is one entry in :data:`BACKBONES`.
+
+Example:
+    >>> from trajbench.baselines.transformer import ModelConfig
+    >>> kind = BACKBONES["mamba2"]
+    >>> module = kind.build(ModelConfig(backbone="mamba2", d_model=8, n_layers=1, n_heads=2))
+    >>> cache = kind.new_cache(module)
+    >>> kind.run(module, torch.randn(2, 3, 8), None, None, cache).shape  # fills the cache
+    torch.Size([2, 3, 8])
+    >>> kind.run(module, torch.randn(2, 1, 8), None, None, cache).shape  # one more token each
+    torch.Size([2, 1, 8])
 """
 
 from __future__ import annotations
