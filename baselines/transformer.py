@@ -4,10 +4,11 @@ Read top to bottom:
 
 1. :class:`ModelConfig` -- the architecture, documented field by field.
 2. :class:`TrajectoryTransformer` -- token embedding (see :mod:`trajbench.batch` for the token
-   contract), a causal backbone built from a ``transformers`` config (``LlamaModel`` with sdpa
-   attention by default, ``GPT2Model`` as an option) fed ``inputs_embeds``, and a linear head to
-   action logits. ``loss`` for training, ``prefill`` / ``step`` for cached decoding,
-   ``save_pretrained`` / ``from_pretrained`` for checkpoints.
+   contract), a causal backbone from the registry in :mod:`trajbench.baselines.backbones`
+   (``transformers``' ``LlamaModel`` with sdpa attention by default; ``GPT2Model``, ``Mamba2Model``
+   or torch's LSTM) fed ``inputs_embeds``, and a linear head to action logits. ``loss`` for
+   training, ``prefill`` / ``step`` for cached decoding, ``save_pretrained`` / ``from_pretrained``
+   for checkpoints. (The name stays for every backbone: the model is what it does, not its mixer.)
 3. Decoding helpers: :func:`positions_from_mask` and :func:`select_rows`.
 
 Training batches are right-padded and need no attention mask: causal attention already keeps
@@ -17,7 +18,8 @@ every real token from seeing the padding after it, and the loss ignores padding 
 Cached decoding for batched rollouts (contexts of different lengths, rows finishing at different
 times) uses *left* padding and a 2D ``attention_mask`` (1 = real token, 0 = padding), and lets the
 positions follow the mask (``cumsum(mask) - 1``) so that each row sees exactly what it would see
-alone::
+alone. The cache is the backbone's: keys and values for attention, the state for recurrent
+backbones (which keep it untouched through PAD tokens)::
 
     # contexts: a left-padded dict of [B, T0] token tensors; mask0: [B, T0] with 0 on the padding
     logits, cache = model.prefill(contexts, mask0)              # logits of the last token: [B, A]
@@ -30,7 +32,7 @@ alone::
         mask = torch.cat([mask, new_mask], dim=1)
         logits, cache = model.step(new, cache, mask)
         keep = ...                                               # indices of unfinished rows
-        cache, mask = select_rows(cache, mask, keep)             # also select logits[keep] etc.
+        cache, mask = model.select_rows(cache, mask, keep)       # also select logits[keep] etc.
 
 Under ``torch.autocast("cuda", dtype=torch.bfloat16)`` and ``torch.compile`` the forward pass has
 no Python branching on tensor values: token kinds are combined with masks.
@@ -39,19 +41,16 @@ no Python branching on tensor values: token kinds are combined with masks.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import DynamicCache, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
-from transformers.cache_utils import Cache
 from transformers.utils import logging as hf_logging
 
 from trajbench.batch import IGNORE, STEP, WORD
@@ -61,12 +60,18 @@ from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_directory
 from trajbench.vocab import MissionVocab
 
+from .backbones import BACKBONES, Backbone
+
 #: Marker written into ``trajbench_model.json``; a directory without it is not a trajbench model.
 MODEL_FORMAT = "trajbench-model"
 MODEL_FORMAT_VERSION = 2
 CONFIG_FILE = "trajbench_model.json"
 POLICY_FILE = "policy.safetensors"
 BACKBONE_DIR = "backbone"
+BACKBONE_FILE = "model.safetensors"
+
+
+BackboneName = Literal[tuple(BACKBONES)]  # type: ignore[valid-type]  (the registered backbones)
 
 
 @dataclass
@@ -74,77 +79,49 @@ class ModelConfig:
     """The policy network's architecture. What it reads (the observation encoding, the mission
     vocabulary) comes from the data it is trained on, not from here."""
 
-    backbone: Literal["llama", "gpt2"] = "llama"
-    """Causal backbone from transformers: llama (pre-norm RMSNorm, RoPE, SwiGLU, sdpa) or gpt2
-    (LayerNorm, learned positions, GELU)."""
+    backbone: BackboneName = "llama"
+    """Sequence model between the token embedding and the action head: llama (pre-norm RMSNorm,
+    RoPE, SwiGLU, sdpa), gpt2 (LayerNorm, learned positions, GELU), mamba2 (a selective
+    state-space model) or lstm (torch's LSTM). See trajbench.baselines.backbones."""
     d_model: int = 64
-    """Width of the residual stream (token embedding size)."""
+    """Width of the residual stream (token embedding size; the LSTM's hidden size)."""
     n_layers: int = 2
-    """Number of transformer blocks."""
+    """Number of blocks (LSTM: stacked layers)."""
     n_heads: int = 4
-    """Attention heads per block; must divide d_model."""
+    """Attention heads per block (mamba2: SSM heads of width 2 * d_model / n_heads); must divide
+    d_model."""
     d_ff: int | None = None
-    """Hidden width of the feed-forward layers; None means 4 * d_model."""
+    """Hidden width of the feed-forward layers of llama and gpt2; None means 4 * d_model."""
+    state_size: int = 64
+    """mamba2: size of each head's SSM state."""
     max_positions: int = 2048
-    """Longest sequence the model accepts (GPT-2: its learned position table; Llama: RoPE's
-    max_position_embeddings)."""
+    """Longest sequence an attention backbone accepts (GPT-2: its learned position table; Llama:
+    RoPE's max_position_embeddings). Recurrent backbones have no limit."""
     dropout: float = 0.0
-    """Dropout on the token embeddings and inside the backbone."""
+    """Dropout on the token embeddings and inside the backbone (mamba2 has none inside)."""
 
     @property
     def ff_width(self) -> int:
         return 4 * self.d_model if self.d_ff is None else self.d_ff
+
+    @property
+    def kind(self) -> Backbone:
+        """The backbone's registry entry."""
+        return BACKBONES[self.backbone]
 
     def validate(self) -> None:
         """Raise :class:`TrajbenchError` listing every bad field."""
         problems = []
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
             problems.append(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
-        if self.n_layers < 1 or self.ff_width < 1 or self.max_positions < 1:
-            problems.append("n_layers, d_ff and max_positions must be >= 1")
-        if self.backbone not in ("llama", "gpt2"):
-            problems.append(f"backbone must be 'llama' or 'gpt2', got {self.backbone!r}")
+        if min(self.n_layers, self.ff_width, self.max_positions, self.state_size) < 1:
+            problems.append("n_layers, d_ff, state_size and max_positions must be >= 1")
+        if self.backbone not in BACKBONES:
+            problems.append(f"backbone must be one of {list(BACKBONES)}, got {self.backbone!r}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if problems:
             raise TrajbenchError("bad model config: " + "; ".join(problems))
-
-
-def build_backbone(cfg: ModelConfig) -> nn.Module:
-    """A randomly initialised causal ``transformers`` model without token embeddings in use.
-
-    Its own ``vocab_size`` is 1: it is fed ``inputs_embeds``, never ``input_ids``.
-    """
-    common = dict(vocab_size=1, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    common.update(use_cache=False, tie_word_embeddings=False, attn_implementation="sdpa")
-    if cfg.backbone == "llama":
-        config = LlamaConfig(
-            hidden_size=cfg.d_model,
-            intermediate_size=cfg.ff_width,
-            num_hidden_layers=cfg.n_layers,
-            num_attention_heads=cfg.n_heads,
-            num_key_value_heads=cfg.n_heads,
-            max_position_embeddings=cfg.max_positions,
-            attention_dropout=cfg.dropout,
-            **common,
-        )
-        return LlamaModel(config)
-    config = GPT2Config(
-        n_embd=cfg.d_model,
-        n_inner=cfg.ff_width,
-        n_layer=cfg.n_layers,
-        n_head=cfg.n_heads,
-        n_positions=cfg.max_positions,
-        resid_pdrop=cfg.dropout,
-        embd_pdrop=cfg.dropout,
-        attn_pdrop=cfg.dropout,
-        **common,
-    )
-    return GPT2Model(config)
-
-
-def _backbone_class(cfg: ModelConfig) -> type[nn.Module]:
-    return LlamaModel if cfg.backbone == "llama" else GPT2Model
 
 
 @contextlib.contextmanager
@@ -198,22 +175,22 @@ class TrajectoryTransformer(nn.Module):
         self.word_embed = nn.Embedding(len(vocab), d)
         self.segment_embed = nn.Embedding(2, d)  # 0: context, 1: query
         self.drop = nn.Dropout(cfg.dropout)
-        self.backbone = build_backbone(cfg)
+        self.kind = cfg.kind
+        self.backbone = self.kind.build(cfg)
         self.head = nn.Linear(d, n_actions)
         embeddings = (self.obs_embed, self.prev_action_embed, self.shown_action_embed)
         embeddings += (self.word_embed, self.segment_embed)
         for module in (*embeddings, self.prev_reward_proj, self.shown_reward_proj, self.head):
             nn.init.normal_(module.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        # The backbone's token table is never used (we feed inputs_embeds). Frozen, it gets no
-        # gradient, which DistributedDataParallel requires of trainable parameters.
-        self.backbone.get_input_embeddings().requires_grad_(False)
-        # transformers renamed the backbone's `past_key_values` argument to `cache` in v5.
-        params = inspect.signature(self.backbone.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        # A transformers backbone's token table is never used (we feed inputs_embeds). Frozen, it
+        # gets no gradient, which DistributedDataParallel requires of trainable parameters.
+        if hasattr(self.backbone, "get_input_embeddings"):
+            self.backbone.get_input_embeddings().requires_grad_(False)
 
     def num_parameters(self) -> int:
-        """Number of parameters (the backbone's unused, frozen 1-row token table included)."""
+        """Number of parameters (a transformers backbone's unused, frozen 1-row token table
+        included)."""
         return sum(p.numel() for p in self.parameters())
 
     def embed(self, tokens: dict[str, Tensor]) -> Tensor:
@@ -242,9 +219,9 @@ class TrajectoryTransformer(nn.Module):
         tokens: dict[str, Tensor],
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
-        past_key_values: Cache | None = None,
+        past_key_values: Any = None,
         use_cache: bool = False,
-    ) -> tuple[Tensor, Cache | None]:
+    ) -> tuple[Tensor, Any]:
         """Action logits at every position.
 
         Args:
@@ -254,30 +231,29 @@ class TrajectoryTransformer(nn.Module):
                 right-padded training batches (see the module docstring).
             position_ids: ``[B, T]`` positions; ``None`` counts from the cache length (and checks
                 the length against ``max_positions``). Pass them with left padding
-                (:func:`positions_from_mask`).
-            past_key_values: A cache from an earlier call, extended in place.
+                (:func:`positions_from_mask`). Recurrent backbones have none.
+            past_key_values: The backbone's cache from an earlier call (key/value or state),
+                extended in place.
             use_cache: Return the (possibly new) cache.
 
         Returns:
             ``(logits [B, T, n_actions], cache or None)``.
         """
-        past = 0 if past_key_values is None else past_key_values.get_seq_length()
-        if position_ids is None and past + tokens["kind"].shape[1] > self.cfg.max_positions:
-            raise TrajbenchError(
-                f"sequence of {past + tokens['kind'].shape[1]} tokens is longer than the model's "
-                f"max_positions ({self.cfg.max_positions})"
-            )
+        if self.kind.attention and position_ids is None:
+            past = 0 if past_key_values is None else past_key_values.get_seq_length()
+            if past + tokens["kind"].shape[1] > self.cfg.max_positions:
+                raise TrajbenchError(
+                    f"sequence of {past + tokens['kind'].shape[1]} tokens is longer than the "
+                    f"model's max_positions ({self.cfg.max_positions})"
+                )
         x = self.embed(tokens)
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.backbone.config)
-        out = self.backbone(
-            inputs_embeds=x,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=use_cache,
-            **{self._cache_arg: past_key_values},
-        )
-        return self.head(out.last_hidden_state), (past_key_values if use_cache else None)
+        cache = None
+        if use_cache:
+            cache = (
+                self.kind.new_cache(self.backbone) if past_key_values is None else past_key_values
+            )
+        h = self.kind.run(self.backbone, x, attention_mask, position_ids, cache)
+        return self.head(h), cache
 
     def loss(self, tokens: dict[str, Tensor], normalizer: float | Tensor | None = None) -> Tensor:
         """Cross-entropy of the action predictions at positions where ``target != IGNORE``.
@@ -294,7 +270,7 @@ class TrajectoryTransformer(nn.Module):
     # ---- cached decoding --------------------------------------------------------------------
 
     @torch.no_grad()
-    def prefill(self, tokens: dict[str, Tensor], attention_mask: Tensor) -> tuple[Tensor, Cache]:
+    def prefill(self, tokens: dict[str, Tensor], attention_mask: Tensor) -> tuple[Tensor, Any]:
         """Encode left-padded contexts into a new cache.
 
         Args:
@@ -304,12 +280,12 @@ class TrajectoryTransformer(nn.Module):
         Returns:
             ``(logits of the last position [B, n_actions], cache)``.
         """
-        return self.step(tokens, DynamicCache(config=self.backbone.config), attention_mask)
+        return self.step(tokens, self.kind.new_cache(self.backbone), attention_mask)
 
     @torch.no_grad()
     def step(
-        self, tokens: dict[str, Tensor], cache: Cache, attention_mask: Tensor
-    ) -> tuple[Tensor, Cache]:
+        self, tokens: dict[str, Tensor], cache: Any, attention_mask: Tensor
+    ) -> tuple[Tensor, Any]:
         """Feed ``n >= 1`` new tokens per row after the cached ones.
 
         Args:
@@ -322,13 +298,28 @@ class TrajectoryTransformer(nn.Module):
             ``(logits of the last position [B, n_actions], cache)``.
         """
         n_new = tokens["kind"].shape[1]
-        position_ids = positions_from_mask(attention_mask)[:, -n_new:]
-        if int(position_ids.max()) >= self.cfg.max_positions:
-            raise TrajbenchError(
-                f"sequence is longer than the model's max_positions ({self.cfg.max_positions})"
-            )
+        position_ids = None
+        if self.kind.attention:
+            position_ids = positions_from_mask(attention_mask)[:, -n_new:]
+            if int(position_ids.max()) >= self.cfg.max_positions:
+                raise TrajbenchError(
+                    f"sequence is longer than the model's max_positions ({self.cfg.max_positions})"
+                )
         logits, cache = self(tokens, attention_mask, position_ids, cache, use_cache=True)
         return logits[:, -1], cache
+
+    def select_rows(self, cache: Any, attention_mask: Tensor, idx: Tensor) -> tuple[Any, Tensor]:
+        """Keep rows ``idx`` of a decoding state, then drop the left padding they all share.
+
+        Args:
+            cache: The cache from :meth:`prefill` / :meth:`step`; changed in place.
+            attention_mask: ``[B, L]``, the mask that covers the cache.
+            idx: 1D indices (or a boolean mask) of the rows to keep, in their new order.
+
+        Returns:
+            ``(cache, attention_mask)`` for the kept rows.
+        """
+        return select_rows(cache, attention_mask, idx, self.kind)
 
     # ---- checkpoints ------------------------------------------------------------------------
 
@@ -337,7 +328,8 @@ class TrajectoryTransformer(nn.Module):
     ) -> None:
         """Write the model to ``directory`` atomically (replacing an earlier trajbench model).
 
-        Layout: ``backbone/`` (the backbone's own ``save_pretrained``, safetensors),
+        Layout: ``backbone/`` (the backbone's own ``save_pretrained``: ``model.safetensors``, and
+        a ``transformers`` backbone's ``config.json``),
         ``policy.safetensors`` (embeddings and head), ``trajbench_model.json`` (the
         :class:`ModelConfig`, the observation encoding and the mission vocabulary), and
         ``extra_files`` (name -> text, e.g. the training record written by ``trajbench train``).
@@ -405,14 +397,8 @@ class TrajectoryTransformer(nn.Module):
             raise TrajbenchError(f"{where}: bad mission vocabulary: {e}") from e
         model = cls(cfg, encoding, vocab)
         try:
-            with _no_progress_bars():
-                backbone, info = _backbone_class(model.cfg).from_pretrained(
-                    directory / BACKBONE_DIR, output_loading_info=True, attn_implementation="sdpa"
-                )
-            bad = [*info.get("missing_keys", ()), *info.get("mismatched_keys", ())]
-            if bad:
-                raise TrajbenchError(f"backbone weights missing or mismatched: {bad}")
-            model.backbone.load_state_dict(backbone.state_dict())  # strict: shapes must match
+            # Strict: every backbone weight must be there, with the shape the config gives.
+            model.backbone.load_state_dict(load_file(directory / BACKBONE_DIR / BACKBONE_FILE))
             result = model.load_state_dict(load_file(directory / POLICY_FILE), strict=False)
             missing = [k for k in result.missing_keys if not k.startswith("backbone.")]
             if missing or result.unexpected_keys:
@@ -426,17 +412,18 @@ class TrajectoryTransformer(nn.Module):
 
 def training_flops_per_token(cfg: ModelConfig, n_actions: int, mean_context: float) -> float:
     """Training FLOPs per token: 6 per parameter that takes part in a matrix multiplication
-    (embedding lookups excluded), plus causal attention over ``mean_context`` earlier tokens
-    (forward and backward), as in the PaLM/Chinchilla accounting.
+    (embedding lookups excluded; a recurrent backbone's state update counted as such), plus, for
+    attention backbones, causal attention over ``mean_context`` earlier tokens (forward and
+    backward), as in the PaLM/Chinchilla accounting.
 
     Example:
         >>> training_flops_per_token(ModelConfig(d_model=64, n_layers=2), 5, 0.0)
         788352.0
     """
-    d, ff = cfg.d_model, cfg.ff_width
-    per_layer = 4 * d * d + (3 if cfg.backbone == "llama" else 2) * d * ff
-    matmul = cfg.n_layers * per_layer + d * n_actions
-    return 6 * matmul + 6 * cfg.n_layers * d * mean_context
+    kind = cfg.kind
+    matmul = cfg.n_layers * kind.matmul_params(cfg) + cfg.d_model * n_actions
+    attention = 6 * cfg.n_layers * cfg.d_model * mean_context if kind.attention else 0.0
+    return 6 * matmul + attention
 
 
 def action_loss(logits: Tensor, target: Tensor, normalizer: float | Tensor | None = None) -> Tensor:
@@ -464,13 +451,16 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def select_rows(cache: Cache, attention_mask: Tensor, idx: Tensor) -> tuple[Cache, Tensor]:
+def select_rows(
+    cache: Any, attention_mask: Tensor, idx: Tensor, kind: Backbone | None = None
+) -> tuple[Any, Tensor]:
     """Keep rows ``idx`` of a decoding state, then drop the left padding they all share.
 
     Args:
         cache: The cache from :meth:`TrajectoryTransformer.prefill` / ``step``; changed in place.
         attention_mask: ``[B, L]``, the mask that covers the cache.
         idx: 1D indices (or a boolean mask) of the rows to keep, in their new order.
+        kind: The backbone's registry entry (None: an attention backbone's key/value cache).
 
     Returns:
         ``(cache, attention_mask)`` for the kept rows.
@@ -478,14 +468,9 @@ def select_rows(cache: Cache, attention_mask: Tensor, idx: Tensor) -> tuple[Cach
     if idx.dtype == torch.bool:
         idx = idx.nonzero().squeeze(-1)
     idx = idx.to(attention_mask.device)
-    cache.batch_select_indices(idx)
     mask = attention_mask[idx]
     # Leading columns that are padding in every kept row are never attended to: drop them.
     # (Positions come from cumsum(mask), so they do not change.)
     n_drop = int(mask.any(0).long().argmax()) if mask.numel() else 0
-    if n_drop:
-        for layer in cache.layers:
-            layer.keys = layer.keys[..., n_drop:, :]
-            layer.values = layer.values[..., n_drop:, :]
-        mask = mask[:, n_drop:]
-    return cache, mask
+    (kind or BACKBONES["llama"]).select(cache, idx, n_drop)
+    return cache, mask[:, n_drop:]

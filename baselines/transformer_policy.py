@@ -1,11 +1,13 @@
-"""The transformer as a :class:`~trajbench.policy.Policy`: batched, KV-cached rollouts.
+"""The trajectory model as a :class:`~trajbench.policy.Policy`: batched, cached rollouts.
 
 At the start of each episode every row's context is laid out as the prompt builder lays out a
 training sequence (:mod:`trajbench.contexts.builder`): each context segment (a demonstration, or
 a segment of shuffled transitions) behind one ``<bos>`` delimiter, then ``<bos>`` and the query's
-mission words. It is packed by the builder's own assembler, left-padded and encoded into the KV
-cache. Each environment step feeds one token per running row through the cache; rows that finish
-are dropped from the cache.
+mission words. It is packed by the builder's own assembler, left-padded and encoded into the
+backbone's cache (keys and values for attention, the state of a recurrent backbone). Each
+environment step feeds one token per running row through the cache; rows that finish are dropped
+from the cache. A backbone without a usable cache re-encodes instead (``policy.cached`` is False,
+and a log line says so).
 
 The context's cache is kept between episodes: when the next episode shows the same context (the
 evaluation protocol), it is reused as it is; when it shows the previous context plus the episode
@@ -23,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import logging
 import random
 from pathlib import Path
 
@@ -34,9 +37,10 @@ from trajbench.contexts.tokens import RowPlan, StepTable, assemble
 from trajbench.policy import EpisodeRecord, Policy, RowContext
 from trajbench.vocab import shown_mission
 
-from .transformer import TrajectoryTransformer, positions_from_mask, select_rows
+from .transformer import TrajectoryTransformer, positions_from_mask
 
 _KEYS = Batch.MODEL_INPUTS
+log = logging.getLogger(__name__)
 
 
 class TransformerPolicy(Policy):
@@ -47,7 +51,8 @@ class TransformerPolicy(Policy):
         instruction: How missions are shown (the training condition's instruction mode).
         mission_pool: Missions of each family, the source of ``wrong`` missions.
         use_context: False for the no-context baseline: only the query's own mission is shown.
-        use_cache: Step with the KV cache (True) or re-encode everything each step (False).
+        use_cache: Step with the backbone's cache (True; where it has none, the policy falls back
+            to re-encoding and logs it) or re-encode everything each step (False).
         greedy: Take the most likely action (True) or sample from the logits.
         device: Torch device.
         seed: Seed for sampling and ``wrong`` missions.
@@ -70,7 +75,14 @@ class TransformerPolicy(Policy):
         self.model = model.to(self.device).eval()
         self.vocab, self.instruction = model.vocab, instruction
         self.mission_pool = mission_pool or {}
-        self.use_context, self.use_cache, self.greedy = use_context, use_cache, greedy
+        self.use_context, self.greedy = use_context, greedy
+        #: Whether rollouts step the backbone's cache (else they re-encode every step).
+        self.cached = use_cache and model.kind.cache is not None
+        if use_cache and not self.cached:
+            log.warning(
+                "backbone %s has no usable cache: rollouts re-encode the whole sequence every step",
+                model.cfg.backbone,
+            )
         self.n_actions = model.encoding.n_actions
         self.n_features = model.encoding.n_features
         self.rnd = random.Random(seed)
@@ -177,7 +189,7 @@ class TransformerPolicy(Policy):
     def begin(self, rows: list[RowContext]) -> None:
         episodes = [list(row.episodes) if self.use_context else [] for row in rows]
         added = self._extension(rows, episodes)
-        if added is None or (self.use_cache and self._prefix is None):
+        if added is None or (self.cached and self._prefix is None):
             self._shown = [{} for _ in rows]
             self._prefix, added = None, None
         self._previous = [
@@ -187,7 +199,7 @@ class TransformerPolicy(Policy):
         for i, row in enumerate(rows):  # draw every shown mission now, in one fixed order
             self._words(i, row)
         self.rows = np.arange(len(rows))
-        if not self.use_cache:
+        if not self.cached:
             self.tokens, self.mask = self._left_padded(rows, episodes, query=True)
             return
         # The kept context cache (a copy: stepping extends it), plus what the context adds.
@@ -206,8 +218,8 @@ class TransformerPolicy(Policy):
         if len(rows) == len(self.rows):
             return
         keep = torch.from_numpy(np.searchsorted(self.rows, rows)).to(self.device)
-        if self.use_cache:
-            self.cache, self.mask = select_rows(self.cache, self.mask, keep)
+        if self.cached:
+            self.cache, self.mask = self.model.select_rows(self.cache, self.mask, keep)
         else:
             self.tokens = {k: v[keep] for k, v in self.tokens.items()}
             self.mask = self.mask[keep]
@@ -244,7 +256,7 @@ class TransformerPolicy(Policy):
             "is_query": self._constant("is_query", n, True, torch.bool),
         }
         self.mask = torch.cat([self.mask, self._constant("one", n, 1, self.mask.dtype)], 1)
-        if self.use_cache:
+        if self.cached:
             logits, self.cache = self.model.step(step, self.cache, self.mask)
         else:
             self.tokens = {k: torch.cat([self.tokens[k], step[k]], 1) for k in _KEYS}

@@ -13,10 +13,13 @@ import gymnasium as gym
 import pandas as pd
 import pytest
 
+import trajbench
 from trajbench import cli
+from trajbench.baselines import HashmapPolicy
 from trajbench.baselines.transformer import ModelConfig
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextConfig
+from trajbench.errors import TrajbenchError
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
 from trajbench.pipeline.train import TrainConfig, train
 
@@ -117,6 +120,58 @@ def test_formats_instructions_and_decoys_are_recorded(goto_test, tmp_path):
         evaluate(EvalConfig(**{**base, "data": (str(train_data),)}, out=str(tmp_path / "e3")))
 
 
+# -- the public API ----------------------------------------------------------------------------------
+def test_the_api_scores_a_policy_object_as_the_cli_scores_its_name(dr_test, tmp_path):
+    """``trajbench.evaluate`` and ``trajbench evaluate --policy hashmap`` run one implementation:
+    the same policy gives the same episodes; only its name differs."""
+    result = trajbench.evaluate(
+        HashmapPolicy(5, seed=0), dr_test, ks=(0, 4), support="same", episodes=2
+    )
+    records = result.records
+    assert set(records["policy"]) == {"trajbench.baselines.reference:HashmapPolicy"}
+    assert set(records["policy_version"]) == {trajbench.__version__}
+    assert list(tmp_path.iterdir()) == []  # nothing written without out
+    cli_records, _ = evaluate(
+        EvalConfig(
+            policy="hashmap",
+            data=(dr_test,),
+            out=str(tmp_path / "cli"),
+            ks=(0, 4),
+            support="same",
+            episodes=2,
+            progress=False,
+        )
+    )
+    episode = ["family", "level", "k", "support", "format", "episode"]
+    outcome = [*episode, "success", "return", "length"]
+    pd.testing.assert_frame_equal(records[outcome], cli_records[outcome])
+    # The aggregates: mean success per k with its CI over the 16 levels.
+    agg = result.aggregates.set_index("k")
+    assert list(agg.index) == [0, 4] and set(agg["n_levels"]) == {16}
+    for k in (0, 4):
+        assert agg.loc[k, "success_mean"] == pytest.approx(records[records.k == k].success.mean())
+        assert agg.loc[k, "success_ci_low"] <= agg.loc[k, "success_mean"]
+        assert agg.loc[k, "success_mean"] <= agg.loc[k, "success_ci_high"]
+    named = trajbench.evaluate(
+        HashmapPolicy(5, seed=0), [dr_test], name="mine", version="3", ks=(1,), out=tmp_path / "api"
+    )
+    assert set(named.records["policy"]) == {"mine"} and set(named.records["policy_version"]) == {
+        "3"
+    }
+    assert (tmp_path / "api" / "records.parquet").is_file()
+
+
+def test_the_api_refuses_bad_input(dr_test):
+    with pytest.raises(TrajbenchError, match="needs a policy"):
+        trajbench.evaluate("hashmap", dr_test)
+    with pytest.raises(TrajbenchError, match=r"unknown evaluation setting\(s\) \['k'\]"):
+        trajbench.evaluate(HashmapPolicy(5), dr_test, k=(1,))
+    with pytest.raises(TrajbenchError, match="episodes"):
+        trajbench.evaluate(HashmapPolicy(5), dr_test, episodes=0)
+    with pytest.raises(TrajbenchError, match="no episode store"):
+        trajbench.evaluate(HashmapPolicy(5), dr_test + "-missing")
+
+
 # -- bad input ---------------------------------------------------------------------------------------
 def _run(capsys, *args: str) -> tuple[int, str, str]:
     code = cli.main(list(args))
@@ -155,7 +210,10 @@ def test_bad_input(capsys, tmp_path, dr_test, goto_test, dr_model):
     foreign.mkdir()
     (foreign / "trajbench_model.json").write_text('{"format": "something-else"}')
     cases = {
-        "missing model": (["--policy", str(tmp_path / "nope"), "--data", dr_test], "neither"),
+        "missing model": (
+            ["--policy", str(tmp_path / "nope"), "--data", dr_test],
+            "is not a model directory",
+        ),
         "a data dir": (["--policy", dr_test, "--data", dr_test], "is not a trajbench model"),
         "foreign model": (["--policy", str(foreign), "--data", dr_test], "no format marker"),
         "other encoding": (

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import gymnasium as gym
 import numpy as np
 import pandas as pd
@@ -9,6 +12,7 @@ import pytest
 import torch
 
 from trajbench.baselines import ExpertPolicy
+from trajbench.baselines.backbones import BACKBONES
 from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.collect import CollectConfig, collect
@@ -44,12 +48,14 @@ def goto_test(tmp_path_factory) -> str:
     return str(collect(cfg))
 
 
-def untrained_policy(store, use_cache: bool, sharpen: float = 1.0, **kw) -> TransformerPolicy:
+def untrained_policy(
+    store, use_cache: bool, sharpen: float = 1.0, backbone: str = "llama", **kw
+) -> TransformerPolicy:
     """A tiny random model for ``store``; ``sharpen`` scales its head so argmaxes are clear-cut."""
     vocab = MissionVocab.build(store.episodes["mission"].unique())
     torch.manual_seed(0)
     model = TrajectoryTransformer(
-        ModelConfig(d_model=32, n_layers=2, n_heads=2), store.encoding, vocab
+        ModelConfig(d_model=32, n_layers=2, n_heads=2, backbone=backbone), store.encoding, vocab
     )
     with torch.no_grad():
         model.head.weight.mul_(sharpen)
@@ -88,13 +94,15 @@ def mixed_rows(store, env_id: str, levels: list[int], ks=(0, 1, 2, 4)):
 
 
 # -- cached stepping == re-encoding ----------------------------------------------------------------
-def test_cached_rollouts_act_as_re_encoding_on_dark_room(dr_test):
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_cached_rollouts_act_as_re_encoding_on_dark_room(dr_test, backbone):
     store = load(dr_test)
     levels, contexts, missions = mixed_rows(store, DARK_ROOM, sorted(store.episodes.level.unique()))
     twin = Twin(
-        untrained_policy(store, use_cache=True, sharpen=30.0),
-        untrained_policy(store, use_cache=False, sharpen=30.0),
+        untrained_policy(store, use_cache=True, sharpen=30.0, backbone=backbone),
+        untrained_policy(store, use_cache=False, sharpen=30.0, backbone=backbone),
     )
+    assert twin.cached.cached and not twin.reencoding.cached
     records = rollout(
         twin, DARK_ROOM, levels, contexts, missions, n_episodes=3, seed=0, own_episodes=True
     )
@@ -105,15 +113,15 @@ def test_cached_rollouts_act_as_re_encoding_on_dark_room(dr_test):
     assert len(np.unique(actions)) >= 3  # the check is not vacuous: the model acts on its input
 
 
-def test_cached_rollouts_act_as_re_encoding_on_goto_local(goto_test):
-    """Episodes end at different steps (rows leave the batch); actions are sampled."""
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_cached_rollouts_act_as_re_encoding_on_goto_local(goto_test, backbone):
+    """Episodes end at different steps (rows leave the batch); actions are sampled; missions are
+    words of several lengths (left-padded in the middle of a recurrent state)."""
     store = load(goto_test)
     levels, contexts, missions = mixed_rows(store, GOTO, sorted(store.episodes.level.unique()))
     pool = {GOTO: sorted(store.episodes["mission"].unique())}
-    twin = Twin(
-        untrained_policy(store, use_cache=True, greedy=False, mission_pool=pool),
-        untrained_policy(store, use_cache=False, greedy=False, mission_pool=pool),
-    )
+    kw = dict(greedy=False, mission_pool=pool, backbone=backbone)
+    twin = Twin(untrained_policy(store, True, **kw), untrained_policy(store, False, **kw))
     records = pd.DataFrame(rollout(twin, GOTO, levels, contexts, missions, n_episodes=2, seed=0))
     for _, episode in records.groupby("episode"):
         assert episode["length"].nunique() >= 3, "rows should finish at different steps"
@@ -246,3 +254,20 @@ def test_demonstrations_are_distinct_or_refused(goto_test):
     assert len({e.episode_id for e in five}) == 5
     with pytest.raises(TrajbenchError, match="6 distinct expert demonstrations"):
         demonstrations(store, GOTO, level, 6, "same", seed=0)
+
+
+def test_a_backbone_without_a_cache_falls_back_to_re_encoding(dr_test, monkeypatch, caplog):
+    store = load(dr_test)
+    monkeypatch.setitem(
+        BACKBONES, "gpt2-uncached", dataclasses.replace(BACKBONES["gpt2"], cache=None)
+    )
+    levels, contexts, missions = mixed_rows(store, DARK_ROOM, sorted(store.episodes.level.unique()))
+    with caplog.at_level(logging.WARNING, logger="trajbench.baselines.transformer_policy"):
+        asked = untrained_policy(store, use_cache=True, sharpen=30.0, backbone="gpt2-uncached")
+    assert not asked.cached
+    assert "gpt2-uncached has no usable cache" in caplog.text
+    assert "re-encode the whole sequence every step" in caplog.text
+    # It acts as the cached gpt2 does (the same weights: same seed, same architecture).
+    twin = Twin(untrained_policy(store, use_cache=True, sharpen=30.0, backbone="gpt2"), asked)
+    assert twin.cached.cached
+    rollout(twin, DARK_ROOM, levels[:8], contexts[:8], missions, n_episodes=1, seed=0)

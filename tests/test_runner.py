@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
+from trajbench.baselines.backbones import BACKBONES
+from trajbench.baselines.transformer import TrajectoryTransformer
 from trajbench.cli import main as cli
 from trajbench.errors import TrajbenchError
 from trajbench.metrics import aggregate
 from trajbench.pipeline.launch import Pool, Sequential, SlurmConfig, Submitit
 from trajbench.pipeline.presets import PRESETS
 from trajbench.pipeline.runner import RunConfig, jobs_of, launcher_of, run
+from trajbench.vocab import MissionVocab
 
 CONDITION_FIELDS = {
     "train_context",
@@ -277,6 +281,7 @@ def test_every_preset_is_well_formed(name):
     assert jobs_of(preset, preset.seeds)
     for group in preset.groups:
         assert {c.mode for c in group.conditions} <= set(MODES)
+        assert {c.backbone for c in group.conditions} <= {"", *BACKBONES}
         assert {c.instruction for c in group.conditions} <= set(INSTRUCTIONS)
         assert group.eval.episodes >= (2 if name == "ci" else 4)
         train_envs = {s.env for s in group.train_data}
@@ -324,3 +329,52 @@ def test_a_held_out_family_needing_an_untrained_action_is_refused(tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "uses action(s) [3 pickup" in err and not (tmp_path / "jobs").exists()
+
+
+def test_the_architectures_preset_compares_backbones_of_about_equal_size():
+    import gymnasium as gym
+
+    preset = PRESETS["architectures"]
+    for group in preset.groups:
+        assert {c.mode for c in group.conditions} == {"bursty"}
+        assert {c.backbone for c in group.conditions} == {"llama", "mamba2", "lstm"}
+        names = {job.name for job in jobs_of(preset, preset.seeds) if job.group is group}
+        assert {"bursty-full-llama", "bursty-full-mamba2", "bursty-full-lstm"} <= names
+        encoding = gym.make(group.train_data[0].env).unwrapped.encoding
+        sizes = [
+            TrajectoryTransformer(
+                replace(group.train.model, backbone=c.backbone), encoding, MissionVocab.build([])
+            ).num_parameters()
+            for c in group.conditions
+        ]
+        assert max(sizes) <= 1.1 * min(sizes), sizes
+
+
+def test_a_run_with_several_backbones_reports_them_apart(tmp_path, monkeypatch):
+    """Two backbones of one condition: distinct jobs, a backbone column, a condition each in
+    results.json and the report, and the in-context and architecture readings."""
+    from trajbench.pipeline.presets import cross
+
+    ci = PRESETS["ci"]
+    group = replace(
+        ci.groups[0],
+        conditions=cross(("bursty",), backbones=("llama", "lstm")),
+        baselines=("hashmap",),
+        train=replace(ci.groups[0].train, steps=10),
+    )
+    monkeypatch.setitem(PRESETS, "ci", replace(ci, groups=(group,), seeds=(0,)))
+    results = json.loads(
+        run(RunConfig(preset="ci", out=str(tmp_path), workers=1, progress=False)).read_text()
+    )
+    assert (tmp_path / "jobs" / "dark-room" / "bursty-full-lstm" / "seed0" / "model").is_dir()
+    records = pd.read_parquet(tmp_path / "records.parquet")
+    assert set(records["backbone"]) == {"llama", "lstm", "-"}
+    rows = [c for c in results["conditions"] if c["k"] == 2 and c["support"] == "same"]
+    assert sorted(c["backbone"] for c in rows) == ["-", "llama", "lstm"]
+    questions = {(c["question"], c["a"], c["b"]) for c in results["comparisons"]}
+    assert ("architecture", "bursty [llama]", "bursty [lstm]") in questions
+    assert ("in context", "bursty [lstm], same level", "bursty [lstm], other levels") in questions
+    for label in ("bursty [llama]", "bursty [lstm]"):  # every backbone against the copy bar
+        assert ("copying", label, "hashmap") in questions
+    report = (tmp_path / "report.md").read_text()
+    assert "| bursty [lstm] | common | same |" in report and "*architecture*" in report

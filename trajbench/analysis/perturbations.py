@@ -245,6 +245,11 @@ def mean_effects(perturbations: Perturbations, logits: list[Tensor]) -> pd.DataF
 def eager_attention(model) -> Iterator[None]:
     """Switch a :class:`TrajectoryTransformer`'s backbone to eager attention inside the block
     (sdpa cannot return attention weights), then back."""
+    if not model.kind.attention:
+        raise TrajbenchError(
+            f"the {model.cfg.backbone} backbone has no attention weights to read; this analysis "
+            "needs an attention backbone (llama, gpt2)"
+        )
     backbone = model.backbone
     before = backbone.config._attn_implementation
     if before != "eager":

@@ -17,7 +17,11 @@ level while the demonstrations go to the true goal, and records both whether the
 the demonstrations' goal (``success``) and the decoy's object (``decoy_success``).
 
 Rollouts are batched: every (level, k, support, format) of a family is one row of a batch, the
-rows' environments are made once and reused, and the transformer steps with its KV cache.
+rows' environments are made once and reused, and a trained model steps with its backbone's cache.
+
+Any policy: ``--policy package.module:factory`` scores a policy trajbench did not train (see
+:mod:`trajbench.pipeline.policies`), and :func:`evaluate_policy` (``trajbench.evaluate``) scores a
+policy object from Python. Both go through the one implementation the CLI uses.
 
 Output: ``OUT/records.parquet`` (one row per (family, level, k, support, format, episode)) and
 ``OUT/offline.parquet``, plus a printed summary.
@@ -25,13 +29,19 @@ Output: ``OUT/records.parquet`` (one row per (family, level, k, support, format,
 Example:
     trajbench collect --env trajbench/DarkRoom-v0 --levels test --episodes-per-level 6 --out data/dr-test
     trajbench evaluate --policy runs/dr-bursty/model --data data/dr-test --out runs/dr-bursty/eval
+    trajbench evaluate --policy examples.tabular_icl:make_policy --data data/dr-test --out runs/tabular
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -51,7 +61,14 @@ from trajbench.io import write_parquet
 from trajbench.metrics import aggregate
 from trajbench.rollout import Demonstrations, first_observations, rollout
 
-from .policies import PolicyInfo, load_policy, refuse_trained_levels, trained_levels_of
+from .policies import (
+    PolicyInfo,
+    describe,
+    is_policy,
+    load_policy,
+    refuse_trained_levels,
+    trained_levels_of,
+)
 
 
 @dataclass
@@ -59,8 +76,12 @@ class EvalConfig:
     """Evaluate a policy in context on held-out levels."""
 
     policy: str = ""
-    """A model directory written by trajbench train, or a reference policy: random, expert,
-    hashmap, replay."""
+    """A model directory written by trajbench train, a reference policy (random, expert, hashmap,
+    replay), or package.module:factory: an importable callable that returns a trajbench Policy
+    (given encoding and seed where it takes them)."""
+    policy_kwargs: str = ""
+    """Keyword arguments for a package.module:factory policy, as a JSON object, e.g.
+    '{"fallback": "nearest"}'."""
     data: tuple[str, ...] = ()
     """Evaluation episode stores: expert episodes of held-out levels (or held-out families)."""
     out: str = ""
@@ -102,14 +123,14 @@ class EvalConfig:
     """CPU threads for torch on the CPU (0: torch's default). One is fastest for the small models
     of the benchmark, and never oversubscribes a machine that runs other jobs."""
     use_cache: bool = True
-    """Step the transformer with its KV cache (False: re-encode the sequence every step)."""
+    """Step a trained model with its backbone's cache (False: re-encode the sequence every step)."""
     greedy: bool = True
     """Act with the most likely action (False: sample)."""
     progress: bool = True
     """Show a progress bar."""
 
 
-def validate(cfg: EvalConfig) -> None:
+def validate(cfg: EvalConfig, need_out: bool = True) -> None:
     """Raise :class:`TrajbenchError` naming the first bad knob."""
     if cfg.episodes < 1 or cfg.batch_rows < 1 or any(k < 0 for k in cfg.ks) or not cfg.ks:
         raise TrajbenchError(
@@ -120,36 +141,123 @@ def validate(cfg: EvalConfig) -> None:
     if not cfg.formats:
         raise TrajbenchError("--formats needs common, matched or both")
     if not cfg.policy:
-        raise TrajbenchError("--policy needs a model directory or a reference policy name")
+        raise TrajbenchError(
+            "--policy needs a model directory, a reference policy name or package.module:factory"
+        )
     if not cfg.data:
         raise TrajbenchError("--data needs at least one episode store directory")
-    if not cfg.out:
+    if need_out and not cfg.out:
         raise TrajbenchError("--out needs an output directory")
+    policy_kwargs(cfg)
+
+
+def policy_kwargs(cfg: EvalConfig) -> dict[str, Any]:
+    """``--policy-kwargs`` as a dict ({} when not given)."""
+    if not cfg.policy_kwargs:
+        return {}
+    try:
+        kwargs = json.loads(cfg.policy_kwargs)
+    except ValueError as err:
+        raise TrajbenchError(f"--policy-kwargs is not valid JSON: {err}") from None
+    if not isinstance(kwargs, dict):
+        raise TrajbenchError(f"--policy-kwargs must be a JSON object, got {cfg.policy_kwargs!r}")
+    return kwargs
 
 
 def evaluate(cfg: EvalConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the evaluation; returns (online records, offline accuracy) and writes them to ``cfg.out``."""
+    """Evaluate the policy ``cfg.policy`` names; returns (online records, offline accuracy) and
+    writes them to ``cfg.out``."""
     validate(cfg)
     device = resolve_device(cfg.device)
     with torch_threads(cfg.threads if device.type == "cpu" else 0):
-        return _evaluate(cfg, device)
+        store = load(list(cfg.data))
+        policy, info = load_policy(
+            cfg.policy,
+            store.encoding,
+            seed=cfg.seed,
+            device=device,
+            mission_pool=_missions(store),
+            use_cache=cfg.use_cache,
+            greedy=cfg.greedy,
+            policy_kwargs=policy_kwargs(cfg),
+        )
+        trained = {} if cfg.allow_trained_levels else trained_levels_of(cfg.policy)
+        return _evaluate(cfg, store, policy, info, trained)
 
 
-def _evaluate(cfg: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, pd.DataFrame]:
-    store = load(list(cfg.data))
-    pool = {
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_policy` returns."""
+
+    records: pd.DataFrame
+    """One row per (family, level, k, support, format, episode)."""
+    aggregates: pd.DataFrame
+    """Mean success with its 95% CI over levels, and the normalized-return IQM, per (family, k,
+    support, format): :func:`summary` of the records."""
+
+
+def evaluate_policy(
+    policy: Any,
+    data: str | Path | Sequence[str | Path],
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    **config: Any,
+) -> Evaluation:
+    """Score any object with the :class:`~trajbench.policy.Policy` interface, in context, on the
+    held-out levels of evaluation stores: ``trajbench.evaluate``.
+
+    Args:
+        policy: Implements ``begin(rows)`` and ``act(obs, prev_action, prev_reward, rows, envs)``.
+        data: Evaluation store directories (``trajbench collect`` of a test split).
+        name: The policy's name in the records (default: its class as ``module:Class``).
+        version: Its version in the records (default: its package's ``__version__``).
+        **config: Any other :class:`EvalConfig` field (``ks``, ``episodes``, ``support``,
+            ``seed``, ``max_levels``, ``out`` to also write ``records.parquet``, ...).
+
+    Returns:
+        The records and their aggregates.
+
+    Raises:
+        TrajbenchError: ``policy`` is not a policy, a field is unknown or bad, or a store is
+            missing or cannot give K distinct demonstrations.
+
+    Example:
+        >>> import trajbench
+        >>> from trajbench.baselines import RandomPolicy
+        >>> result = trajbench.evaluate(RandomPolicy(5, seed=0), "data/dr-test", ks=(0, 2))  # doctest: +SKIP
+        >>> result.aggregates[["k", "support", "success_mean", "success_ci_low"]]  # doctest: +SKIP
+    """
+    if not is_policy(policy):
+        raise TrajbenchError(
+            f"trajbench.evaluate needs a policy (begin and act), got a {type(policy).__name__}"
+        )
+    known = {f.name for f in dataclasses.fields(EvalConfig)} - {"policy", "data", "policy_kwargs"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise TrajbenchError(f"unknown evaluation setting(s) {unknown}; known: {sorted(known)}")
+    info = describe(policy, name, version)
+    paths = [data] if isinstance(data, (str, Path)) else list(data)
+    cfg = EvalConfig(policy=info.policy, data=tuple(str(p) for p in paths))
+    cfg = dataclasses.replace(cfg, **{"progress": False, **config})
+    validate(cfg, need_out=False)
+    with torch_threads(cfg.threads):
+        online, _ = _evaluate(cfg, load(list(cfg.data)), policy, info, trained={})
+    return Evaluation(online, summary(online))
+
+
+def _missions(store) -> dict[str, list[str]]:
+    """Every family's missions in ``store``: the source of ``wrong`` missions."""
+    return {
         env: sorted(store.episodes.loc[store.episodes.env_id == env, "mission"].unique())
         for env in store.env_ids
     }
-    policy, info = load_policy(
-        cfg.policy,
-        store.encoding,
-        seed=cfg.seed,
-        device=device,
-        mission_pool=pool,
-        use_cache=cfg.use_cache,
-        greedy=cfg.greedy,
-    )
+
+
+def _evaluate(
+    cfg: EvalConfig, store, policy, info: PolicyInfo, trained: dict[str, list[int]]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The evaluation both entry points run: roll out, score offline, write (if ``cfg.out``)."""
     shown_instruction = _set_instruction(policy, info, cfg.instruction)
     demos = Demonstrations(store)
     if demos.expert.empty:
@@ -157,7 +265,6 @@ def _evaluate(cfg: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, pd.D
             f"the evaluation store {', '.join(cfg.data)} has no successful expert episodes"
         )
     conditions = _conditions(cfg, info)
-    trained = {} if cfg.allow_trained_levels else trained_levels_of(cfg.policy)
     chunks = []
     for env_id in store.env_ids:
         present = demos.expert.loc[demos.expert.env_id == env_id, "level"].unique()
@@ -184,8 +291,9 @@ def _evaluate(cfg: EvalConfig, device: torch.device) -> tuple[pd.DataFrame, pd.D
         if cfg.offline and info.model_params
         else pd.DataFrame()
     )
-    write_parquet(Path(cfg.out) / "records.parquet", online)
-    write_parquet(Path(cfg.out) / "offline.parquet", offline)
+    if cfg.out:
+        write_parquet(Path(cfg.out) / "records.parquet", online)
+        write_parquet(Path(cfg.out) / "offline.parquet", offline)
     return online, offline
 
 
@@ -343,6 +451,9 @@ def main(argv: list[str]) -> int:
     cfg = parse_config(EvalConfig, list(argv), "trajbench evaluate")
     if cfg is None:  # --help
         return 0
+    # As `python -m` does: a --policy factory in a module of the current directory imports.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     online, offline = evaluate(cfg)
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(summary(online).to_string(index=False))

@@ -1,4 +1,10 @@
-"""What ``--policy`` names: a reference policy, or a model directory written by ``trajbench train``.
+"""What ``--policy`` names: a reference policy, a model directory written by ``trajbench train``, or
+``package.module:factory``, an importable callable that returns any :class:`~trajbench.policy.Policy`.
+
+A factory is called with the keyword arguments of ``--policy-kwargs``, plus ``encoding`` (the
+evaluation data's :class:`~trajbench.envs.ObsEncoding`, which holds ``n_actions``) and ``seed``
+where its signature takes them. Its policy is named by the import path in every record, and
+versioned by the ``__version__`` of its module or of a package above it ("unknown" if none).
 
 Example:
     >>> import trajbench
@@ -6,15 +12,26 @@ Example:
     >>> policy, info = load_policy("hashmap", ObsEncoding("dark-room", (9, 9), 5), seed=0)
     >>> info.policy, info.model_params
     ('hashmap', 0)
+    >>> policy, info = load_policy(
+    ...     "trajbench.baselines:RandomPolicy", ObsEncoding("dark-room", (9, 9), 5), seed=0,
+    ...     policy_kwargs={"n_actions": 5})
+    >>> info.policy, info.policy_version == trajbench.__version__
+    ('trajbench.baselines:RandomPolicy', True)
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from trajbench import __version__
 from trajbench.baselines import ExpertPolicy, HashmapPolicy, RandomPolicy, ReplayPolicy
 from trajbench.baselines.transformer import TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
@@ -25,6 +42,8 @@ from trajbench.policy import Policy
 from .train import TrainingRecord, read_training_record
 
 REFERENCE_POLICIES = ("random", "expert", "hashmap", "replay")
+#: ``package.module:factory`` (the factory may be a dotted attribute path).
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 @dataclass
@@ -32,8 +51,13 @@ class PolicyInfo:
     """How a policy is described in every evaluation record."""
 
     policy: str
-    """random, expert, hashmap, replay, transformer, or no-context (a transformer trained with
-    mode none)."""
+    """random, expert, hashmap, replay, transformer, no-context (a model trained with mode none),
+    or the import path of a policy trajbench did not train (package.module:factory)."""
+    policy_version: str = __version__
+    """The policy's version: trajbench's for its own policies, else its package's __version__
+    ("unknown" if it has none)."""
+    backbone: str = "-"
+    """A trained model's backbone (llama, gpt2, mamba2, lstm; '-' for other policies)."""
     train_context: str = "-"
     """The context mode it was trained with ('-' for reference policies)."""
     instruction: str = "-"
@@ -52,21 +76,29 @@ def load_policy(
     mission_pool: dict[str, list[str]] | None = None,
     use_cache: bool = True,
     greedy: bool = True,
+    policy_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Policy, PolicyInfo]:
     """The policy ``spec`` names, ready to act on families with ``encoding``.
 
     Args:
-        spec: ``random``, ``expert``, ``hashmap``, ``replay``, or a model directory.
+        spec: ``random``, ``expert``, ``hashmap``, ``replay``, a model directory, or
+            ``package.module:factory``.
         encoding: The observation encoding of the families it will act on.
         seed: Seed of the policy's own randomness (random actions, sampling, wrong missions).
         device: Torch device of a trained model.
         mission_pool: Missions of each family, the source of ``wrong`` missions.
-        use_cache: Step a trained model with its KV cache.
+        use_cache: Step a trained model with its backbone's cache.
         greedy: A trained model takes its most likely action (else samples).
+        policy_kwargs: Keyword arguments of a factory (only with ``package.module:factory``).
 
     Raises:
-        TrajbenchError: ``spec`` is neither, or the model reads another observation encoding.
+        TrajbenchError: ``spec`` is none of these, the model reads another observation encoding,
+            or the factory does not import, raises, or returns something that is not a policy.
     """
+    if policy_kwargs and (spec in REFERENCE_POLICIES or Path(spec).is_dir()):
+        raise TrajbenchError("--policy-kwargs go to a package.module:factory policy only")
+    if not Path(spec).is_dir() and IMPORT_PATH.match(spec):
+        return load_factory(spec, encoding, seed, policy_kwargs or {})
     n_actions = int(encoding.n_actions)
     if spec in REFERENCE_POLICIES:
         reference = {
@@ -78,8 +110,9 @@ def load_policy(
         return reference, PolicyInfo(policy=spec)
     if not Path(spec).is_dir():
         raise TrajbenchError(
-            f"policy {spec!r} is neither a model directory written by trajbench train nor "
-            f"one of the reference policies {', '.join(REFERENCE_POLICIES)}"
+            f"policy {spec!r} is not a model directory written by trajbench train, one of the "
+            f"reference policies {', '.join(REFERENCE_POLICIES)}, or an import path "
+            "package.module:factory"
         )
     policy, record = load_trained_policy(
         spec,
@@ -97,8 +130,79 @@ def load_policy(
         instruction=config.context.instruction,
         train_seed=config.seed,
         model_params=policy.model.num_parameters(),
+        backbone=policy.model.cfg.backbone,
     )
     return policy, info
+
+
+def load_factory(
+    spec: str, encoding: ObsEncoding, seed: int, kwargs: dict[str, Any]
+) -> tuple[Policy, PolicyInfo]:
+    """Import ``package.module:factory``, call it and check that it returns a policy."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory: Any = importlib.import_module(module_name)
+    except Exception as err:  # whatever the user's module raises on import
+        raise TrajbenchError(
+            f"--policy {spec}: cannot import {module_name!r}: {type(err).__name__}: {err}"
+        ) from err
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise TrajbenchError(f"--policy {spec}: {module_name!r} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise TrajbenchError(
+            f"--policy {spec}: {attr!r} is a {type(factory).__name__}, not callable"
+        )
+    given = {"encoding": encoding, "seed": seed}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # some builtins have no signature: pass only the user's
+        params = {}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    args = {k: v for k, v in given.items() if takes_any or k in params}
+    try:
+        policy = factory(**{**args, **kwargs})
+    except Exception as err:  # the user's factory: any failure is one clear line
+        raise TrajbenchError(
+            f"--policy {spec}: the factory raised {type(err).__name__}: {err}"
+        ) from err
+    if not is_policy(policy):
+        raise TrajbenchError(
+            f"--policy {spec}: the factory returned a {type(policy).__name__}, not a policy (an "
+            "object with begin(rows) and act(obs, prev_action, prev_reward, rows, envs); see "
+            "trajbench.policy.Policy)"
+        )
+    return policy, PolicyInfo(policy=spec, policy_version=package_version(module_name))
+
+
+def is_policy(obj: object) -> bool:
+    """Whether ``obj`` implements the :class:`~trajbench.policy.Policy` interface (``begin`` and
+    ``act``), subclassing it or not."""
+    return isinstance(obj, Policy) or all(
+        callable(getattr(obj, name, None)) for name in ("begin", "act")
+    )
+
+
+def describe(policy: object, name: str | None = None, version: str | None = None) -> PolicyInfo:
+    """How records name a policy object given to :func:`trajbench.evaluate`: ``name`` (default:
+    its class's import path ``module:Class``) and ``version`` (default: :func:`package_version`)."""
+    cls = type(policy)
+    return PolicyInfo(
+        policy=name or f"{cls.__module__}:{cls.__qualname__}",
+        policy_version=version or package_version(cls.__module__),
+    )
+
+
+def package_version(module_name: str) -> str:
+    """The ``__version__`` of ``module_name`` or of the nearest package above it that has one
+    (among the imported modules), else "unknown"."""
+    parts = module_name.split(".")
+    for n in range(len(parts), 0, -1):
+        version = getattr(sys.modules.get(".".join(parts[:n])), "__version__", None)
+        if isinstance(version, str) and version:
+            return version
+    return "unknown"
 
 
 def load_trained_policy(
@@ -130,8 +234,9 @@ def check_compatible(model: ObsEncoding, data: ObsEncoding, where: str) -> None:
 
 
 def trained_levels_of(spec: str) -> dict[str, list[int]]:
-    """Family -> the levels the policy ``spec`` trained on ({} for reference policies)."""
-    if spec in REFERENCE_POLICIES:
+    """Family -> the levels the policy ``spec`` trained on ({} for reference policies and for
+    policies trajbench did not train: it cannot know theirs)."""
+    if spec in REFERENCE_POLICIES or not Path(spec).is_dir():
         return {}
     return read_training_record(spec).trained_levels
 

@@ -4,7 +4,8 @@ A preset is a list of *groups*. A group trains on one or more families that shar
 encoding and is evaluated on their held-out levels (``test_levels``) and on held-out families
 (``test_families``). Each group crosses its context modes and instruction modes with the seeds.
 Every condition of a group gets the same data, model size and number of steps, so conditions
-differ only in what their training contexts look like.
+differ only in what their training contexts look like -- or, in the ``architectures`` preset, in
+their backbone (sized to about the same number of parameters).
 """
 
 from __future__ import annotations
@@ -64,20 +65,29 @@ def eval_template(
 
 @dataclass(frozen=True)
 class Condition:
-    """One training condition of a group: a context mode, an instruction mode, a p_bursty."""
+    """One training condition of a group: a context mode, an instruction mode, a p_bursty, and
+    the backbone ("": the group's)."""
 
     mode: str
     instruction: str = "full"
     p_bursty: float | None = None
+    backbone: str = ""
 
 
 def cross(
     modes: tuple[str, ...] = MODE_NAMES,
     instructions: tuple[str, ...] = ("full",),
     p_bursty: tuple[float | None, ...] = (None,),
+    backbones: tuple[str, ...] = ("",),
 ) -> tuple[Condition, ...]:
-    """Every combination of ``modes``, ``instructions`` and ``p_bursty``."""
-    return tuple(Condition(m, i, p) for m in modes for i in instructions for p in p_bursty)
+    """Every combination of ``modes``, ``instructions``, ``p_bursty`` and ``backbones``."""
+    return tuple(
+        Condition(m, i, p, b)
+        for m in modes
+        for i in instructions
+        for p in p_bursty
+        for b in backbones
+    )
 
 
 @dataclass
@@ -192,6 +202,28 @@ def _babyai(
     )
 
 
+#: The architecture comparison: a transformer, a state-space model and an LSTM of about the same
+#: size (72.8k, 71.9k and 69.4k parameters on Dark Room: d_model 64, 2 layers; d_ff 96 sizes
+#: Llama's feed-forward layers to Mamba-2's and the LSTM's width; checked in the tests).
+ARCHITECTURES = ("llama", "mamba2", "lstm")
+_ARCHITECTURE_MODEL = dict(d_model=64, n_layers=2, n_heads=4, d_ff=96)
+
+
+def _architectures(name: str, env: str, n_train: int, n_test: int, steps: int, k: int) -> Group:
+    """Bursty training of every backbone of :data:`ARCHITECTURES` on one family; evaluated with
+    demonstrations of the level itself and of other levels (the no-support score)."""
+    return _group(
+        name,
+        env,
+        n_train,
+        n_test,
+        train=train_template(steps=steps, k=k, **_ARCHITECTURE_MODEL),
+        eval=eval_template(ks=(0, 1, k)),
+        conditions=cross(("bursty",), backbones=ARCHITECTURES),
+        baselines=("random", "hashmap", "replay"),
+    )
+
+
 _LARGE_MINIGRID = train_template(
     steps=10000,
     batch_size=64,
@@ -255,6 +287,19 @@ PRESETS: dict[str, Preset] = {
             # GoToLocal alone: the held-out family needs PutNextLocal's actions, which the
             # standard preset trains (BabyAI's bot makes these collections the slowest part).
             _babyai(300, 32, train_template(steps=500), eval_template(ks=(0, 4)), (GOTO,), ()),
+        ),
+        seeds=(0, 1),
+    ),
+    "architectures": Preset(
+        name="architectures",
+        description=(
+            "Does recurrence learn in context (Chan et al. 2022, asked of trajectories)? Llama, "
+            "Mamba-2 and LSTM policies of about equal size, bursty training on Dark Room and the "
+            "order family, 2 seeds, on a 2-core CPU."
+        ),
+        groups=(
+            _architectures("dark-room", DR, 0, 0, steps=300, k=4),
+            _architectures("dark-sequence", DSEQ, 1000, 100, steps=600, k=2),
         ),
         seeds=(0, 1),
     ),

@@ -70,7 +70,8 @@ class RunConfig:
     """Run a benchmark preset end to end."""
 
     preset: PresetName
-    """Preset: ci (seconds, for tests), smoke (2-core CPU, <= 15 min), standard (GPU), gpu (~8 min on one H100)."""
+    """Preset: ci (seconds, for tests), smoke (2-core CPU, <= 15 min), architectures (llama vs
+    mamba2 vs lstm, 2-core CPU, <= 20 min), standard (GPU), gpu (~8 min on one H100)."""
     out: str = ""
     """Run directory; rerunning with the same directory resumes."""
     device: str = ""
@@ -110,7 +111,7 @@ class Job:
             return f"baseline-{self.baseline}"
         c = self.condition
         p = "" if c.p_bursty is None else f"-p{c.p_bursty:g}"
-        return f"{c.mode}-{c.instruction}{p}"
+        return f"{c.mode}-{c.instruction}{p}" + (f"-{c.backbone}" if c.backbone else "")
 
     @property
     def eval_seed(self) -> int:
@@ -327,9 +328,11 @@ def _trained(job: Job, out: Path, device: str, compile_model: bool) -> Path:
         context = replace(
             g.train.context, mode=c.mode, p_bursty=c.p_bursty, instruction=c.instruction
         )
+        model = replace(g.train.model, backbone=c.backbone or g.train.model.backbone)
         train(
             replace(
                 g.train,
+                model=model,
                 data=tuple(str(data_dir(out, s)) for s in g.train_data),
                 out=str(job.directory(out)),
                 context=context,

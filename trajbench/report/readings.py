@@ -8,17 +8,23 @@ training instruction:
 - *order*: ``bursty`` vs ``shuffled`` (in the common and in shuffled's own format) and
   ``trajectories`` vs ``isolated``;
 - *context*: ``bursty`` vs ``none``;
-- *copying*: the best trained condition vs each copy baseline (``hashmap``, ``replay``);
-- *grounding* (groups with an instruction ablation): ``none`` with full vs empty missions.
+- *copying*: the best trained condition (every backbone's, where a group compares backbones) vs
+  each copy baseline (``hashmap``, ``replay``);
+- *grounding* (groups with an instruction ablation): ``none`` with full vs empty missions;
+- *in context* and *architecture* (groups that train several backbones): each model with
+  demonstrations of the level vs of other levels (the no-support score), and each pair of models.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
 from ..families import make_env
-from .tables import COPY_BASELINES, REFERENCES, Comparison, compare
+from .tables import COPY_BASELINES, Comparison, compare, is_trained
 
 QUESTIONS = (
     ("support", "bursty", "trajectories", "common"),
@@ -53,14 +59,20 @@ def comparisons(records: pd.DataFrame) -> list[Comparison]:
                 {**base, "label": b, "format": fmt},
             )
             out.append(c)
-        best = best_trained(rows[rows["format"] == "common"])
-        if best is not None:
+        # Copying is the bar for the best trained condition, and for every backbone's model
+        # where the group compares backbones.
+        common = rows[rows["format"] == "common"]
+        best = best_trained(common)
+        bar = [best] if best is not None else []
+        if _backbones(rows) > 1:
+            bar = sorted(common.loc[is_trained(common), "label"].unique())
+        for label in bar:
             for copy in COPY_BASELINES:
                 out.append(
                     compare(
                         rows,
                         "copying",
-                        {**base, "label": best, "format": "common"},
+                        {**base, "label": label, "format": "common"},
                         {**base, "label": copy, "format": "common"},
                     )
                 )
@@ -72,12 +84,55 @@ def comparisons(records: pd.DataFrame) -> list[Comparison]:
                 {**base, "label": "none/empty", "format": "common"},
             )
         )
+    out += architectures(records)
     return [c for c in out if c is not None]
+
+
+def architectures(records: pd.DataFrame) -> list[Comparison | None]:
+    """Where the records hold models of several backbones, at the largest K in the common format:
+    each model's *in context* gain (demonstrations of the level vs of other levels) and each pair
+    of models on demonstrations of the level (*architecture*)."""
+    if _backbones(records) < 2:
+        return []
+    trained = is_trained(records)
+    kmax = int(records["k"].max())
+    at = records[
+        (records["k"] == kmax)
+        & (records["format"] == "common")
+        & (records["eval_instruction"] != "wrong")
+    ]
+    out: list[Comparison | None] = []
+    for (family, split), rows in at.groupby(["family", "eval_split"]):
+        base = {"family": family, "eval_split": split}
+        labels = sorted(rows.loc[trained.loc[rows.index], "label"].unique())
+        for label in labels:
+            c = compare(
+                rows,
+                "in context",
+                {**base, "label": label, "support": "same"},
+                {**base, "label": label, "support": "other"},
+            )
+            out.append(c and replace(c, a=f"{label}, same level", b=f"{label}, other levels"))
+        for a, b in combinations(labels, 2):
+            out.append(
+                compare(
+                    rows,
+                    "architecture",
+                    {**base, "label": a, "support": "same"},
+                    {**base, "label": b, "support": "same"},
+                )
+            )
+    return out
+
+
+def _backbones(records: pd.DataFrame) -> int:
+    """How many backbones the trained models among ``records`` have."""
+    return records.loc[is_trained(records), "backbone"].nunique()
 
 
 def best_trained(rows: pd.DataFrame) -> str | None:
     """The trained condition with the highest mean success among ``rows``."""
-    trained = rows[~rows["policy"].isin(REFERENCES)]
+    trained = rows[is_trained(rows)]
     if trained.empty:
         return None
     return str(trained.groupby("label")["success"].mean().idxmax())

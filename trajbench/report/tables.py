@@ -1,7 +1,8 @@
 """The numbers of a report: one row per condition, and the paired comparisons that answer the
 benchmark's questions. Everything here is computed from the evaluation records; nothing is typed.
 
-A *condition* is a policy under a training condition evaluated one way: ``CONDITION`` columns.
+A *condition* is a policy (with its backbone) under a training condition evaluated one way:
+``CONDITION`` columns.
 Its success is the mean over (seed, level) cells with a 95% two-level bootstrap CI (seeds and
 levels; :func:`trajbench.bootstrap.two_level_ci`); normalized return is its IQM (continuous cells).
 A *comparison* is the paired difference of two conditions on their shared levels and seeds
@@ -22,6 +23,7 @@ from ..metrics import aggregate, score_frame
 CONDITION = [
     "group",
     "policy",
+    "backbone",
     "train_context",
     "instruction",
     "p_bursty",
@@ -40,16 +42,28 @@ COPY_BASELINES = ("hashmap", "replay")
 SATURATION = 0.97
 
 
+def is_trained(records: pd.DataFrame) -> pd.Series:
+    """Which records are of a model trajbench trained (not a reference or an outside policy)."""
+    return ~records["policy"].isin(REFERENCES) & (records["train_context"] != "-")
+
+
 def labelled(records: pd.DataFrame) -> pd.DataFrame:
     """``records`` with ``p_bursty`` as a label ('-' where a condition does not mix modes) and a
-    ``label`` column naming the condition's policy or training context."""
+    ``label`` column naming the condition's policy or training context, and its backbone where
+    the records hold models of several (``bursty [mamba2]``). Records from before backbones were
+    recorded get ``backbone`` '-'."""
+    if "backbone" not in records:
+        records = records.assign(backbone="-")
     p = records["p_bursty"].map(lambda v: "-" if pd.isna(v) else f"{v:g}")
+    trained = is_trained(records)
+    several = records.loc[trained, "backbone"].nunique() > 1
     label = np.where(
-        records["policy"].isin(REFERENCES),
-        records["policy"],
+        trained,
         records["train_context"]
         + np.where(records["instruction"] != "full", "/" + records["instruction"], "")
-        + np.where(p != "-", " p=" + p, ""),
+        + np.where(p != "-", " p=" + p, "")
+        + (" [" + records["backbone"] + "]" if several else ""),
+        records["policy"],
     )
     return records.assign(p_bursty=p, label=label)
 
