@@ -81,13 +81,16 @@ def test_cpu_smoke_runs_every_step_and_summarises(tmp_path):
 
 @pytest.mark.slow
 def test_a_step_stops_at_its_budget_and_the_summary_is_still_written(tmp_path):
-    """45 s in all, 30 of them kept for the summary: the tests run out of time, the rest is
-    skipped, and the exit status says so."""
+    """45 s in all, 30 of them kept for the summary: a step runs out of time (which one depends
+    on the machine's speed), every later step is skipped, and the exit status says so."""
     code, summary = run_script(tmp_path, budget=45)
     steps = {s["step"]: s["status"] for s in summary["steps"]}
     assert code == 3
     assert steps["probe"] == "ok"
-    assert steps["cuda-tests"] in ("timed out", "skipped: no time left")
+    statuses = list(steps.values())
+    first = next(i for i, v in enumerate(statuses) if v in ("timed out", "skipped: no time left"))
+    assert first > list(steps).index("probe")
+    assert "ok" not in statuses[first + 1 :]
     assert steps["preset"] == "skipped: no time left"
     assert summary["preset"] is None or not summary["preset"]["finished"]
 

@@ -99,7 +99,7 @@ def test_cli_renders_a_trained_model_and_a_reference_policy(dr_model, tmp_path, 
         (["--level", "1"], "one of --model DIR or --policy NAME"),
         (["--level", "1", "--policy", "expert", "--model", "m"], "one of --model"),
         (["--level", "81", "--policy", "expert"], "out of range"),
-        (["--level", "1", "--policy", "nobody"], "neither a model directory"),
+        (["--level", "1", "--policy", "nobody"], "is not a model directory"),
         (["--level", "1", "--policy", "expert", "--k", "-1"], "k must be >= 0"),
     ],
 )
