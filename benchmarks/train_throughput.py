@@ -203,6 +203,7 @@ def main() -> None:
             return (window_tokens / (w1 - w0), window_tokens / (c1 - c0)), model
 
         results = {"ref": [], "proj": []}
+        ref_models = []
         for r in range(args.rounds):
             if r % 2 == 0:  # alternate which side goes first
                 ref, ref_model = reference()
@@ -212,21 +213,33 @@ def main() -> None:
                 ref, ref_model = reference()
             results["ref"].append(ref)
             results["proj"].append(proj)
+            ref_models = [*ref_models[-1:], ref_model]
             print(
                 f"round {r + 1}: plain loop {ref[0]:9,.0f} tokens/s ({ref[1]:9,.0f} per CPU s)  "
                 f"trajbench train {proj[0]:9,.0f} tokens/s ({proj[1]:9,.0f} per CPU s)"
             )
         init = fresh_model().state_dict()
-        ref_state = {k: v.float().cpu() for k, v in ref_model.state_dict().items()}
-        proj_state = {k: v.float().cpu() for k, v in proj_model.state_dict().items()}
+
+        def weights(model: TrajectoryTransformer) -> dict[str, torch.Tensor]:
+            return {k: v.float().cpu() for k, v in model.state_dict().items()}
+
+        def relative_distance(a: dict, b: dict) -> float:
+            """How far apart two runs ended, relative to how far training moved ``a``."""
+            apart = math.sqrt(sum(float((a[k] - b[k]).pow(2).sum()) for k in init))
+            moved = math.sqrt(sum(float((a[k] - init[k]).pow(2).sum()) for k in init))
+            return apart / max(moved, 1e-12)
+
+        ref_state, proj_state = weights(ref_model), weights(proj_model)
         diff = max(float((ref_state[k] - proj_state[k]).abs().max()) for k in ref_state)
-        # The two runs' difference, relative to how far training moved the weights.
-        apart = math.sqrt(sum(float((ref_state[k] - proj_state[k]).pow(2).sum()) for k in init))
-        moved = math.sqrt(sum(float((ref_state[k] - init[k]).pow(2).sum()) for k in init))
-        relative = apart / max(moved, 1e-12)
+        relative = relative_distance(ref_state, proj_state)
+        # The plain loop against itself (two rounds, same seed and batches): the noise floor.
+        floor = (
+            relative_distance(weights(ref_models[0]), ref_state) if len(ref_models) == 2 else None
+        )
         print(
             f"same final weights: max |difference| = {diff:.2e}, {relative:.2e} of the training "
             f"update, after {2 * n} steps"
+            + ("" if floor is None else f" (the plain loop against itself: {floor:.2e})")
         )
 
     mean_length = sum(lengths) / len(lengths)
@@ -286,12 +299,15 @@ def main() -> None:
                 "reference_mfu": None if peak is None else best_ref * fpt / peak,
                 "max_weight_difference": diff,
                 "relative_weight_difference": relative,
+                "reference_self_difference": floor,
             },
         )
     # The same batches and the same arithmetic: on the CPU bit for bit. On CUDA atomics in the
-    # embedding and attention backward passes are not deterministic, so compare the distance
-    # between the runs with the distance training went.
-    if (diff > 1e-3) if device.type == "cpu" else (relative > 1e-2):
+    # embedding and attention backward passes are not deterministic and bf16 amplifies it over
+    # the steps, so the two runs may be as far apart as the plain loop is from itself (x3), or
+    # 1% of the distance training went, whichever is larger.
+    allowed = max(1e-2, 3 * floor) if floor is not None else 1e-2
+    if (diff > 1e-3) if device.type == "cpu" else (relative > allowed):
         raise SystemExit("the plain loop and trajbench train did not train the same model")
     print(f"\nRESULT train_throughput ratio={ratio:.2f} target=0.9")
 

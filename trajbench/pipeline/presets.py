@@ -260,9 +260,9 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description=(
-            "The README's main job on a 2-core CPU: support on Dark Room, the order family's five "
-            "cells, and BabyAI GoToLocal against the copy baselines with the instruction ablation "
-            "and its grounding check."
+            "The README's main job on a 2-core CPU: support on Dark Room, support and order on "
+            "the order family, and BabyAI GoToLocal against the copy baselines with the "
+            "instruction ablation and its grounding check."
         ),
         groups=(
             _group(
@@ -283,6 +283,10 @@ PRESETS: dict[str, Preset] = {
                 # of the order (measured: bursty 0.77 vs shuffled 0.71 at K=4, 0.78 vs 0.61 at K=2).
                 train=train_template(steps=1200, k=2),
                 eval=eval_template(ks=(0, 1, 2)),
+                # Support (vs trajectories) and order (vs shuffled); Dark Room asks about no
+                # context, and gpu / standard cross all five modes (each DarkSequence job is
+                # about 100 s of this CPU).
+                conditions=cross(("bursty", "trajectories", "shuffled")),
             ),
             # GoToLocal alone: the held-out family needs PutNextLocal's actions, which the
             # standard preset trains (BabyAI's bot makes these collections the slowest part).
@@ -307,29 +311,20 @@ PRESETS: dict[str, Preset] = {
         name="standard",
         description="The whole suite on a GPU: larger models, every mode and instruction, held-out families.",
         groups=(
-            _group(
-                "dark-room",
-                DR,
-                0,
-                0,
-                train=train_template(steps=3000, batch_size=64, d_model=128, n_layers=4),
-                eval=eval_template(),
-            ),
-            _group(
-                "dark-key-to-door",
-                DKTD,
-                2000,
-                200,
-                train=train_template(steps=6000, batch_size=64, d_model=128, n_layers=4),
-                eval=eval_template(),
-            ),
-            _group(
-                "dark-sequence",
-                DSEQ,
-                20000,
-                400,
-                train=train_template(steps=8000, batch_size=64, d_model=128, n_layers=4),
-                eval=eval_template(),
+            *(
+                _group(
+                    name,
+                    env,
+                    n_train,
+                    n_test,
+                    train=train_template(steps=steps, batch_size=64, d_model=128, n_layers=4),
+                    eval=eval_template(),
+                )
+                for name, env, n_train, n_test, steps in (
+                    ("dark-room", DR, 0, 0, 3000),
+                    ("dark-key-to-door", DKTD, 2000, 200, 6000),
+                    ("dark-sequence", DSEQ, 20000, 400, 8000),
+                )
             ),
             Group(
                 name="minigrid-navigation",
