@@ -94,7 +94,7 @@ def read_source(path: str | Path) -> Source:
         )
     records = _read_records(path / RECORDS, path)
     if kind == "evaluate":
-        records = _one_policy(meta, records, meta_path)
+        records = _evaluated(meta, records, meta_path)
     _check_records(records, path / RECORDS)
     return Source(path, kind, meta, records)
 
@@ -111,9 +111,15 @@ def _read_records(path: Path, where: Path) -> pd.DataFrame:
     return records
 
 
-def _one_policy(meta: dict, records: pd.DataFrame, where: Path) -> pd.DataFrame:
+def _evaluated(meta: dict, records: pd.DataFrame, where: Path) -> pd.DataFrame:
     """An evaluate output's records, checked against its evaluation.json (one policy under one
-    training condition), with the p_bursty of that condition as a column."""
+    training condition, on levels it did not train on), with that condition's p_bursty added."""
+    config = meta["config"]
+    if not isinstance(config, dict) or config.get("allow_trained_levels") is not False:
+        raise TrajbenchError(
+            f"{where}: config must be an evaluation config with allow_trained_levels false (the "
+            "leaderboard takes only levels the policy did not train on)"
+        )
     training = meta["training"]
     keys = ("train_context", "instruction", "p_bursty")
     if not isinstance(training, dict) or any(k not in training for k in keys):
