@@ -33,15 +33,8 @@ FACTORY = "examples.tabular_icl:make_policy"
 FLAGS = ["--ks", "0", "4", "--episodes", "2", "--no-progress"]
 SETTINGS = {"ks": (0, 4), "episodes": 2}
 TITLE = f"{DARK_ROOM} — held-out levels (k = 4)"
-
-
-@pytest.fixture(scope="module")
-def dr_test(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("data") / "dr-test"
-    cfg = CollectConfig(
-        env=DARK_ROOM, levels="test", episodes_per_level=6, seed=1, out=out, progress=False
-    )
-    return str(collect(cfg))
+#: dr_test: expert episodes of Dark Room's 16 held-out levels, as the README collects them.
+pytest_plugins = ["test_examples"]
 
 
 @pytest.fixture(scope="module")

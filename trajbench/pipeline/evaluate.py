@@ -221,7 +221,8 @@ def evaluate_policy(
         name: The policy's name in the records (default: its class as ``module:Class``).
         version: Its version in the records (default: its package's ``__version__``).
         **config: Any other :class:`EvalConfig` field (``ks``, ``episodes``, ``support``,
-            ``seed``, ``max_levels``, ``out`` to also write ``records.parquet``, ...).
+            ``seed``, ``max_levels``, ``out`` to also write ``records.parquet`` and
+            ``evaluation.json``, ...).
 
     Returns:
         The records and their aggregates.

@@ -50,6 +50,8 @@ def write_evaluation_file(
     # any other policy only its own device attribute would tell.
     device = getattr(policy, "device", "cpu" if info.policy in REFERENCE_POLICIES else "unknown")
     path = Path(cfg.out) / EVALUATION_FILE
+    # a Python caller may give paths where the config holds strings
+    paths = {"policy": str(cfg.policy), "data": tuple(map(str, cfg.data)), "out": str(cfg.out)}
     provenance = {
         "trajbench_version": __version__,
         "git_commit": git_commit(),
@@ -68,7 +70,7 @@ def write_evaluation_file(
             "instruction": info.instruction,
             "p_bursty": p_bursty,
         },
-        "config": to_dict(cfg),
+        "config": to_dict(dataclasses.replace(cfg, **paths)),
     }
     atomic_write_json(path, provenance)
     return path
