@@ -16,7 +16,7 @@ from trajbench.leaderboard.cli import (
 )
 
 #: How tyro shows the positional arguments.
-METAVARS = {"run_dir": "RUN_DIR", "files": "[FILE ...]", "submission": "SUBMISSION"}
+METAVARS = {"run_dir": "DIR", "files": "[FILE ...]", "submission": "SUBMISSION"}
 
 
 def test_usage_errors_return_an_exit_status(capsys):

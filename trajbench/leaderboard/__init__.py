@@ -1,4 +1,5 @@
-"""The leaderboard: submissions of ``trajbench run`` results, validated and ranked.
+"""The leaderboard: submissions of ``trajbench run`` and ``trajbench evaluate`` results,
+validated and ranked.
 
 A submission is one JSON file ``leaderboard/submissions/<name>.json`` holding one policy under
 one training condition on one suite version, with its per-(seed, level) records and the
@@ -9,7 +10,8 @@ builds it:
 =========== ==================================================================================
 schema      the pydantic models of a submission, both schema versions (``schema.json``)
 validate    reading files, checking families, levels, grids and recomputed aggregates
-submit      a run directory -> one submission per trained condition
+sources     reading a run directory or an evaluate output (results.json / evaluation.json)
+submit      a run directory -> one submission per trained condition; an evaluate output -> one
 ranking     which entries share a table (suite version, split, family, level set), their ranks,
             copy baselines and saturation
 render      the generated README.md, index.html (with an SVG plot) and schema.json

@@ -6,6 +6,7 @@ files, 2 for bad input (one error line).
 
 Example:
     trajbench leaderboard submit runs/smoke --name smoke-2cpu --authors "Ada Lovelace"
+    trajbench leaderboard submit runs/tabular --name tabular-icl --authors "Ada Lovelace"
     trajbench leaderboard validate
     trajbench leaderboard verify leaderboard/submissions/smoke-2cpu.json --model runs/smoke
     trajbench leaderboard build --check
@@ -35,18 +36,21 @@ DEFAULT_ROOT = Path("leaderboard")
 
 @dataclass
 class SubmitConfig:
-    """Turn a run directory into submission files, one per trained condition."""
+    """Turn a run directory or an evaluate output into submission files."""
 
-    run_dir: Positional[Annotated[Path, arg(metavar="RUN_DIR")]]
-    """Directory written by trajbench run (results.json and records.parquet)."""
+    run_dir: Positional[Annotated[Path, arg(metavar="DIR")]]
+    """Directory written by trajbench run (results.json) or trajbench evaluate (evaluation.json),
+    each beside its records.parquet."""
     name: str
     """Entry name (suffixed per condition if the run has several)."""
     authors: tuple[str, ...] = ("anonymous",)
     """Who submits it."""
     model_name: str | None = None
-    """Model name (default: the policy kind)."""
+    """Model name (default: the policy kind, or the import path of a policy trajbench did not
+    train)."""
     command: str | None = None
-    """Command that produced the run (default: results.json's command, else its preset)."""
+    """Command that produced the records (default: the one results.json or evaluation.json
+    records, else the run's preset)."""
     out: Path = DEFAULT_ROOT / "submissions"
     """Directory the submission files are written to."""
     reps: int = 2000
@@ -110,7 +114,7 @@ def _report(problems: Sequence[str]) -> int:
 
 
 def submit(cfg: SubmitConfig) -> int:
-    """Write the run's submissions; refuses to overwrite an entry."""
+    """Write the directory's submissions; refuses to overwrite an entry."""
     if not 1000 <= cfg.reps <= 100_000:
         raise TrajbenchError(f"--reps must be in 1000..100000, got {cfg.reps}")
     subs = make_submissions(

@@ -76,9 +76,19 @@ class Model(_Strict):
     name: Text
     """Human-readable model name, e.g. "trajbench transformer"."""
     policy: Text
-    """Policy kind: transformer, no-context, random, hashmap, replay, expert, or your own."""
+    """Policy kind: transformer, no-context, random, hashmap, replay, expert, or the import path
+    (package.module:factory) of a policy trajbench did not train."""
     parameters: int = Field(ge=0)
-    """Number of trained parameters (0 for reference policies)."""
+    """Number of trained parameters (0 for reference policies and where trajbench cannot count
+    them)."""
+    version: Text | None = None
+    """The policy's version: trajbench's for its own policies, else the __version__ of the
+    policy's package ("unknown" if it has none); null in entries that did not record it."""
+
+    @model_serializer(mode="wrap")
+    def _without_absent_version(self, handler) -> dict[str, Any]:
+        # entries written before versions were recorded keep their bytes
+        return {k: v for k, v in handler(self).items() if k != "version" or v is not None}
 
 
 class Training(_Strict):

@@ -1,10 +1,12 @@
-"""``trajbench leaderboard submit``: turn a run directory into submission files.
+"""``trajbench leaderboard submit``: a run directory or an evaluate output -> submission files.
 
 A submission holds **one trained condition**: one policy under one training condition (context
 mode, instruction mode, p_bursty), over all of its training seeds. A run directory of
 ``trajbench run`` (``results.json`` and ``records.parquet``) therefore gives one entry per
-condition (and per group, since each group trains its own models); each is checked like
-``validate`` checks a file before anything is written.
+condition (and per group, since each group trains its own models); an output of ``trajbench
+evaluate`` (``evaluation.json`` and ``records.parquet``: any policy, also one trajbench did not
+train) gives one entry, whose model records the policy's import path and version. Each is checked
+like ``validate`` checks a file before anything is written (:mod:`.sources` reads both outputs).
 
 Entries are written with schema 2: records per (family, eval_split, k, support, format,
 eval_instruction, seed, level), averaged over their episodes and carrying the evaluation seed and,
@@ -46,12 +48,9 @@ from .schema import (
     Submission,
     agg_key,
     key_text,
-    schema_of,
 )
+from .sources import CONDITION_COLS, read_source
 from .validate import TOLERANCE, check, compute_aggregates, describe, read_json
-
-#: Columns of records.parquet that name the trained condition (one submission each).
-CONDITION_COLS = ("policy", "train_context", "instruction", "p_bursty")
 
 
 def _plain(value: Any) -> Any:
@@ -76,47 +75,6 @@ def _hardware_text(hardware: Any) -> str:
     if isinstance(hardware, dict):
         return ", ".join(f"{k}: {v}" for k, v in hardware.items())
     return str(hardware)
-
-
-def _read_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
-    results_path, records_path = run_dir / "results.json", run_dir / "records.parquet"
-    for path in (results_path, records_path):
-        if not path.is_file():
-            raise TrajbenchError(f"{path} not found: is {run_dir} a trajbench run directory?")
-    try:
-        results = read_json(results_path)
-    except TrajbenchError as err:
-        raise TrajbenchError(f"{results_path}: {err}") from None
-    need = ["trajbench_version", "git_commit", "suite", "suite_version", "hardware"]
-    need += ["wall_time_s", "date", "seeds", "config"]
-    missing = [k for k in need if not isinstance(results, dict) or k not in results]
-    if missing:
-        raise TrajbenchError(f"{results_path} lacks {missing}")
-    version = str(results["suite_version"])
-    if schema_of(version) != SCHEMA_VERSION:
-        raise TrajbenchError(
-            f"{results_path}: suite version {version} is archived; the leaderboard takes new "
-            f"entries of later suite versions only (rerun with this trajbench)"
-        )
-    try:
-        records = pd.read_parquet(records_path)
-    except Exception as err:  # pyarrow raises several types for a corrupt file
-        raise TrajbenchError(f"{records_path}: cannot read parquet: {err}") from None
-    cols = [*CONDITION_COLS, *RECORD_KEYS, *METRICS, "eval_seed", "model_params"]
-    missing = [c for c in cols if c not in records.columns]
-    if missing:
-        raise TrajbenchError(f"{records_path} lacks column(s) {missing}")
-    if len(records) == 0:
-        raise TrajbenchError(f"{records_path} has no records")
-    keys = [c for c in cols if c != "p_bursty"]
-    bad = records[keys].isna().any()
-    if bad.any():
-        raise TrajbenchError(f"{records_path} has missing or NaN values in {list(bad[bad].index)}")
-    scores = [*METRICS, DECOY] if DECOY in records else list(METRICS)
-    values = records[scores].to_numpy(dtype=float)
-    if np.isinf(values).any():
-        raise TrajbenchError(f"{records_path} has infinite values in {scores}")
-    return results, records
 
 
 def episode_cells(frame: pd.DataFrame, where: str) -> list[dict[str, Any]]:
@@ -152,6 +110,12 @@ def episode_cells(frame: pd.DataFrame, where: str) -> list[dict[str, Any]]:
             del cell[DECOY]
         out.append(cell)
     return out
+
+
+def _version(frame: pd.DataFrame) -> str | None:
+    """The policy's version its records carry (None for records written before they did)."""
+    versions = frame["policy_version"].unique() if "policy_version" in frame else []
+    return str(versions[0]) if len(versions) == 1 else None
 
 
 def _cell_text(cell: pd.Series) -> str:
@@ -228,20 +192,25 @@ def make_submissions(
     seed: int = 0,
     command: str | None = None,
 ) -> list[Submission]:
-    """One checked :class:`Submission` per trained condition of a run directory.
+    """One checked :class:`Submission` per trained condition of a ``trajbench run`` directory,
+    or the one entry of a ``trajbench evaluate`` output (:func:`~.sources.read_source`).
 
-    A run with a single condition gives the entry ``name``; otherwise every entry is named
-    ``<name>[-<group>]-<policy>[-<train_context>-<instruction>][-p<p_bursty>]`` (the group when
-    the run has several, since each group trains its own models).
+    A run with a single condition, and an evaluate output, give the entry ``name``; otherwise
+    every entry is named ``<name>[-<group>]-<policy>[-<train_context>-<instruction>][-p<p_bursty>]``
+    (the group when the run has several, since each group trains its own models). An evaluate
+    output's entry records no ``reproduce`` (verify re-runs entries of trajbench run only).
 
     Raises:
-        TrajbenchError: the run directory is missing, inconsistent or gives an invalid entry.
+        TrajbenchError: the directory is neither output, or is missing, inconsistent or gives an
+            invalid entry.
 
     Example:
         subs = make_submissions("runs/smoke", "smoke-2cpu", authors=["Ada Lovelace"])
+        subs = make_submissions("runs/tabular", "tabular-icl", authors=["Ada Lovelace"])
     """
     run_dir = Path(run_dir)
-    results, records = _read_run(run_dir)
+    source = read_source(run_dir)
+    results, records = source.meta, source.records
     command = command or results.get("command")
     if not command and results.get("preset"):
         command = f"trajbench run --preset {results['preset']} --out {run_dir.name}"
@@ -268,6 +237,8 @@ def make_submissions(
             raise TrajbenchError(f"{run_dir} {condition}: {err}") from None
         _cross_check(results, condition, aggregates, run_dir / "results.json", group)
         entry = name if len(groups) == 1 else f"{prefix}-{_slug(condition)}"
+        run = source.kind == "run"
+        reproduce = _reproduction(run_dir, results, frame, condition) if run else None
         obj = {
             "schema_version": SCHEMA_VERSION,
             "name": entry,
@@ -276,6 +247,7 @@ def make_submissions(
                 "name": model_name or condition["policy"],
                 "policy": condition["policy"],
                 "parameters": int(params[0]),
+                "version": _version(frame),
             },
             "suite": results["suite"],
             "suite_version": str(results["suite_version"]),
@@ -290,7 +262,7 @@ def make_submissions(
             "preset": results.get("preset"),
             "config": results["config"],
             "bootstrap": boot.model_dump(),
-            "reproduce": _reproduction(run_dir, results, frame, condition),
+            "reproduce": reproduce,
             "records": cells,
             "aggregates": aggregates,
         }

@@ -23,8 +23,10 @@ Any policy: ``--policy package.module:factory`` scores a policy trajbench did no
 :mod:`trajbench.pipeline.policies`), and :func:`evaluate_policy` (``trajbench.evaluate``) scores a
 policy object from Python. Both go through the one implementation the CLI uses.
 
-Output: ``OUT/records.parquet`` (one row per (family, level, k, support, format, episode)) and
-``OUT/offline.parquet``, plus a printed summary.
+Output: ``OUT/records.parquet`` (one row per (family, level, k, support, format, episode)),
+``OUT/offline.parquet`` and ``OUT/evaluation.json`` (where the records came from: what
+``trajbench leaderboard submit`` reads, see :mod:`trajbench.pipeline.evaluation_file`), plus a
+printed summary.
 
 Example:
     trajbench collect --env trajbench/DarkRoom-v0 --levels test --episodes-per-level 6 --out data/dr-test
@@ -37,7 +39,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +65,7 @@ from trajbench.io import write_parquet
 from trajbench.metrics import aggregate
 from trajbench.rollout import Demonstrations, first_observations, rollout
 
+from .evaluation_file import changed_fields, write_evaluation_file
 from .policies import (
     PolicyInfo,
     describe,
@@ -164,10 +169,13 @@ def policy_kwargs(cfg: EvalConfig) -> dict[str, Any]:
     return kwargs
 
 
-def evaluate(cfg: EvalConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate(cfg: EvalConfig, command: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate the policy ``cfg.policy`` names; returns (online records, offline accuracy) and
-    writes them to ``cfg.out``."""
+    writes them to ``cfg.out`` with ``evaluation.json`` (which records ``command``; default: this
+    call)."""
+    started = time.perf_counter()
     validate(cfg)
+    command = command or f"trajbench.pipeline.evaluate.evaluate(EvalConfig({changed_fields(cfg)}))"
     device = resolve_device(cfg.device)
     with torch_threads(cfg.threads if device.type == "cpu" else 0):
         store = load(list(cfg.data))
@@ -182,7 +190,7 @@ def evaluate(cfg: EvalConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
             policy_kwargs=policy_kwargs(cfg),
         )
         trained = {} if cfg.allow_trained_levels else trained_levels_of(cfg.policy)
-        return _evaluate(cfg, store, policy, info, trained)
+        return _evaluate(cfg, store, policy, info, trained, command, started)
 
 
 @dataclass
@@ -213,7 +221,8 @@ def evaluate_policy(
         name: The policy's name in the records (default: its class as ``module:Class``).
         version: Its version in the records (default: its package's ``__version__``).
         **config: Any other :class:`EvalConfig` field (``ks``, ``episodes``, ``support``,
-            ``seed``, ``max_levels``, ``out`` to also write ``records.parquet``, ...).
+            ``seed``, ``max_levels``, ``out`` to also write ``records.parquet`` and
+            ``evaluation.json``, ...).
 
     Returns:
         The records and their aggregates.
@@ -232,6 +241,7 @@ def evaluate_policy(
         raise TrajbenchError(
             f"trajbench.evaluate needs a policy (begin and act), got a {type(policy).__name__}"
         )
+    started = time.perf_counter()
     known = {f.name for f in dataclasses.fields(EvalConfig)} - {"policy", "data", "policy_kwargs"}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -241,9 +251,15 @@ def evaluate_policy(
     cfg = EvalConfig(policy=info.policy, data=tuple(str(p) for p in paths))
     cfg = dataclasses.replace(cfg, **{"progress": False, **config})
     validate(cfg, need_out=False)
+    given = [f"<{info.policy}>", repr(list(cfg.data)), changed_fields(cfg, API_SKIPS)]
+    command = f"trajbench.evaluate({', '.join(a for a in given if a)})"
     with torch_threads(cfg.threads):
-        online, _ = _evaluate(cfg, load(list(cfg.data)), policy, info, trained={})
+        online, _ = _evaluate(cfg, load(list(cfg.data)), policy, info, {}, command, started)
     return Evaluation(online, summary(online))
+
+
+#: What the API's recorded command leaves out of its keywords (given otherwise, or its default).
+API_SKIPS = ("policy", "data", "progress")
 
 
 def _missions(store) -> dict[str, list[str]]:
@@ -255,7 +271,7 @@ def _missions(store) -> dict[str, list[str]]:
 
 
 def _evaluate(
-    cfg: EvalConfig, store, policy, info: PolicyInfo, trained: dict[str, list[int]]
+    cfg: EvalConfig, store, policy, info: PolicyInfo, trained: dict, command: str, started: float
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The evaluation both entry points run: roll out, score offline, write (if ``cfg.out``)."""
     shown_instruction = _set_instruction(policy, info, cfg.instruction)
@@ -294,6 +310,7 @@ def _evaluate(
     if cfg.out:
         write_parquet(Path(cfg.out) / "records.parquet", online)
         write_parquet(Path(cfg.out) / "offline.parquet", offline)
+        write_evaluation_file(cfg, policy, info, command, started)  # last: the records are whole
     return online, offline
 
 
@@ -454,7 +471,7 @@ def main(argv: list[str]) -> int:
     # As `python -m` does: a --policy factory in a module of the current directory imports.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    online, offline = evaluate(cfg)
+    online, offline = evaluate(cfg, shlex.join(["trajbench", "evaluate", *argv]))
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(summary(online).to_string(index=False))
         if len(offline):
