@@ -148,7 +148,7 @@ def test_split_draws_stay_in_split(env_id):
             _, info = env.reset(seed=seed)
             assert info["level"] in allowed and env.unwrapped.level == info["level"]
             drawn.add(info["level"])
-        assert len(drawn) > 10
+        assert len(drawn) > min(10, len(allowed) // 2)  # draws spread over the split
 
 
 @pytest.mark.parametrize("env_id", IDS)
