@@ -76,6 +76,8 @@ def _cells(row: Row, table: Table) -> list[str]:
         ret = (same.normalized_return_ci_low, same.normalized_return_ci_high)
         scores += [_ci(same.normalized_return_iqm, *ret), f"{same.n_seeds} × {same.n_levels}"]
     model = s.model.name if s.model.name == s.model.policy else f"{s.model.name} ({s.model.policy})"
+    if ":" in s.model.policy and s.model.version:  # a policy trajbench did not train: its version
+        model += f" {s.model.version}"
     if row.copy_baseline:
         model += " — copy baseline, the bar to clear"
     return [
@@ -110,8 +112,13 @@ INTRO = (
     "evaluation from its models and recorded evaluation data and got the submitted records."
 )
 HOW_TO = [
+    "# a model trained by trajbench: a preset's run (one entry per condition)",
     "trajbench run --preset smoke --out runs/smoke",
     'trajbench leaderboard submit runs/smoke --name NAME --authors "Your Name"',
+    "# any policy (package.module:factory returning a trajbench Policy): an evaluate output",
+    "trajbench evaluate --policy my_pkg.agent:make_policy --data DATA --out runs/agent",
+    'trajbench leaderboard submit runs/agent --name NAME --authors "Your Name"',
+    "# then",
     "trajbench leaderboard validate",
     "trajbench leaderboard build",
 ]
