@@ -1,4 +1,5 @@
-"""The machine line every benchmark prints above its figures."""
+"""What the benchmarks share: the machine line each prints above its figures, and a Dark Room
+store to measure on."""
 
 from __future__ import annotations
 
@@ -37,4 +38,20 @@ def describe_torch(device) -> str:
         f"torch {torch.__version__} ({torch.get_num_threads()} CPU thread(s)), "
         f"trajbench {trajbench.__version__}, device {device}",
         gpu,
+    )
+
+
+def dark_room_store(directory: str | Path, levels: str, episodes_per_level: int) -> Path:
+    """Collect expert Dark Room episodes of a split (``"train"``, ``"test"``, ``"all"``) into
+    ``directory/dr``, quietly; returns the store's path."""
+    from trajbench.collect import CollectConfig, collect
+
+    return collect(
+        CollectConfig(
+            env="trajbench/DarkRoom-v0",
+            levels=levels,
+            episodes_per_level=episodes_per_level,
+            out=str(Path(directory) / "dr"),
+            progress=False,
+        )
     )

@@ -29,15 +29,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from machine import describe_torch
+from machine import dark_room_store, describe_torch
 
 from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
-from trajbench.collect import CollectConfig, collect
 from trajbench.data import load
 from trajbench.device import resolve_device
 from trajbench.io import atomic_write_json
@@ -69,15 +67,7 @@ def main() -> None:
     print(describe_torch(device))
 
     with tempfile.TemporaryDirectory() as tmp:
-        store_dir = collect(
-            CollectConfig(
-                env=DARK_ROOM,
-                levels="all",
-                episodes_per_level=args.k + 1,
-                out=str(Path(tmp) / "dr"),
-                progress=False,
-            )
-        )
+        store_dir = dark_room_store(tmp, "all", args.k + 1)
         store = load(store_dir)
         levels = sorted(int(x) for x in store.episodes.level.unique())[: args.levels]
         demos = Demonstrations(store)

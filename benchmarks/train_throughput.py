@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import describe_torch
+from machine import dark_room_store, describe_torch
 from torch.nn import functional as F
 
 from trajbench.baselines.transformer import (
@@ -50,7 +50,6 @@ from trajbench.baselines.transformer import (
     training_flops_per_token,
 )
 from trajbench.batch import IGNORE
-from trajbench.collect import CollectConfig, collect
 from trajbench.configs import to_dict
 from trajbench.contexts import ContextBuilder, ContextConfig
 from trajbench.data import load
@@ -67,8 +66,6 @@ from trajbench.pipeline.train import (
     make_optimizer,
     train,
 )
-
-DARK_ROOM = "trajbench/DarkRoom-v0"
 
 
 def main() -> None:
@@ -107,15 +104,7 @@ def main() -> None:
     print(describe_torch(device))
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = collect(
-            CollectConfig(
-                env=DARK_ROOM,
-                levels="train",
-                episodes_per_level=20,
-                out=str(Path(tmp) / "dr"),
-                progress=False,
-            )
-        )
+        data = dark_room_store(tmp, "train", 20)
         n = args.steps
         cfg = TrainConfig(
             data=(str(data),),
