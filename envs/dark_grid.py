@@ -9,6 +9,8 @@ drift apart.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -90,8 +92,9 @@ class DarkGridEnv(DarkRender, LevelMixin, gym.Env):
 
     @classmethod
     def count_levels(cls, size: int) -> int:
-        """How many levels a grid of this side has."""
-        raise NotImplementedError
+        """How many levels a grid of this side has: what this constructor needs of a family (one
+        with a constructor of its own, as Dark Sequence, need not say)."""
+        raise NotImplementedError(f"{cls.__name__} does not count its levels")
 
     @classmethod
     def feature_sizes(cls, size: int) -> tuple[int, ...]:
@@ -157,14 +160,16 @@ class DarkGridEnv(DarkRender, LevelMixin, gym.Env):
         return self.pos.copy()
 
     # -- task hooks -----------------------------------------------------------------------------
+    @abstractmethod
     def _set_level(self) -> None:
-        raise NotImplementedError
+        """Build the task of ``self.level`` (its hidden cells and their state)."""
 
+    @abstractmethod
     def _task_step(self) -> tuple[float, bool, bool]:
-        raise NotImplementedError
+        """``(reward, terminated, success)`` of the step that just moved the agent."""
 
 
-class DarkGridVectorEnv(VectorEnv):
+class DarkGridVectorEnv(VectorEnv, ABC):
     """Base of the batched dark grid families; subclasses implement the task arrays.
 
     Autoreset follows Gymnasium's default (``NEXT_STEP``): the step after an episode ends resets
@@ -248,14 +253,19 @@ class DarkGridVectorEnv(VectorEnv):
         """Start positions ``[mask.sum(), 2]`` of the resetting sub-environments (any cell)."""
         return self.np_random.integers(self.size, size=(int(mask.sum()), 2))
 
+    @abstractmethod
     def _reset_task(self, mask: np.ndarray) -> None:
-        raise NotImplementedError
+        """Set up the tasks of the resetting sub-environments ``mask``."""
 
+    @abstractmethod
     def _task_step(self, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """``(reward, terminated)`` of the sub-environments that just moved (``live``)."""
 
     def _target(self) -> np.ndarray:
-        raise NotImplementedError
+        """The cell each sub-environment's expert heads for: what :meth:`expert_actions` needs of
+        a family (one with an expert of its own, as Dark Sequence, need not say)."""
+        raise NotImplementedError(f"{type(self).__name__} names no expert target")
 
+    @abstractmethod
     def _obs(self) -> np.ndarray:
-        raise NotImplementedError
+        """The batched observation."""

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -118,7 +119,7 @@ def draw_grid(
     return canvas
 
 
-class DarkRender:
+class DarkRender(ABC):
     """``render()`` for a dark family: mix in first and call :meth:`_init_render` in ``__init__``.
 
     The family provides ``size``, ``pos`` and :meth:`_hidden_marks` (and :meth:`_carrying`).
@@ -144,8 +145,9 @@ class DarkRender:
         marks = self._hidden_marks() if self.render_hidden else []
         return draw_grid(self.size, self.pos, marks, self._carrying())
 
+    @abstractmethod
     def _hidden_marks(self) -> list[Mark]:
-        raise NotImplementedError
+        """What the level hides from the agent, as marks to draw."""
 
     def _carrying(self) -> tuple[int, int, int] | None:
         return None
