@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pipeline_support import collected, tiny_model
 
 import trajbench  # noqa: F401  (registers the families)
 from trajbench.analysis import failures as F
 from trajbench.analysis import main as analyze
+from trajbench.contexts import ContextConfig
 from trajbench.errors import TrajbenchError
 
 DR = "trajbench/DarkRoom-v0"
@@ -18,35 +20,18 @@ DR = "trajbench/DarkRoom-v0"
 
 # -- end to end ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    from trajbench.baselines.transformer import ModelConfig
-    from trajbench.collect import CollectConfig, collect
-    from trajbench.contexts import ContextConfig
-    from trajbench.pipeline.train import TrainConfig, train
-
-    root = tmp_path_factory.mktemp("failures")
-    data = collect(
-        CollectConfig(
-            env=DR, levels="train", episodes_per_level=2, out=root / "train", progress=False
-        )
+def dr_model(tmp_path_factory) -> str:
+    data = collected(tmp_path_factory, "train", DR, "train", 2)
+    context = ContextConfig(mode="bursty", k=1)
+    return tiny_model(
+        data, tmp_path_factory.mktemp("failures") / "run", context, steps=3, warmup_steps=1
     )
-    cfg = TrainConfig(
-        data=(str(data),),
-        out=str(root / "run"),
-        context=ContextConfig(mode="bursty", k=1),
-        model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
-        steps=3,
-        batch_size=4,
-        warmup_steps=1,
-        progress=False,
-    )
-    return str(train(cfg))
 
 
 @pytest.fixture(scope="module")
-def quick_run(tiny_model, tmp_path_factory) -> Path:
+def quick_run(dr_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("failures-out") / "out"
-    argv = ["failures", "--models", tiny_model, "--out", str(out), "--quick", "--no-progress"]
+    argv = ["failures", "--models", dr_model, "--out", str(out), "--quick", "--no-progress"]
     assert analyze(argv) == 0
     return out
 
@@ -104,15 +89,15 @@ def test_contexts_hold_k_episodes_and_cuts_are_prefixes(quick_run: Path):
         (["--levels", "9999"], "out of range"),
     ],
 )
-def test_bad_input_is_one_clear_error(tiny_model, tmp_path: Path, extra, message):
-    argv = ["failures", "--models", tiny_model, "--out", str(tmp_path / "o"), "--no-progress"]
+def test_bad_input_is_one_clear_error(dr_model, tmp_path: Path, extra, message):
+    argv = ["failures", "--models", dr_model, "--out", str(tmp_path / "o"), "--no-progress"]
     with pytest.raises(TrajbenchError, match=message):
         analyze([*argv, *extra])
 
 
-def test_missing_or_incompatible_models_are_refused(tiny_model, tmp_path: Path):
+def test_missing_or_incompatible_models_are_refused(dr_model, tmp_path: Path):
     with pytest.raises(TrajbenchError, match="no such directory"):
         analyze(["failures", "--models", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    argv = ["failures", "--models", tiny_model, "--out", str(tmp_path / "o"), "--quick"]
+    argv = ["failures", "--models", dr_model, "--out", str(tmp_path / "o"), "--quick"]
     with pytest.raises(TrajbenchError, match="encoding"):
         analyze([*argv, "--env", "trajbench/GoToLocal-v0", "--no-progress"])

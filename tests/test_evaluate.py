@@ -12,6 +12,7 @@ from itertools import pairwise
 import gymnasium as gym
 import pandas as pd
 import pytest
+from pipeline_support import DARK_ROOM, GOTO, tiny_model
 
 import trajbench
 from trajbench import cli
@@ -23,29 +24,8 @@ from trajbench.errors import TrajbenchError
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
 from trajbench.pipeline.train import TrainConfig, train
 
-DARK_ROOM = "trajbench/DarkRoom-v0"
-GOTO = "trajbench/GoToLocal-v1"
-
-
-@pytest.fixture(scope="module")
-def dr_test(tmp_path_factory) -> str:
-    """Expert episodes of Dark Room's 16 held-out levels."""
-    out = tmp_path_factory.mktemp("data") / "dr-test"
-    cfg = CollectConfig(
-        env=DARK_ROOM, levels="test", episodes_per_level=8, seed=1, out=out, progress=False
-    )
-    return str(collect(cfg))
-
-
-@pytest.fixture(scope="module")
-def goto_test(tmp_path_factory) -> str:
-    """Expert episodes of 8 held-out GoToLocal levels."""
-    env = gym.make(GOTO)
-    levels = ",".join(str(int(x)) for x in env.unwrapped.splits()["test"][:8])
-    env.close()
-    out = tmp_path_factory.mktemp("data") / "goto-test"
-    cfg = CollectConfig(env=GOTO, levels=levels, episodes_per_level=5, out=out, progress=False)
-    return str(collect(cfg))
+#: dr_test, goto_test: expert episodes of held-out Dark Room and GoToLocal levels.
+pytest_plugins = ["pipeline_support"]
 
 
 # -- reference baselines ----------------------------------------------------------------------------
@@ -95,18 +75,7 @@ def test_formats_instructions_and_decoys_are_recorded(goto_test, tmp_path):
             env=GOTO, levels=train_levels, episodes_per_level=5, out=tmp_path / "tr", progress=False
         )
     )
-    model = train(
-        TrainConfig(
-            data=(str(train_data),),
-            out=str(tmp_path / "run"),
-            context=ContextConfig(mode="shuffled", k=2),
-            model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
-            steps=3,
-            batch_size=4,
-            threads=1,
-            progress=False,
-        )
-    )
+    model = tiny_model(train_data, tmp_path / "run", ContextConfig(mode="shuffled", k=2), steps=3)
     base = dict(policy=str(model), data=(goto_test,), ks=(0, 2), episodes=1, progress=False)
     online, _ = evaluate(EvalConfig(**base, out=str(tmp_path / "e1"), offline=False))
     assert set(online["format"]) == {"common", "matched"}
@@ -191,17 +160,7 @@ def _assert_one_line_error(code: int, err: str, expected: str) -> None:
 def dr_model(dr_test, tmp_path_factory) -> str:
     """A (barely) trained Dark Room model."""
     out = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(
-        data=(dr_test,),
-        out=str(out),
-        context=ContextConfig(mode="bursty", k=2),
-        model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
-        steps=4,
-        batch_size=4,
-        threads=1,
-        progress=False,
-    )
-    return str(train(cfg))
+    return tiny_model(dr_test, out, ContextConfig(mode="bursty", k=2), steps=4)
 
 
 def test_bad_input(capsys, tmp_path, dr_test, goto_test, dr_model):

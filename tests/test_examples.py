@@ -9,15 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pipeline_support import DARK_ROOM, collected
 from test_collect_cli import _console_script
 
 import trajbench
-from trajbench.collect import CollectConfig, collect
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
 from trajbench.policy import EpisodeRecord, RowContext
 
 ROOT = Path(__file__).resolve().parent.parent
-DARK_ROOM = "trajbench/DarkRoom-v0"
 
 
 @pytest.fixture()
@@ -30,11 +29,7 @@ def tabular(monkeypatch):
 
 @pytest.fixture(scope="module")
 def dr_test(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("data") / "dr-test"
-    cfg = CollectConfig(
-        env=DARK_ROOM, levels="test", episodes_per_level=6, seed=1, out=out, progress=False
-    )
-    return str(collect(cfg))
+    return collected(tmp_path_factory, "dr-test", DARK_ROOM, "test", 6, seed=1)
 
 
 def test_the_readme_command_scores_it_from_the_repository_root(dr_test, tmp_path):

@@ -13,17 +13,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pipeline_support import tiny_model
 from test_leaderboard_fixtures import DARK_ROOM, board_order, run_cli
 
 import trajbench
-from trajbench.baselines.transformer import ModelConfig
 from trajbench.cli import main
 from trajbench.collect import CollectConfig, collect
 from trajbench.configs import from_dict
 from trajbench.contexts import ContextConfig
 from trajbench.data import load
 from trajbench.pipeline.evaluate import EvalConfig
-from trajbench.pipeline.train import TrainConfig, train
 from trajbench.provenance import git_commit
 from trajbench.suite import SUITE_VERSION
 
@@ -134,17 +133,8 @@ def bursty_model(tmp_path_factory) -> str:
     collect(
         CollectConfig(env=DARK_ROOM, levels="train", episodes_per_level=2, out=data, progress=False)
     )
-    cfg = TrainConfig(
-        data=(str(data),),
-        out=str(tmp_path_factory.mktemp("model")),
-        context=ContextConfig(mode="bursty", k=1, p_bursty=0.5),
-        model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
-        steps=2,
-        batch_size=4,
-        threads=1,
-        progress=False,
-    )
-    return str(train(cfg))
+    context = ContextConfig(mode="bursty", k=1, p_bursty=0.5)
+    return tiny_model(data, tmp_path_factory.mktemp("model"), context)
 
 
 def test_a_trained_models_evaluate_output_records_its_training_condition(

@@ -10,15 +10,14 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+from pipeline_support import DARK_ROOM, collected
 
 import trajbench
 from trajbench import cli
-from trajbench.collect import CollectConfig, collect
 from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
 from trajbench.pipeline.policies import describe, is_policy, load_policy, package_version
 
-DARK_ROOM = "trajbench/DarkRoom-v0"
 ENCODING = ObsEncoding("dark-room", (9, 9), 5)
 
 #: A user's package, outside trajbench: policies that subclass Policy and that only quack like one.
@@ -76,11 +75,7 @@ def userpkg(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def dr_test(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("data") / "dr-test"
-    cfg = CollectConfig(
-        env=DARK_ROOM, levels="test", episodes_per_level=4, seed=1, out=out, progress=False
-    )
-    return str(collect(cfg))
+    return collected(tmp_path_factory, "dr-test", DARK_ROOM, "test", 4, seed=1)
 
 
 def test_factories_resolve_with_their_arguments(userpkg, monkeypatch):

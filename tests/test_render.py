@@ -8,17 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pipeline_support import tiny_model
 
 from trajbench import cli
 from trajbench.baselines import ExpertPolicy, RandomPolicy
-from trajbench.baselines.transformer import ModelConfig
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextConfig
 from trajbench.envs.dark_render import CELL_PX, GOAL
 from trajbench.pipeline.presets import PRESETS
 from trajbench.pipeline.render import make_recording_env, play, write_episode_gifs, write_gif
 from trajbench.pipeline.runner import jobs_of
-from trajbench.pipeline.train import TrainConfig, train
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
 
@@ -35,17 +34,7 @@ def dr_model(tmp_path_factory) -> str:
             progress=False,
         )
     )
-    cfg = TrainConfig(
-        data=(str(data),),
-        out=str(tmp_path_factory.mktemp("run")),
-        context=ContextConfig(mode="bursty", k=2),
-        model=ModelConfig(d_model=16, n_layers=1, n_heads=2),
-        steps=2,
-        batch_size=4,
-        threads=1,
-        progress=False,
-    )
-    return str(train(cfg))
+    return tiny_model(data, tmp_path_factory.mktemp("run"), ContextConfig(mode="bursty", k=2))
 
 
 def test_play_shows_the_episode_after_its_demonstrations():

@@ -5,17 +5,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pipeline_support import DARK_ROOM, GOTO
 
 from trajbench.baselines import ExpertPolicy
 from trajbench.baselines.backbones import BACKBONES
 from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
-from trajbench.collect import CollectConfig, collect
 from trajbench.contexts.formats import in_structure
 from trajbench.data import load
 from trajbench.errors import TrajbenchError
@@ -23,29 +22,8 @@ from trajbench.policy import Policy, RowContext
 from trajbench.rollout import Demonstrations, demonstrations, first_observations, rollout
 from trajbench.vocab import MissionVocab, mission_key
 
-DARK_ROOM = "trajbench/DarkRoom-v0"
-GOTO = "trajbench/GoToLocal-v1"
-
-
-@pytest.fixture(scope="module")
-def dr_test(tmp_path_factory) -> str:
-    """Expert episodes of Dark Room's 16 held-out levels."""
-    out = tmp_path_factory.mktemp("data") / "dr-test"
-    cfg = CollectConfig(
-        env=DARK_ROOM, levels="test", episodes_per_level=8, seed=1, out=out, progress=False
-    )
-    return str(collect(cfg))
-
-
-@pytest.fixture(scope="module")
-def goto_test(tmp_path_factory) -> str:
-    """Expert episodes of 8 held-out GoToLocal levels."""
-    env = gym.make(GOTO)
-    levels = ",".join(str(int(x)) for x in env.unwrapped.splits()["test"][:8])
-    env.close()
-    out = tmp_path_factory.mktemp("data") / "goto-test"
-    cfg = CollectConfig(env=GOTO, levels=levels, episodes_per_level=5, out=out, progress=False)
-    return str(collect(cfg))
+#: dr_test, goto_test: expert episodes of held-out Dark Room and GoToLocal levels.
+pytest_plugins = ["pipeline_support"]
 
 
 def untrained_policy(
