@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from pipeline_support import DARK_ROOM, collected
+from pipeline_support import DARK_ROOM
 from test_collect_cli import _console_script
 
 import trajbench
@@ -17,6 +17,7 @@ from trajbench.pipeline.evaluate import EvalConfig, evaluate
 from trajbench.policy import EpisodeRecord, RowContext
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pipeline_support"]  # dr_test
 
 
 @pytest.fixture()
@@ -25,11 +26,6 @@ def tabular(monkeypatch):
     from examples import tabular_icl  # the repository root is not on sys.path before
 
     return tabular_icl
-
-
-@pytest.fixture(scope="module")
-def dr_test(tmp_path_factory) -> str:
-    return collected(tmp_path_factory, "dr-test", DARK_ROOM, "test", 6, seed=1)
 
 
 def test_the_readme_command_scores_it_from_the_repository_root(dr_test, tmp_path):

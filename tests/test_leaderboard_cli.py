@@ -4,7 +4,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from test_leaderboard_fixtures import run_cli
+from leaderboard_support import run_cli
 
 from trajbench.cliargs import parse_config
 from trajbench.leaderboard.cli import (

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from leaderboard_support import DARK_ROOM, board_order, run_cli
 from pipeline_support import tiny_model
-from test_leaderboard_fixtures import DARK_ROOM, board_order, run_cli
 
 import trajbench
 from trajbench.cli import main
@@ -33,7 +33,7 @@ FLAGS = ["--ks", "0", "4", "--episodes", "2", "--no-progress"]
 SETTINGS = {"ks": (0, 4), "episodes": 2}
 TITLE = f"{DARK_ROOM} — held-out levels (k = 4)"
 #: dr_test: expert episodes of Dark Room's 16 held-out levels, as the README collects them.
-pytest_plugins = ["test_examples"]
+pytest_plugins = ["pipeline_support"]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Tests for trajbench.leaderboard.ranking: who shares a table, at which k, in which order, the
 copy baselines and saturation."""
 
-from test_leaderboard_fixtures import (
+from leaderboard_support import (
     BURSTY,
     DARK_ROOM,
     HASHMAP,
@@ -19,7 +19,7 @@ from test_leaderboard_fixtures import (
 from trajbench.leaderboard import Submission, load, submission_files, tables, validate_files
 from trajbench.leaderboard.ranking import Table, level_set_id, newest_version
 
-pytest_plugins = ["test_leaderboard_fixtures"]
+pytest_plugins = ["leaderboard_support"]
 ORDER = [BURSTY, HASHMAP, ISOLATED, RANDOM]
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from test_leaderboard_fixtures import (
+from leaderboard_support import (
     BURSTY,
     DARK_ROOM,
     HASHMAP,
@@ -29,6 +28,7 @@ from test_leaderboard_fixtures import (
     run_cli,
     set_value,
 )
+from PIL import Image
 
 from trajbench.leaderboard import (
     load,
@@ -39,7 +39,7 @@ from trajbench.leaderboard import (
     validate_files,
 )
 
-pytest_plugins = ["test_leaderboard_fixtures"]
+pytest_plugins = ["leaderboard_support"]
 CHROMIUM = Path("/usr/bin/chromium")
 ORDER = [BURSTY, HASHMAP, ISOLATED, RANDOM]
 DARK_TITLE = f"{DARK_ROOM} — held-out levels (k = 4)"

@@ -7,8 +7,7 @@ import json
 import gymnasium as gym
 import jsonschema
 import pytest
-from pydantic import ValidationError
-from test_leaderboard_fixtures import (
+from leaderboard_support import (
     ISOLATED,
     REPO,
     V1_FILES,
@@ -16,6 +15,7 @@ from test_leaderboard_fixtures import (
     entry_path,
     set_value,
 )
+from pydantic import ValidationError
 
 import trajbench
 from trajbench import suite
@@ -31,7 +31,7 @@ from trajbench.leaderboard.schema import (
     parse,
 )
 
-pytest_plugins = ["test_leaderboard_fixtures"]
+pytest_plugins = ["leaderboard_support"]
 
 
 @pytest.mark.parametrize("module", [schema, validate, submit, ranking, render, suite])

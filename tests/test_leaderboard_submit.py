@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_leaderboard_fixtures import (
+from leaderboard_support import (
     BURSTY,
     DARK_ROOM,
     HASHMAP,
@@ -17,7 +17,7 @@ from test_leaderboard_fixtures import (
     run_cli,
 )
 
-pytest_plugins = ["test_leaderboard_fixtures"]
+pytest_plugins = ["leaderboard_support"]
 
 
 def test_submit_writes_one_entry_per_condition(root):

@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from test_leaderboard_fixtures import (
+from leaderboard_support import (
     DARK_ROOM,
     HASHMAP,
     ISOLATED,
@@ -25,7 +25,7 @@ from test_leaderboard_fixtures import (
 from trajbench import suite
 from trajbench.leaderboard import SubmissionV1, tables, validate, validate_files
 
-pytest_plugins = ["test_leaderboard_fixtures"]
+pytest_plugins = ["leaderboard_support"]
 
 
 def test_validate_accepts_the_submissions(root, capsys):

@@ -1,4 +1,5 @@
-"""Shared by the tests/test_leaderboard_*.py files (loaded with ``pytest_plugins``): a synthetic
+"""Shared by the tests/test_leaderboard_*.py files (loaded with ``pytest_plugins``; not itself a test
+module, since pytest 9.0 scopes the fixtures of a collected test module to that module): a synthetic
 run directory of suite version 2, its submissions and a built leaderboard, the committed
 suite-version-1 entries, and helpers to edit submission files."""
 
