@@ -1,4 +1,5 @@
-"""The house rules a reader relies on: dependencies point one way, and modules stay small.
+"""The house rules a reader relies on: dependencies point one way, modules stay small, and the tests
+share fixtures in a way every pytest we support sees.
 
 Layers, lowest first: ``envs`` (the families) <- the core package (stores, collection, the prompt
 builder, rollouts, metrics, reports) <- ``baselines`` (the policies and the model) <- the
@@ -117,3 +118,41 @@ def test_an_upward_import_is_detected(tmp_path):
 def test_no_module_over_500_lines(module):
     n = len(modules()[module].read_text().splitlines())
     assert n <= MAX_LINES, f"{module} has {n} lines; split it by job"
+
+
+def plugin_modules(path: Path) -> list[str]:
+    """The names a test file's ``pytest_plugins = [...]`` loads its shared fixtures from."""
+    for node in ast.parse(path.read_text(), str(path)).body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(t, ast.Name) and t.id == "pytest_plugins" for t in targets):
+            names = ast.literal_eval(node.value)
+            return [names] if isinstance(names, str) else list(names)
+    return []
+
+
+def uncollected_plugin_problems(tests: Path) -> list[str]:
+    """Shared fixtures must live in a module pytest does not collect: pytest 9.0 scopes a collected
+    test module's fixtures to that module, so ``pytest_plugins = ["test_x"]`` finds nothing when
+    ``test_x.py`` was collected first (it did on CI's pytest 9.0.3; 9.2 let it pass)."""
+    problems = []
+    for path in sorted(tests.glob("test_*.py")):
+        for name in plugin_modules(path):
+            if name.startswith("test_"):
+                problems.append(f"{path.name} loads fixtures from test module {name}")
+            elif not (tests / f"{name}.py").is_file():
+                problems.append(f"{path.name} loads fixtures from missing module {name}")
+    return problems
+
+
+def test_shared_fixtures_come_from_modules_pytest_does_not_collect():
+    assert uncollected_plugin_problems(ROOT / "tests") == []
+
+
+def test_a_fixture_plugin_that_is_a_test_module_is_detected(tmp_path):
+    (tmp_path / "test_a.py").write_text('pytest_plugins = ["test_b", "support"]\n')
+    (tmp_path / "test_c.py").write_text('pytest_plugins = "gone"\n')
+    (tmp_path / "support.py").write_text("")
+    assert uncollected_plugin_problems(tmp_path) == [
+        "test_a.py loads fixtures from test module test_b",
+        "test_c.py loads fixtures from missing module gone",
+    ]
