@@ -15,6 +15,7 @@ argument, ``reset(options={"level": L})``, ``env.unwrapped.level`` and sticky ac
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -82,7 +83,7 @@ def split_levels(n_levels: int, n_test: int, version: int = SPLIT_VERSION) -> di
     return {"train": train, "test": test, "all": everything}
 
 
-class LevelMixin:
+class LevelMixin(ABC):
     """Level selection, level reading and sticky actions for a family environment.
 
     Subclasses set the class attributes below and call :meth:`_init_levels` in ``__init__``,
@@ -181,13 +182,13 @@ class LevelMixin:
         self._prev_action = int(action)
         return int(action)
 
+    @abstractmethod
     def encode_obs(self, obs) -> np.ndarray:
         """Flat ``uint8`` feature vector of ``obs`` under :attr:`encoding`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def expert_action(self) -> int:
         """The expert's next action from the current (privileged) state; closed loop."""
-        raise NotImplementedError
 
     @property
     def mission_text(self) -> str:

@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import zlib
+from abc import abstractmethod
 from typing import Any
 
 import gymnasium as gym
@@ -254,9 +255,9 @@ class MiniGridLevelMixin(LevelMixin):
             self.agent_pos, self.agent_dir = self._start
         return self.gen_obs()
 
+    @abstractmethod
     def _start_cells(self) -> list[tuple[int, int]]:
         """Cells an episode of the current level may start on (the family's constraint)."""
-        raise NotImplementedError
 
     def _start_pose_ok(self, cell: tuple[int, int], direction: int) -> bool:
         """Whether facing ``direction`` on ``cell`` is a valid start (families add rules)."""

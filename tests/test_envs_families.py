@@ -18,8 +18,11 @@ from gymnasium.utils.env_checker import check_env
 import trajbench  # noqa: F401  (registers the families)
 from trajbench.collect import rollout
 from trajbench.envs import FAMILIES, NAMESPACE, env_ids, family_class, split_levels
+from trajbench.envs.dark_room import DarkRoomEnv
 from trajbench.envs.demonstrators import Demonstrator
 from trajbench.envs.levels import LevelMixin
+from trajbench.envs.minigrid_families import FourRoomsLevels
+from trajbench.envs.minigrid_levels import MiniGridLevelMixin
 
 IDS = env_ids()
 pytestmark = pytest.mark.filterwarnings("ignore:.*is out of date:DeprecationWarning")
@@ -41,6 +44,22 @@ def test_both_make_forms_and_family_class(env_id):
     assert u.family == env_id.split("/")[1]
     assert type(u) is family_class(env_id) is family_class(env_id.split("/")[1])
     assert isinstance(u, LevelMixin)
+
+
+def test_a_family_without_its_expert_or_encoding_fails_when_made():
+    """The hooks every family must give are abstract: leaving one out fails at construction,
+    not in the middle of a collection."""
+
+    class NoExpert(DarkRoomEnv):
+        expert_action = LevelMixin.expert_action
+
+    class NoStartCells(FourRoomsLevels):
+        _start_cells = MiniGridLevelMixin._start_cells
+
+    with pytest.raises(TypeError, match="expert_action"):
+        NoExpert()
+    with pytest.raises(TypeError, match="_start_cells"):
+        NoStartCells()
 
 
 def test_family_class_of_an_unknown_id():
