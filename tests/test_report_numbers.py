@@ -291,3 +291,44 @@ def test_cells_of_other_episode_counts_are_not_weighted_by_episodes(tmp_path):
     (row,) = results["conditions"]
     assert row["success_mean"] == pytest.approx(0.5)
     assert row["return_iqm"] == pytest.approx(0.3)
+
+
+# -- backbones -------------------------------------------------------------------------------------
+def test_backbone_comparisons_read_the_training_instruction_only(tmp_path):
+    """Two backbones evaluated with and without decoy missions: the *in context* and
+    *architecture* answers are the differences of the non-decoy cells (decoys: all failures)."""
+    rng = np.random.default_rng(11)
+    n = np.full((len(SEEDS), len(LEVELS)), 4)
+    zero_s, zero_l = np.zeros(len(SEEDS)), np.zeros(len(LEVELS))
+    rows, cells = [], {}
+    for backbone, p in (("llama", 0.8), ("lstm", 0.5)):
+        for support, shown, q in (
+            ("same", "full", p),
+            ("other", "full", 0.2),
+            ("same", "decoy", 0),
+        ):
+            c = simulate(rng, q, zero_s, zero_l, n)
+            if shown == "decoy":
+                c.decoys = np.zeros_like(n)
+            cells[(backbone, support, shown)] = c.means
+            rows += rows_of(
+                c,
+                policy=TRAINED,
+                context="bursty",
+                instruction="full",
+                k=KMAX,
+                support=support,
+                eval_instruction=shown,
+                seeds=SEEDS,
+                levels=LEVELS,
+                backbone=backbone,
+            )
+    results, _ = report(tmp_path, pd.DataFrame(rows))
+    for backbone in ("llama", "lstm"):
+        lab = f"bursty [{backbone}]"
+        c = comparison(results, "in context", f"{lab}, same level", f"{lab}, other levels")
+        assert c["a_mean"] == pytest.approx(cells[(backbone, "same", "full")].mean())
+        assert c["b_mean"] == pytest.approx(cells[(backbone, "other", "full")].mean())
+    c = comparison(results, "architecture", "bursty [llama]", "bursty [lstm]")
+    want = cells[("llama", "same", "full")].mean() - cells[("lstm", "same", "full")].mean()
+    assert c["diff"] == pytest.approx(want)

@@ -99,7 +99,7 @@ def architectures(records: pd.DataFrame) -> list[Comparison | None]:
     at = records[
         (records["k"] == kmax)
         & (records["format"] == "common")
-        & (records["eval_instruction"] != "wrong")
+        & (records["eval_instruction"] != "decoy")
     ]
     out: list[Comparison | None] = []
     for (family, split), rows in at.groupby(["family", "eval_split"]):
