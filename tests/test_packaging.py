@@ -5,6 +5,7 @@ virtual environment outside the checkout, runs the ``ci`` preset, the leaderboar
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,16 @@ def test_every_package_reaches_the_wheel(wheel):
     assert {"trajbench.report", "trajbench.envs", "trajbench.baselines"} <= expected
     assert wheel_packages(wheel) == expected
     assert "trajbench/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_the_all_extra_holds_every_extra(wheel):
+    """scripts/test.sh installs ``.[all]``: an extra added later must join it."""
+    zf = zipfile.ZipFile(wheel)
+    (name,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+    meta = zf.read(name).decode()
+    extras = set(re.findall(r"^Provides-Extra: (\S+)$", meta, re.M)) - {"all"}
+    (joined,) = re.findall(r'^Requires-Dist: trajbench\[([^]]*)\]; extra == "all"$', meta, re.M)
+    assert set(joined.split(",")) == extras and "minari" in extras
 
 
 def test_a_package_left_out_is_detected(tmp_path):
