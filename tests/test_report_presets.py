@@ -21,7 +21,7 @@ from report_support import Cells, report, rows_of
 
 from trajbench.contexts import MODES
 from trajbench.pipeline.presets import PRESETS
-from trajbench.pipeline.runner import evaluations, jobs_of
+from trajbench.pipeline.jobs import evaluations, jobs_of
 
 SEEDS = (0, 1)
 N_LEVELS = 3
@@ -53,7 +53,7 @@ def label(job) -> str:
     if job.baseline:
         return job.baseline
     c = job.condition
-    name = c.mode + ("" if c.instruction == "full" else f"/{c.instruction}")
+    name = c.train_context + ("" if c.instruction == "full" else f"/{c.instruction}")
     backbones = {x.backbone for x in job.group.conditions}
     return name + (f" [{c.backbone}]" if len(backbones) > 1 else "")
 
@@ -67,9 +67,9 @@ def construct(preset_name: str) -> tuple[pd.DataFrame, dict]:
     shape = (len(SEEDS), N_LEVELS)
     for job in jobs_of(preset, SEEDS[:1]):
         g, c = job.group, job.condition
-        mode = MODES.get(c.mode) if c else None
+        mode = MODES.get(c.train_context) if c else None
         backbone = (c.backbone or g.train.model.backbone) if c else "-"
-        policy = job.baseline or ("no-context" if c.mode == "none" else "transformer")
+        policy = job.baseline or ("no-context" if c.train_context == "none" else "transformer")
         for split, specs, instruction, formats in evaluations(job):
             shown = "decoy" if instruction == "decoy" else (c.instruction if c else "-")
             for family in sorted({s.env for s in specs}):
@@ -96,7 +96,7 @@ def construct(preset_name: str) -> tuple[pd.DataFrame, dict]:
                             rows += rows_of(
                                 cells,
                                 policy=policy,
-                                context=c.mode if c else "-",
+                                context=c.train_context if c else "-",
                                 instruction=c.instruction if c else "-",
                                 family=family,
                                 split=split,
