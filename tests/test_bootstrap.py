@@ -477,3 +477,10 @@ def test_probability_of_improvement_counts_ties_per_level():
     # level 1: (4, 3) x wins, (4, 5) y wins, twice each -> 0.5; no tie
     p, _, _ = probability_of_improvement(x, y, reps=10)
     assert p == pytest.approx((0.75 + 0.5) / 2)
+
+
+def test_two_replicates_are_two_replicates():
+    """reps counts the replicates drawn: two give two different values and a finite spread."""
+    x, y = np.arange(12.0).reshape(3, 4) ** 2, np.zeros((3, 4))
+    d = paired_difference(x, y, reps=2)
+    assert d.low < d.high and np.isfinite(d.se) and d.mean == pytest.approx(x.mean())
