@@ -271,6 +271,10 @@ def test_aggregate_is_reproducible_with_the_published_defaults():
     ci = (out["normalized_return_ci_low"][0], out["normalized_return_ci_high"][0])
     assert ci == two_level_ci(m) and ci != two_level_ci(m, seed=1)
     assert ci != two_level_ci(m, reps=2001)
+    other = aggregate(df, "normalized_return", ["model"], seed=1)
+    assert (other["normalized_return_ci_low"][0], other["normalized_return_ci_high"][0]) == (
+        two_level_ci(m, seed=1)
+    )
 
 
 def test_aggregate_iqm_interval_is_of_the_iqm_over_seeds_and_levels():
