@@ -20,8 +20,8 @@ import pytest
 from report_support import Cells, report, rows_of
 
 from trajbench.contexts import MODES
-from trajbench.pipeline.presets import PRESETS
 from trajbench.pipeline.jobs import evaluations, jobs_of
+from trajbench.pipeline.presets import PRESETS
 
 SEEDS = (0, 1)
 N_LEVELS = 3
