@@ -209,6 +209,8 @@ class DarkSequenceEnv(DarkGridEnv):
     level_fixes = f"the ordered sequence of {DEFAULT_WAYPOINTS} hidden waypoint cells"
     episode_draws = "the start cell (off the waypoints, one the sequence is solvable from)"
     interaction_actions: tuple[int, ...] = ()
+    demo_decoder = "ordered_cells"
+    query_solver = "sweep"
 
     def __init__(
         self,
