@@ -5,8 +5,9 @@ grid's moves; MiniGrid's :class:`~trajbench.envs.minigrid_planner.GridPlanner`),
 *where to go* only from what their inputs show:
 
 - ``query-only`` (:class:`QueryOnlyPolicy`) sees no context: the mission, its own view and a
-  systematic search. Per family (``query_solver``): ``sweep`` walks to the nearest cell it has not
-  stood on (dark grids: a found key restarts the sweep for the door); ``explore`` walks to face
+  systematic search. Per family (``query_solver``): ``sweep`` stays put once (a reward counts
+  where a step ends), then walks to the nearest cell no step has ended on (dark grids: a found key
+  restarts the sweep for the door); ``explore`` walks to face
   the nearest cell its view has not shown until a goal has been in view, then takes the expert's
   path (picking up a key it has seen when nothing else is reachable); ``mission`` is the expert,
   whose target the mission and the view name (BabyAI, Unlock).
@@ -78,9 +79,10 @@ class QueryOnlyPolicy(Policy):
     def _sweep(state: dict, obs: np.ndarray, env) -> int:
         pos = (int(obs[0]), int(obs[1]))
         phase = tuple(int(v) for v in obs[2:])  # Dark Key-to-Door: a found key starts a new sweep
-        if state.get("phase") != phase:
+        if state.get("phase") != phase:  # a reward counts where a step ends: stay first
             state["phase"], state["visited"] = phase, set()
-        state["visited"].add(pos)
+        else:
+            state["visited"].add(pos)
         size = env.size
         todo = [(x, y) for y in range(size) for x in range(size) if (x, y) not in state["visited"]]
         if not todo:
