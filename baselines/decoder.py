@@ -128,7 +128,8 @@ class DecoderPolicy(Policy):
     def begin(self, rows: list[RowContext]) -> None:
         self.rows = rows
         self.plans: list[list | None] = [None] * len(rows)
-        self.done = np.zeros(len(rows), dtype=np.int64)
+        self.done = np.zeros(len(rows), dtype=np.int64)  # plan steps achieved
+        self.steps = np.zeros(len(rows), dtype=np.int64)  # actions taken this episode
         self.fallback.begin(rows)
 
     def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
@@ -164,8 +165,10 @@ class DecoderPolicy(Policy):
 
     def _dark(self, i: int, plan: list, obs: np.ndarray, env) -> int:
         pos = (int(obs[0]), int(obs[1]))
-        while self.done[i] < len(plan) and pos == plan[self.done[i]]:
+        # A cell counts where a step ended on it (entering is rewarded), not at the start.
+        while self.steps[i] and self.done[i] < len(plan) and pos == plan[self.done[i]]:
             self.done[i] += 1
+        self.steps[i] += 1
         if self.done[i] == len(plan):
             return int(step_toward(np.asarray(pos), np.asarray(plan[-1])))  # stay on the last
         k = int(self.done[i])

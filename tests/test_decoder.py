@@ -132,3 +132,16 @@ def test_minigrid_decoder_reaches_the_demonstrated_goal():
     env, levels = _test_levels(env_id, 3)
     contexts = [expert_demos(env, lv, 1, seed=0) for lv in levels]
     assert _score(DecoderPolicy(), env_id, levels, contexts, episodes=1) == 1.0
+
+
+def test_decoder_counts_a_cell_only_where_a_step_ends_on_it():
+    """On a 3x3 Dark Key-to-Door many episodes start on the key, whose reward needs a step that
+    ends there: the decoder stays once instead of taking the key as found."""
+    env_id = "trajbench/DarkKeyToDoor-v0"
+    envs = [gym.make(env_id, size=3, levels="all") for _ in range(81)]
+    levels = list(range(81))
+    contexts = [expert_demos(envs[0], lv, 1, seed=0) for lv in levels]
+    out = rollout(
+        DecoderPolicy(), env_id, levels, contexts, dict.fromkeys(levels, ""), 3, seed=1, envs=envs
+    )
+    assert all(r["success"] for r in out)

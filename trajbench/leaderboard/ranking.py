@@ -8,8 +8,10 @@ support and the mission they trained with, at the largest k that every entry eva
 it a row shows the no-support score and, for a model trained on an unordered mode, its score in
 its own (matched) format, which is shown but not ranked.
 
-The copy baselines (``hashmap``, ``replay``) are rows of the table they were evaluated in, marked
-as the bar to clear. A table whose best three entries other than the expert all reach a mean
+The copy baselines (``hashmap``, ``replay``) and the in-context ``decoder`` are rows of the table
+they were evaluated in, marked: the copy baselines are the floor to clear, the decoder the bar
+(:mod:`trajbench.baselines.decoder`). Where a table holds ``random`` and ``decoder`` entries, every
+entry's success is also shown normalized, (success - random) / (decoder - random). A table whose best three entries other than the expert all reach a mean
 success of 0.97 is *saturated at this preset* (:func:`trajbench.report.tables.saturated`).
 
 Only the newest suite version of ``SUITE_VERSIONS`` is ranked: entries of older versions are
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from trajbench.report.tables import COPY_BASELINES, saturated
+from trajbench.report.tables import BAR, COPY_BASELINES, saturated
 from trajbench.suite import SUITE_VERSIONS
 
 from .schema import SCHEMA_VERSION, Aggregate, AggregateV1, Entry, schema_of
@@ -55,6 +57,11 @@ class Row:
     def copy_baseline(self) -> bool:
         """A copy baseline: the bar a model must clear."""
         return self.sub.model.policy in COPY_BASELINES
+
+    @property
+    def bar(self) -> bool:
+        """The in-context decoder: the bar, 1 on the normalized scale."""
+        return self.sub.model.policy == BAR
 
 
 @dataclass
@@ -108,6 +115,19 @@ class Table:
             }
         )
         return saturated(frame)
+
+    def normalized(self, row: Row) -> float | None:
+        """``row``'s success as (success - random) / (decoder - random), from the table's own
+        ``random`` and ``decoder`` entries; None without them or when the decoder is not above
+        random."""
+        refs = {
+            r.sub.model.policy: r.same.success
+            for r in self.ranked
+            if r.sub.model.policy in ("random", BAR)
+        }
+        if row.same is None or len(refs) < 2 or refs[BAR] <= refs["random"]:
+            return None
+        return (row.same.success - refs["random"]) / (refs[BAR] - refs["random"])
 
     @property
     def presets(self) -> list[str]:

@@ -32,7 +32,14 @@ from typing import Any
 import torch
 
 from trajbench import __version__
-from trajbench.baselines import ExpertPolicy, HashmapPolicy, RandomPolicy, ReplayPolicy
+from trajbench.baselines import (
+    DecoderPolicy,
+    ExpertPolicy,
+    HashmapPolicy,
+    QueryOnlyPolicy,
+    RandomPolicy,
+    ReplayPolicy,
+)
 from trajbench.baselines.transformer import TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.envs import ObsEncoding
@@ -41,7 +48,7 @@ from trajbench.policy import Policy
 
 from .train import TrainingRecord, read_training_record
 
-REFERENCE_POLICIES = ("random", "expert", "hashmap", "replay")
+REFERENCE_POLICIES = ("random", "expert", "hashmap", "replay", "decoder", "query-only")
 #: ``package.module:factory`` (the factory may be a dotted attribute path).
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -51,7 +58,7 @@ class PolicyInfo:
     """How a policy is described in every evaluation record."""
 
     policy: str
-    """random, expert, hashmap, replay, transformer, no-context (a model trained with mode none),
+    """random, expert, hashmap, replay, decoder, query-only, transformer, no-context (a model trained with mode none),
     or the import path of a policy trajbench did not train (package.module:factory)."""
     policy_version: str = __version__
     """The policy's version: trajbench's for its own policies, else its package's __version__
@@ -81,7 +88,8 @@ def load_policy(
     """The policy ``spec`` names, ready to act on families with ``encoding``.
 
     Args:
-        spec: ``random``, ``expert``, ``hashmap``, ``replay``, a model directory, or
+        spec: ``random``, ``expert``, ``hashmap``, ``replay``, ``decoder``, ``query-only``, a
+            model directory, or
             ``package.module:factory``.
         encoding: The observation encoding of the families it will act on.
         seed: Seed of the policy's own randomness (random actions, sampling, wrong missions).
@@ -106,6 +114,8 @@ def load_policy(
             "expert": ExpertPolicy,
             "hashmap": lambda: HashmapPolicy(n_actions, seed),
             "replay": lambda: ReplayPolicy(n_actions, seed),
+            "decoder": DecoderPolicy,
+            "query-only": QueryOnlyPolicy,
         }[spec]()
         return reference, PolicyInfo(policy=spec)
     if not Path(spec).is_dir():

@@ -109,7 +109,7 @@ class Group:
     decoy_eval: bool = False
     """Also evaluate every full-instruction model and reference policy with decoy missions on
     the query (the instruction ablation's conflict test; BabyAI families)."""
-    baselines: tuple[str, ...] = ("random", "hashmap", "replay", "expert")
+    baselines: tuple[str, ...] = ("random", "hashmap", "replay", "decoder", "expert")
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ def _architectures(name: str, env: str, n_train: int, n_test: int, steps: int, k
         train=train_template(steps=steps, k=k, **_ARCHITECTURE_MODEL),
         eval=eval_template(ks=(0, 1, k)),
         conditions=cross(("bursty",), backbones=ARCHITECTURES),
-        baselines=("random", "hashmap", "replay"),
+        baselines=("random", "hashmap", "replay", "decoder"),
     )
 
 
@@ -260,7 +260,7 @@ PRESETS: dict[str, Preset] = {
                 train=train_template(steps=40, d_model=32),
                 eval=eval_template(ks=(0, 2), episodes=2),
                 conditions=cross(("bursty", "none")),
-                baselines=("random", "hashmap", "replay"),
+                baselines=("random", "hashmap", "replay", "decoder"),
             ),
         ),
         seeds=(0, 1),

@@ -46,6 +46,13 @@ def render_markdown(
             flag = " — saturated at this preset" if saturated(same) else ""
             lines += [f"### {family} — {split.replace('_', ' ')}{flag}", ""]
             lines += _kshot_table(ft)
+            if ft["normalized"].notna().any():
+                lines += [
+                    "Normalized, (success - random) / (decoder - random): 0 is random, 1 the "
+                    "in-context decoder (the bar).",
+                    "",
+                    *_kshot_table(ft, normalized=True),
+                ]
             lines += _readings(cs, family, split, kmax)
         lines += _instructions(grecords, gt, cs)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
@@ -56,13 +63,18 @@ def _ci(row, metric: str = "success") -> str:
     return f"{row[f'{metric}_mean']:.2f} [{row[f'{metric}_ci_low']:.2f}, {row[f'{metric}_ci_high']:.2f}]"
 
 
+def _norm(row) -> str:
+    return "—" if pd.isna(row["normalized"]) else f"{row['normalized']:.2f}"
+
+
 def _sort_key(label: str) -> tuple:
     base = label.split("/")[0].split(" ")[0]
     return (_ORDER.index(base) if base in _ORDER else len(_ORDER), label)
 
 
-def _kshot_table(ft: pd.DataFrame) -> list[str]:
-    """Rows: condition x format x support; columns: K; cells: mean success [95% CI]."""
+def _kshot_table(ft: pd.DataFrame, normalized: bool = False) -> list[str]:
+    """Rows: condition x format x support; columns: K; cells: mean success [95% CI] (or its
+    normalized score)."""
     ks = sorted(ft["k"].unique())
     lines = [
         "| condition | format | support | " + " | ".join(f"K={k}" for k in ks) + " |",
@@ -70,7 +82,7 @@ def _kshot_table(ft: pd.DataFrame) -> list[str]:
     ]
     body = []
     for (label, fmt, support), rows in ft.groupby(["label", "format", "support"]):
-        by_k = {int(r["k"]): _ci(r) for r in rows.to_dict("records")}
+        by_k = {int(r["k"]): _norm(r) if normalized else _ci(r) for r in rows.to_dict("records")}
         cells = " | ".join(by_k.get(int(k), "—") for k in ks)
         body.append((_sort_key(label), fmt, support, f"| {label} | {fmt} | {support} | {cells} |"))
     return [*lines, *(row[-1] for row in sorted(body)), ""]

@@ -35,9 +35,13 @@ CONDITION = [
     "eval_instruction",
 ]
 #: Reference policies: no training condition.
-REFERENCES = ("random", "hashmap", "replay", "expert")
+REFERENCES = ("random", "hashmap", "replay", "decoder", "query-only", "expert")
 #: The copy baselines a model must beat.
 COPY_BASELINES = ("hashmap", "replay")
+#: The bar: the best non-learning reader of the demonstrations (``trajbench.baselines.decoder``).
+BAR = "decoder"
+#: What a normalized score is matched on: the same table cell (group, family, split, K, support).
+NORMALIZED_KEYS = ["group", "family", "eval_split", "k", "support"]
 #: A table whose best three entries (the expert excluded) all reach this is saturated.
 SATURATION = 0.97
 
@@ -93,7 +97,25 @@ def conditions_table(records: pd.DataFrame) -> pd.DataFrame:
         cols = ["decoy_success_mean", "decoy_success_ci_low", "decoy_success_ci_high"]
         table = table.merge(decoy[[*keys, *cols]], on=keys, how="left")
     params = records.groupby(keys)["model_params"].max().reset_index()
-    return table.merge(params, on=keys)
+    return normalized(table.merge(params, on=keys))
+
+
+def normalized(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``normalized``: (success - random) / (decoder - random) of the same cell
+    (:data:`NORMALIZED_KEYS`; the references' common format, decoys aside). NaN where either
+    reference is missing or the decoder does not beat random."""
+    refs = table[(table["format"] == "common") & (table["eval_instruction"] != "decoy")]
+
+    def ref(policy: str) -> pd.DataFrame:
+        rows = refs[refs["policy"] == policy]
+        return rows.groupby(NORMALIZED_KEYS)["success_mean"].mean().rename(policy).reset_index()
+
+    both = table.merge(ref("random"), on=NORMALIZED_KEYS, how="left").merge(
+        ref(BAR), on=NORMALIZED_KEYS, how="left"
+    )
+    span = both[BAR] - both["random"]
+    score = (both["success_mean"] - both["random"]) / span.where(span > 0)
+    return table.assign(normalized=score.to_numpy())
 
 
 @dataclass
