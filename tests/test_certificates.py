@@ -30,7 +30,11 @@ def test_classify_uses_the_margin_on_the_difference():
 
 @pytest.mark.parametrize(
     ("env_id", "levels"),
-    [("trajbench/DarkRoom-v0", 16), ("trajbench/DarkSequence-v0", 24), ("trajbench/FourRooms-v1", 4)],
+    [
+        ("trajbench/DarkRoom-v0", 16),
+        ("trajbench/DarkSequence-v0", 24),
+        ("trajbench/FourRooms-v1", 4),
+    ],
 )
 def test_stored_certificate_matches_a_fresh_small_sample(env_id, levels):
     """A fresh, smaller sample (other seed) lands near the stored figures and in the same class."""
