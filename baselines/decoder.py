@@ -23,6 +23,9 @@ grid's moves; MiniGrid's :class:`~trajbench.envs.minigrid_planner.GridPlanner`),
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from minigrid.core.actions import Actions
 
@@ -121,7 +124,11 @@ class DecoderPolicy(Policy):
 
     name = "decoder"
 
-    def __init__(self) -> None:
+    def __init__(self, read: Callable[[Any, RowContext], list] | None = None) -> None:
+        """``read(env, row)``: the plan of a row (cells to visit, or MiniGrid steps); default:
+        the family's ``demo_decoder`` on the row's demonstrations. Analyses pass other readers
+        (e.g. the chain decoder of shuffled steps, :mod:`trajbench.analysis.order`)."""
+        self.read = read or self._plan
         self.fallback = QueryOnlyPolicy()
         self.rows: list[RowContext] = []
 
@@ -138,7 +145,7 @@ class DecoderPolicy(Policy):
         for j, i in enumerate(rows.tolist()):
             env = envs[j].unwrapped
             if self.plans[i] is None:
-                self.plans[i] = self._plan(env, self.rows[i])
+                self.plans[i] = self.read(env, self.rows[i])
             plan = self.plans[i]
             if not plan:
                 lost.append(j)
@@ -172,7 +179,8 @@ class DecoderPolicy(Policy):
         if self.done[i] == len(plan):
             return int(step_toward(np.asarray(pos), np.asarray(plan[-1])))  # stay on the last
         k = int(self.done[i])
-        return dark_step(np.asarray(pos), plan[k], list(plan[k + 1 :]), env.size)
+        ahead = [c for c in plan[k + 1 :] if c != plan[k] and c not in plan[:k]]
+        return dark_step(np.asarray(pos), plan[k], ahead, env.size)
 
     def _minigrid(self, i: int, plan: list[Step], env) -> int:
         if self.done[i] >= len(plan):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import trajbench  # noqa: F401  (registers the families)
-from trajbench.analysis.certificates import expert_demos
+from trajbench.analysis.common import expert_demos
 from trajbench.baselines import DecoderPolicy, QueryOnlyPolicy
 from trajbench.baselines.demo_reading import localize, rewarded_cells
 from trajbench.envs import FAMILIES, family_class

@@ -32,18 +32,15 @@ from tqdm.auto import tqdm
 from trajbench.baselines import DecoderPolicy, QueryOnlyPolicy, RandomPolicy
 from trajbench.certificates import classify
 from trajbench.cliargs import parse_config
-from trajbench.collect import episode_seeds
-from trajbench.collect import rollout as play
-from trajbench.envs.demonstrators import Demonstrator
-from trajbench.envs.registration import env_ids
+from trajbench.envs.dark_grid import DarkGridEnv
+from trajbench.envs.registration import env_ids, family_class
 from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, resolve_env_id, sample_levels
 from trajbench.io import atomic_write_json, atomic_write_text
-from trajbench.policy import EpisodeRecord
 from trajbench.rollout import first_observations, rollout
 
-#: Seed offset of the demonstrations (the evaluation starts use ``seed`` itself).
-DEMO_SEED = 0xDE30
+from .common import expert_demos
+from .order import order_certificate
 
 
 @dataclass
@@ -62,6 +59,9 @@ class CertificatesConfig:
     """Numbers of demonstrations the decoder reads."""
     seed: int = 0
     """Seed of the evaluation starts and of the demonstrations."""
+    order_levels: int = 200
+    """Test levels of each order family for the chain decoder (0: skip;
+    :mod:`trajbench.analysis.order`)."""
     table: str = ""
     """Also write the JSON table here (the package's stored table is trajbench/certificates.json)."""
     progress: bool = True
@@ -82,20 +82,6 @@ def newest_versions(ids: list[str]) -> list[str]:
             best[name] = (int(version), env_id)
     keep = {env_id for _, env_id in best.values()}
     return [env_id for env_id in ids if env_id in keep]
-
-
-def expert_demos(env, level: int, k: int, seed: int) -> list[EpisodeRecord]:
-    """``k`` expert episodes of ``level``, played now (seeded by ``seed`` and the level)."""
-    demos = []
-    for index in range(k):
-        env_seed, rng = episode_seeds(seed + DEMO_SEED, level, index)
-        r = play(env, Demonstrator("expert", env, rng), level, env_seed)
-        demos.append(
-            EpisodeRecord(
-                r.obs.astype(np.uint8), r.actions, r.rewards.astype(np.float32), level, index
-            )
-        )
-    return demos
 
 
 def certify(env_id: str, cfg: CertificatesConfig) -> dict:
@@ -155,6 +141,16 @@ def success(policy, env_id, levels, contexts, avoid_from, cfg: CertificatesConfi
     return float(np.mean([r["success"] for r in out]))
 
 
+def order_families(ids: list[str]) -> list[str]:
+    """The families a chain decoder can read: dark grids whose decoder visits cells in order."""
+    out = []
+    for env_id in ids:
+        cls = family_class(env_id)
+        if issubclass(cls, DarkGridEnv) and cls.demo_decoder == "ordered_cells":
+            out.append(env_id)
+    return out
+
+
 def render(table: dict) -> str:
     """The certificates as a markdown table."""
     ks = table["config"]["ks"]
@@ -164,7 +160,32 @@ def render(table: dict) -> str:
         cells = [env_id.removeprefix("trajbench/"), str(c["levels"]), f"{c['random']:.2f}"]
         cells += [f"{c['query_only']:.2f}", *[f"{c['decoder'][str(k)]:.2f}" for k in ks]]
         lines.append("| " + " | ".join([*cells, f"{c['gap']:+.2f}", c["class"]]) + " |")
+    lines += _render_order(table.get("order", {}), ks)
     return "\n".join(lines) + f"\n\nCommand: `{table['command']}`\n"
+
+
+def _render_order(order: dict, ks: list[int]) -> list[str]:
+    if not order:
+        return []
+    ks = [k for k in ks if k >= 1]
+    head = [f"{kind} K={k}" for kind in ("ordered", "shuffled") for k in ks]
+    lines = [
+        "",
+        "Order: the chain decoder on whole demonstrations and on shuffled steps, against "
+        "the order-free oracle (knows the cells, draws their order).",
+        "",
+    ]
+    lines += ["| family | levels | " + " | ".join([*head, "oracle"]) + " |"]
+    lines += ["|" + "---|" * (len(head) + 3)]
+    for env_id, c in order.items():
+        cells = [f"{c[kind][str(k)]:.2f}" for kind in ("ordered", "shuffled") for k in ks]
+        oracle = np.mean(list(c["oracle"].values()))
+        lines.append(
+            f"| {env_id.removeprefix('trajbench/')} | {c['levels']} | "
+            + " | ".join([*cells, f"{oracle:.2f}"])
+            + " |"
+        )
+    return lines
 
 
 def compute(cfg: CertificatesConfig) -> dict:
@@ -175,9 +196,14 @@ def compute(cfg: CertificatesConfig) -> dict:
     families = {}
     for env_id in tqdm(ids, desc="certificates", disable=not cfg.progress):
         families[env_id] = certify(env_id, cfg)
+    order = {}
+    if cfg.order_levels:
+        ks = tuple(k for k in cfg.ks if k >= 1)
+        for env_id in tqdm(order_families(ids), desc="order", disable=not cfg.progress):
+            order[env_id] = order_certificate(env_id, cfg.order_levels, ks, cfg.seed)
     argv = [a for a in sys.argv[1:] if a]
     command = "trajbench " + shlex.join(argv) if argv else "trajbench analyze certificates"
-    return {"command": command, "config": asdict(cfg), "families": families}
+    return {"command": command, "config": asdict(cfg), "families": families, "order": order}
 
 
 def main(argv: list[str]) -> int:
