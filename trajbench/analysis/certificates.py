@@ -6,7 +6,8 @@ the registry are covered), on a seeded sample of its test levels:
 - ``query-only``: :class:`~trajbench.baselines.QueryOnlyPolicy`, no context;
 - ``decoder``: :class:`~trajbench.baselines.DecoderPolicy` with K expert demonstrations of the
   level (K = 0 is its query-only fallback), for each K of ``--ks``;
-- ``random``: the floor of the normalized scores.
+- ``random``: the floor of the normalized scores;
+- ``hashmap`` and ``replay``: the copy baselines, with the largest K.
 
 Each policy plays ``--episodes`` episodes per level from the same seeded starts, never one a
 demonstration started from. The demonstrations are fresh expert episodes of the level (seeded
@@ -29,7 +30,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from trajbench.baselines import DecoderPolicy, QueryOnlyPolicy, RandomPolicy
+from trajbench.baselines import (
+    DecoderPolicy,
+    HashmapPolicy,
+    QueryOnlyPolicy,
+    RandomPolicy,
+    ReplayPolicy,
+)
 from trajbench.certificates import classify
 from trajbench.cliargs import parse_config
 from trajbench.envs.dark_grid import DarkGridEnv
@@ -103,11 +110,18 @@ def certify(env_id: str, cfg: CertificatesConfig) -> dict:
     decoder = {str(k): score(DecoderPolicy(), k) for k in cfg.ks}
     query_only = score(QueryOnlyPolicy(), 0)
     random = score(RandomPolicy(n_actions, cfg.seed), 0)
+    kmax = max(cfg.ks)
+    copies = {
+        "hashmap": score(HashmapPolicy(n_actions, cfg.seed), kmax),
+        "replay": score(ReplayPolicy(n_actions, cfg.seed), kmax),
+    }
     best = max((v for k, v in decoder.items() if int(k) >= 1), default=decoder[str(cfg.ks[0])])
     return {
         "query_only": query_only,
         "decoder": decoder,
         "random": random,
+        "copy_k": kmax,
+        **copies,
         "gap": best - query_only,
         "class": classify(query_only, best),
         "levels": len(levels),
@@ -154,11 +168,14 @@ def order_families(ids: list[str]) -> list[str]:
 def render(table: dict) -> str:
     """The certificates as a markdown table."""
     ks = table["config"]["ks"]
+    kmax = max(ks)
     head = ["family", "levels", "random", "query-only", *[f"decoder K={k}" for k in ks]]
+    head += [f"hashmap K={kmax}", f"replay K={kmax}"]
     lines = ["| " + " | ".join([*head, "gap", "class"]) + " |", "|" + "---|" * (len(head) + 2)]
     for env_id, c in table["families"].items():
         cells = [env_id.removeprefix("trajbench/"), str(c["levels"]), f"{c['random']:.2f}"]
         cells += [f"{c['query_only']:.2f}", *[f"{c['decoder'][str(k)]:.2f}" for k in ks]]
+        cells += [f"{c[name]:.2f}" if name in c else "—" for name in ("hashmap", "replay")]
         lines.append("| " + " | ".join([*cells, f"{c['gap']:+.2f}", c["class"]]) + " |")
     lines += _render_order(table.get("order", {}), ks)
     return "\n".join(lines) + f"\n\nCommand: `{table['command']}`\n"
