@@ -34,6 +34,7 @@ from trajbench.envs.dark_sequence import distance_fields
 from trajbench.envs.levels import DEMO_DECODERS, QUERY_SOLVERS
 from trajbench.envs.minigrid_planner import GridPlanner
 from trajbench.policy import Policy, RowContext
+from trajbench.records import DECODER, QUERY_ONLY
 
 from .demo_reading import Step, dark_plan, minigrid_plan
 
@@ -64,7 +65,7 @@ def family_attr(env, name: str, known: tuple[str, ...]) -> str:
 class QueryOnlyPolicy(Policy):
     """The family's best solver without context (see the module docstring)."""
 
-    name = "query-only"
+    name = QUERY_ONLY
 
     def begin(self, rows: list[RowContext]) -> None:
         self.state: list[dict | None] = [None] * len(rows)
@@ -122,7 +123,7 @@ class QueryOnlyPolicy(Policy):
 class DecoderPolicy(Policy):
     """Go where the level's demonstrations went (see the module docstring)."""
 
-    name = "decoder"
+    name = DECODER
 
     def __init__(self, read: Callable[[Any, RowContext], list] | None = None) -> None:
         """``read(env, row)``: the plan of a row (cells to visit, or MiniGrid steps); default:

@@ -20,6 +20,7 @@ from .certificates import stored_certificates
 from .cliargs import parse_config
 from .envs.registration import env_ids
 from .families import make_env
+from .records import DECODER
 
 
 @dataclass
@@ -80,9 +81,9 @@ def certificate_info(env_id: str) -> dict[str, Any]:
     query-only and best decoder (K >= 1) success; class "uncertified" where the table has none."""
     entry = stored_certificates()["families"].get(env_id)
     if entry is None:
-        return {"class": "uncertified", "query_only": None, "decoder": None}
-    best = max(v for k, v in entry["decoder"].items() if int(k) >= 1)
-    return {"class": entry["class"], "query_only": entry["query_only"], "decoder": best}
+        return {"class": "uncertified", "query_only": None, DECODER: None}
+    best = max(v for k, v in entry[DECODER].items() if int(k) >= 1)
+    return {"class": entry["class"], "query_only": entry["query_only"], DECODER: best}
 
 
 def envs_main(argv: list[str] | None = None) -> int:
@@ -116,8 +117,8 @@ def envs_main(argv: list[str] | None = None) -> int:
     cells = [[str(h) for h in headers.values()]]
     for row in rows:
         shown = {**row, "version": f"v{row['version']}", "certificate": "—"}
-        if row["decoder"] is not None:
-            shown["certificate"] = f"{row['query_only']:.2f} / {row['decoder']:.2f}"
+        if row[DECODER] is not None:
+            shown["certificate"] = f"{row['query_only']:.2f} / {row[DECODER]:.2f}"
         if row["version_note"]:
             shown["version"] += f", {row['version_note']}"
         cells.append(

@@ -44,10 +44,11 @@ from trajbench.envs.registration import env_ids, family_class
 from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, resolve_env_id, sample_levels
 from trajbench.io import atomic_write_json, atomic_write_text
+from trajbench.records import COPY_BASELINES, DECODER, HASHMAP, QUERY_ONLY, REPLAY
 from trajbench.rollout import first_observations, rollout
 
 from .common import expert_demos
-from .order import order_certificate
+from .order import READERS, order_certificate
 
 
 @dataclass
@@ -112,13 +113,13 @@ def certify(env_id: str, cfg: CertificatesConfig) -> dict:
     random = score(RandomPolicy(n_actions, cfg.seed), 0)
     kmax = max(cfg.ks)
     copies = {
-        "hashmap": score(HashmapPolicy(n_actions, cfg.seed), kmax),
-        "replay": score(ReplayPolicy(n_actions, cfg.seed), kmax),
+        HASHMAP: score(HashmapPolicy(n_actions, cfg.seed), kmax),
+        REPLAY: score(ReplayPolicy(n_actions, cfg.seed), kmax),
     }
     best = max((v for k, v in decoder.items() if int(k) >= 1), default=decoder[str(cfg.ks[0])])
     return {
         "query_only": query_only,
-        "decoder": decoder,
+        DECODER: decoder,
         "random": random,
         "copy_k": kmax,
         **copies,
@@ -169,13 +170,13 @@ def render(table: dict) -> str:
     """The certificates as a markdown table."""
     ks = table["config"]["ks"]
     kmax = max(ks)
-    head = ["family", "levels", "random", "query-only", *[f"decoder K={k}" for k in ks]]
-    head += [f"hashmap K={kmax}", f"replay K={kmax}"]
+    head = ["family", "levels", "random", f"{QUERY_ONLY}", *[f"{DECODER} K={k}" for k in ks]]
+    head += [f"{HASHMAP} K={kmax}", f"{REPLAY} K={kmax}"]
     lines = ["| " + " | ".join([*head, "gap", "class"]) + " |", "|" + "---|" * (len(head) + 2)]
     for env_id, c in table["families"].items():
         cells = [env_id.removeprefix("trajbench/"), str(c["levels"]), f"{c['random']:.2f}"]
-        cells += [f"{c['query_only']:.2f}", *[f"{c['decoder'][str(k)]:.2f}" for k in ks]]
-        cells += [f"{c[name]:.2f}" if name in c else "—" for name in ("hashmap", "replay")]
+        cells += [f"{c['query_only']:.2f}", *[f"{c[DECODER][str(k)]:.2f}" for k in ks]]
+        cells += [f"{c[name]:.2f}" if name in c else "—" for name in COPY_BASELINES]
         lines.append("| " + " | ".join([*cells, f"{c['gap']:+.2f}", c["class"]]) + " |")
     lines += _render_order(table.get("order", {}), ks)
     return "\n".join(lines) + f"\n\nCommand: `{table['command']}`\n"
@@ -185,7 +186,7 @@ def _render_order(order: dict, ks: list[int]) -> list[str]:
     if not order:
         return []
     ks = [k for k in ks if k >= 1]
-    head = [f"{kind} K={k}" for kind in ("ordered", "shuffled") for k in ks]
+    head = [f"{kind} K={k}" for kind in READERS[:2] for k in ks]
     lines = [
         "",
         "Order: the chain decoder on whole demonstrations and on shuffled steps, against "
@@ -195,7 +196,7 @@ def _render_order(order: dict, ks: list[int]) -> list[str]:
     lines += ["| family | levels | " + " | ".join([*head, "oracle"]) + " |"]
     lines += ["|" + "---|" * (len(head) + 3)]
     for env_id, c in order.items():
-        cells = [f"{c[kind][str(k)]:.2f}" for kind in ("ordered", "shuffled") for k in ks]
+        cells = [f"{c[kind][str(k)]:.2f}" for kind in READERS[:2] for k in ks]
         oracle = np.mean(list(c["oracle"].values()))
         lines.append(
             f"| {env_id.removeprefix('trajbench/')} | {c['levels']} | "

@@ -27,6 +27,7 @@ import numpy as np
 
 from trajbench.baselines import DecoderPolicy
 from trajbench.baselines.demo_reading import dark_plan
+from trajbench.contexts.modes import SHUFFLED
 from trajbench.envs.dark_fetch import DarkFetchEnv, tour
 from trajbench.envs.dark_grid import move
 from trajbench.families import make_env, sample_levels
@@ -35,7 +36,9 @@ from trajbench.rollout import first_observations, rollout
 
 from .common import expert_demos
 
-READERS = ("ordered", "shuffled", "oracle")
+ORDERED, ORACLE = "ordered", "oracle"
+#: The readers: whole demonstrations, the chain decoder of shuffled steps, the order-free oracle.
+READERS = (ORDERED, SHUFFLED, ORACLE)
 
 
 def pooled_steps(demos: list[EpisodeRecord], rng: np.random.Generator) -> EpisodeRecord:
@@ -101,10 +104,10 @@ def reader(kind: str, seed: int):
 
     def read(env, row):
         demos = row.episodes
-        if kind == "ordered":
+        if kind == ORDERED:
             return dark_plan(demos, env.size)
         hub = (tuple(env.hub.tolist()),) if isinstance(env, DarkFetchEnv) else ()
-        if kind == "shuffled":
+        if kind == SHUFFLED:
             return _plan(env, chain_order(pooled_steps(demos, rng), env.size, rng, hub))
         cells = [c for c in dark_plan(demos, env.size) if c not in hub]
         cells = list(dict.fromkeys(cells))  # the set, in first-seen order

@@ -30,14 +30,23 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from trajbench.report.tables import BAR, COPY_BASELINES, saturated
+from trajbench.records import (
+    BAR,
+    COMMON,
+    COPY_BASELINES,
+    MATCHED,
+    RANDOM,
+    TEST_FAMILIES,
+    TEST_LEVELS,
+)
+from trajbench.report.tables import saturated
 from trajbench.suite import SUITE_VERSIONS
 
 from .schema import SCHEMA_VERSION, Aggregate, AggregateV1, Entry, schema_of
 
-SPLIT_TITLES = {"test_levels": "held-out levels", "test_families": "held-out family"}
+SPLIT_TITLES = {TEST_LEVELS: "held-out levels", TEST_FAMILIES: "held-out family"}
 #: (support, format) of the ranked score, the no-support score and the matched-format score.
-SAME, OTHER, MATCHED = ("same", "common"), ("other", "common"), ("same", "matched")
+SAME, OTHER, MATCHED = ("same", COMMON), ("other", COMMON), ("same", MATCHED)
 
 
 @dataclass
@@ -123,11 +132,11 @@ class Table:
         refs = {
             r.sub.model.policy: r.same.success
             for r in self.ranked
-            if r.sub.model.policy in ("random", BAR)
+            if r.sub.model.policy in (RANDOM, BAR)
         }
-        if row.same is None or len(refs) < 2 or refs[BAR] <= refs["random"]:
+        if row.same is None or len(refs) < 2 or refs[BAR] <= refs[RANDOM]:
             return None
-        return (row.same.success - refs["random"]) / (refs[BAR] - refs["random"])
+        return (row.same.success - refs[RANDOM]) / (refs[BAR] - refs[RANDOM])
 
     @property
     def presets(self) -> list[str]:
