@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import trajbench  # noqa: F401  (registers the families)
-from trajbench.analysis.certificates import CertificatesConfig, certify, newest_versions
+from trajbench.analysis.certificates import (
+    CertificatesConfig,
+    certify,
+    merged,
+    newest_versions,
+)
 from trajbench.catalog import family_info
 from trajbench.certificates import HEADLINE_MARGIN, classify, stored_certificates
 from trajbench.envs.registration import env_ids
+from trajbench.errors import TrajbenchError
 
 STORED = stored_certificates()["families"]
 
@@ -17,7 +25,8 @@ def test_the_stored_table_covers_the_newest_version_of_every_family():
     missing = sorted(set(newest_versions(env_ids())) - set(STORED))
     assert not missing, (
         f"no certificate for {missing}: run `trajbench analyze certificates --levels 40 "
-        "--table trajbench/certificates.json` (see docs/certificates.md)"
+        f"--families {' '.join(missing)} --table trajbench/certificates.json` (it keeps the other "
+        "families; see docs/certificates.md)"
     )
     assert stored_certificates()["command"].startswith("trajbench analyze certificates")
 
@@ -50,3 +59,17 @@ def test_envs_shows_the_class():
     info = family_info("trajbench/DarkRoom-v0")
     assert info["class"] == STORED["trajbench/DarkRoom-v0"]["class"]
     assert info["demo_decoder"] == "goal_cell"
+
+
+def test_a_table_keeps_the_families_a_run_did_not_measure(tmp_path):
+    path = tmp_path / "certificates.json"
+    path.write_text(
+        json.dumps({"command": "old", "families": {"a": {"gap": 0.1}, "b": {"gap": 0.2}}})
+    )
+    new = {"command": "new", "config": {}, "families": {"b": {"gap": 0.5}}, "order": {}}
+    out = merged(str(path), new)
+    assert out["families"] == {"a": {"gap": 0.1}, "b": {"gap": 0.5}}
+    assert out["command"] == "new"
+    path.write_text("not json")
+    with pytest.raises(TrajbenchError, match="not a certificates table"):
+        merged(str(path), new)

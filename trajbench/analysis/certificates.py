@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -71,7 +72,8 @@ class CertificatesConfig:
     """Test levels of each order family for the chain decoder (0: skip;
     :mod:`trajbench.analysis.order`)."""
     table: str = ""
-    """Also write the JSON table here (the package's stored table is trajbench/certificates.json)."""
+    """Also write the JSON table here, keeping the families of a table already there that this
+    run did not measure (the package's stored table is trajbench/certificates.json)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -221,7 +223,26 @@ def compute(cfg: CertificatesConfig) -> dict:
             order[env_id] = order_certificate(env_id, cfg.order_levels, ks, cfg.seed)
     argv = [a for a in sys.argv[1:] if a]
     command = "trajbench " + shlex.join(argv) if argv else "trajbench analyze certificates"
+    for entry in [*families.values(), *order.values()]:
+        entry["command"] = command
     return {"command": command, "config": asdict(cfg), "families": families, "order": order}
+
+
+def merged(path: str, table: dict) -> dict:
+    """``table`` over the table already at ``path``: its families and order families are replaced,
+    the others kept (each entry names the command that measured it), so certifying new families
+    does not remeasure the rest."""
+    if not Path(path).exists():
+        return table
+    try:
+        old = json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise TrajbenchError(f"{path} is not a certificates table: {err}") from None
+    return {
+        **table,
+        "families": {**old.get("families", {}), **table["families"]},
+        "order": {**old.get("order", {}), **table["order"]},
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -237,6 +258,6 @@ def main(argv: list[str]) -> int:
         atomic_write_json(out / "certificates.json", table)
         atomic_write_text(out / "certificates.md", markdown)
     if cfg.table:
-        atomic_write_json(cfg.table, table)
+        atomic_write_json(cfg.table, merged(cfg.table, table))
     print(markdown)
     return 0
