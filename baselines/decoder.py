@@ -132,6 +132,8 @@ class DecoderPolicy(Policy):
         self.read = read or self._plan
         self.fallback = QueryOnlyPolicy()
         self.rows: list[RowContext] = []
+        # Plans by (family, level, demonstrations): a row's later episodes reuse its plan.
+        self.cache: dict[tuple, list] = {}
 
     def begin(self, rows: list[RowContext]) -> None:
         self.rows = rows
@@ -146,7 +148,12 @@ class DecoderPolicy(Policy):
         for j, i in enumerate(rows.tolist()):
             env = envs[j].unwrapped
             if self.plans[i] is None:
-                self.plans[i] = self.read(env, self.rows[i])
+                row = self.rows[i]
+                demos = [(ep.obs.tobytes(), ep.actions.tobytes()) for ep in row.episodes]
+                key = (row.env_id, row.level, hash(tuple(demos)))
+                if key not in self.cache:
+                    self.cache[key] = self.read(env, row)
+                self.plans[i] = self.cache[key]
             plan = self.plans[i]
             if not plan:
                 lost.append(j)
