@@ -47,6 +47,7 @@ from trajbench.io import atomic_write_json, remove_stale_temporaries, write_parq
 from trajbench.provenance import cores, git_commit, hardware
 from trajbench.report import write_report
 
+from .ensemble import ensembles, train_ensemble
 from .evaluate import EvalConfig, evaluate
 from .launch import (
     Launcher,
@@ -60,7 +61,7 @@ from .launch import (
 )
 from .presets import PRESETS, Condition, DataSpec, Group, Preset
 from .render import write_episode_gifs
-from .train import train
+from .train import TrainConfig, train
 
 PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]  (the registered presets)
 
@@ -90,6 +91,10 @@ class RunConfig:
     """Submission knobs of --launcher slurm (and local)."""
     progress: bool = True
     """Show progress bars."""
+    ensemble: Literal["auto", "on", "off"] = "auto"
+    """Train the models of a group that share a model shape (conditions x seeds) in one process
+    as one batched ensemble, each as if alone (trajbench.pipeline.ensemble): on, off, or auto (on
+    CUDA, where one small model leaves the card idle; off on the CPU, where it does not pay)."""
     dry_run: bool = False
     """Run nothing: print each group's jobs, training tokens and FLOPs, evaluation episodes and
     the estimated training time on this CPU and on a GPU (trajbench.pipeline.sizing)."""
@@ -322,28 +327,35 @@ def eval_formats(base: EvalConfig, instruction: str) -> tuple[str, ...]:
 
 def _trained(job: Job, out: Path, device: str, compile_model: bool) -> Path:
     """The job's model directory, trained (or resumed) unless it is there."""
-    g, c = job.group, job.condition
     model_dir = job.directory(out) / "model"
     if not model_dir.exists():
-        context = replace(
-            g.train.context, mode=c.mode, p_bursty=c.p_bursty, instruction=c.instruction
-        )
-        model = replace(g.train.model, backbone=c.backbone or g.train.model.backbone)
-        train(
-            replace(
-                g.train,
-                model=model,
-                data=tuple(str(data_dir(out, s)) for s in g.train_data),
-                out=str(job.directory(out)),
-                context=context,
-                seed=job.seed,
-                device=device,
-                compile=compile_model,
-                resume=True,
-                progress=False,
-            )
-        )
+        train(job_train_config(job, out, device, compile_model))
     return model_dir
+
+
+def job_train_config(job: Job, out: Path, device: str, compile_model: bool) -> TrainConfig:
+    """The ``trajbench train`` config of a training job (resuming its checkpoint)."""
+    g, c = job.group, job.condition
+    context = replace(g.train.context, mode=c.mode, p_bursty=c.p_bursty, instruction=c.instruction)
+    return replace(
+        g.train,
+        model=replace(g.train.model, backbone=c.backbone or g.train.model.backbone),
+        data=tuple(str(data_dir(out, s)) for s in g.train_data),
+        out=str(job.directory(out)),
+        context=context,
+        seed=job.seed,
+        device=device,
+        compile=compile_model,
+        resume=True,
+        progress=False,
+    )
+
+
+def _ensemble_entry(args) -> None:
+    cfgs, threads = args
+    if threads:
+        torch.set_num_threads(threads)
+    train_ensemble(cfgs)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -425,6 +437,11 @@ def run(cfg: RunConfig) -> Path:
         check_heldout_solvable(group, out)
 
     jobs = jobs_of(preset, seeds)
+    if cfg.ensemble == "on" or (cfg.ensemble == "auto" and device.type == "cuda"):
+        untrained = [j for j in jobs if j.condition and not (j.directory(out) / "model").exists()]
+        cfgs = [job_train_config(j, out, job_device, preset.compile) for j in untrained]
+        if groups := ensembles(cfgs):
+            launcher.map(_ensemble_entry, [(g, threads) for g in groups], "train ensembles")
     run_jobs(
         jobs, out, launcher, job_device, preset.compile, threads, f"{preset.name}: train + evaluate"
     )
