@@ -58,6 +58,10 @@ def test_the_end_to_end_estimate(tmp_path, monkeypatch):
     assert "| gpu end to end <= 5 min | 20 min (misses): collect 2 min + train 17 min + " in text
     assert "evaluate 2 s |" in text and "160,000 env steps/s" in text
     assert "collection 800 episodes/s" in text and "16,000 env steps/s on X" in text
+    # Training may take 300 - 150 - 1.8 s; 1005 s even with no step floor.
+    assert "| shortest ensemble step that meets it | not reachable by a shorter step |" in text
     fast = [size(1.5e15, 1000.0), size(1.5e15, 1000.0)]
     text = render_targets(PresetSize(PRESETS["gpu"], (0,), 1, fast, BASIS, 12, 16000, 4))
     assert "| gpu end to end <= 5 min | 1 min (meets): collect 1 s + train 1 min + " in text
+    # 300 - 1 - 1.8 = 297.2 s for 2 x 1500 steps: a floor up to 99.1 ms.
+    assert "| shortest ensemble step that meets it | <= 99.1 ms |" in text

@@ -55,6 +55,24 @@ def ensemble_train_s(group: Group, size: GroupSize, peak: float, min_step_s: flo
     return size.steps * max(size.training_flops / size.steps / (peak * ENSEMBLE_MFU), min_step_s)
 
 
+def floor_needed(
+    pairs: list[tuple[Group, GroupSize]], peak: float, budget_s: float
+) -> float | None:
+    """The longest shortest-step (seconds) with which ensemble training of ``pairs`` fits in
+    ``budget_s`` (None: it does not fit even with no floor at all)."""
+
+    def train_s(floor: float) -> float:
+        return sum(ensemble_train_s(g, s, peak, floor) for g, s in pairs)
+
+    if train_s(0.0) > budget_s:
+        return None
+    low, high = 0.0, 1.0
+    for _ in range(60):  # bisection: train_s grows with the floor
+        mid = (low + high) / 2
+        low, high = (mid, high) if train_s(mid) <= budget_s else (low, mid)
+    return low
+
+
 def today_rollout_steps_s(path: str | os.PathLike | None = None) -> tuple[float, str]:
     """Cached rollout env steps/s measured by ``gpu_check.sh`` and its card, or (nan, "")."""
     from .sizing import MEASURED_FILE  # here: sizing imports this module
@@ -76,15 +94,21 @@ def render_targets(size: PresetSize) -> str:
     rollout = ROLLOUT_SPEEDUP * today
     collect_rate = min(g.collect_episodes_per_cpu_s for g in size.groups) * BOX_CORES
     collect_s = size.collect_episodes / collect_rate
-    train_s = sum(
-        ensemble_train_s(g, s, basis.peak_flops, basis.min_step_s)
-        for g, s in zip(size.preset.groups, size.groups, strict=True)
-    )
+    pairs = list(zip(size.preset.groups, size.groups, strict=True))
+    train_s = sum(ensemble_train_s(g, s, basis.peak_flops, basis.min_step_s) for g, s in pairs)
     eval_s = sum(s.eval_episodes * s.episode_steps for s in size.groups) / rollout
     total = collect_s + train_s + eval_s
     target = END_TO_END_TARGET_S.get(size.preset.name)
     verdict = "n/a" if target is None else ("meets" if total <= target else "misses")
     today_text = f"{today:,.0f} env steps/s on {card}" if card else "not measured"
+    rows = []
+    if target is not None:
+        floor = floor_needed(pairs, basis.peak_flops, target - collect_s - eval_s)
+        needed = "not reachable by a shorter step" if floor is None else f"<= {floor * 1e3:.1f} ms"
+        rows.append(
+            f"| shortest ensemble step that meets it | {needed} | the rest as above; the "
+            f"step floor assumed: {basis.min_step_s * 1e3:.1f} ms (one model, {basis.source}) |"
+        )
     return "\n".join(
         [
             "",
@@ -104,5 +128,6 @@ def render_targets(size: PresetSize) -> str:
             f"{collect_rate:,.0f} episodes/s ({BOX_CORES} cores at the rate measured here, "
             f"{size.collect_episodes:,} episodes); training as ensembles at the assumed MFU, a "
             f"step >= {basis.min_step_s * 1e3:.1f} ms; evaluation at the assumed rollout rate |",
+            *rows,
         ]
     )
