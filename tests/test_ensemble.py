@@ -74,7 +74,7 @@ def rows(run: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("backbone", ["llama", "gpt2"])
+@pytest.mark.parametrize("backbone", ["llama", "gpt2", "mamba2"])
 def test_a_member_is_the_model_trained_alone(store, tmp_path, backbone):
     together = configs(store, tmp_path / "ensemble", backbone)
     alone = configs(store, tmp_path / "alone", backbone)
