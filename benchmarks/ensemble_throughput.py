@@ -7,7 +7,9 @@ member's batch) of:
   takes: every member's forward in one ``vmap`` over stacked weights, per-member clipping, one
   AdamW over the stacked weights;
 - separate: each member alone with :class:`trajbench.pipeline.train.TrainStep`, the step
-  ``trajbench train`` takes, the members one after another (one model per job).
+  ``trajbench train`` takes, the members one after another (one model per job); only the first
+  ``--alone`` members (4), since one job's throughput does not depend on how many there are and
+  compiling 25 models one by one would take the whole run.
 
 Members differ in seed and context mode (bursty / shuffled, alternating); their batches are built
 before the clock starts. Rounds alternate which side goes first; the ratio is the median of the
@@ -76,6 +78,13 @@ def main() -> None:
         default="none",
         help="torch.compile both sides' forward passes in this mode",
     )
+    parser.add_argument(
+        "--alone",
+        type=int,
+        default=4,
+        help="members the separate side trains (one after another; each is one job's model, so "
+        "its tokens/s does not depend on how many: fewer keep compiling short)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures to this file")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     parser.add_argument("--device", default="auto")
@@ -97,6 +106,7 @@ def main() -> None:
     )
     batch_size = args.batch_size or (group.train.batch_size if group else 32)
     M, n, warm = args.members, args.steps, 3 if args.compile_mode != "none" else 1
+    alone = max(1, min(args.alone, M))
     print(describe_torch(device))
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +129,6 @@ def main() -> None:
             )
         tokens = [[batch_tensors(b, device) for b in row] for row in batches]
         norms = [[max(int(b.loss_mask.sum()), 1) for b in row] for row in batches]
-        counted = sum(int((~b.pad).sum()) for row in batches for b in row[warm:])
         stacked_tokens = [stack_tokens([tokens[m][s] for m in range(M)]) for s in range(warm + n)]
         stacked_norms = [
             torch.tensor([norms[m][s] for m in range(M)], dtype=torch.float32).to(device)
@@ -142,8 +151,10 @@ def main() -> None:
             torch.manual_seed(cfg.seed)
             return TrajectoryTransformer(cfg.model, store.encoding, vocab).to(device)
 
-        def timed(run_step) -> tuple[float, float]:
-            """(tokens per wall second, tokens per CPU-second) of the timed steps."""
+        def timed(run_step, members: int) -> tuple[float, float]:
+            """(tokens per wall second, tokens per CPU-second) of the timed steps of the first
+            ``members`` members."""
+            counted = sum(int((~b.pad).sum()) for row in batches[:members] for b in row[warm:])
             for s in range(warm):
                 run_step(s)
             sync()
@@ -159,12 +170,12 @@ def main() -> None:
             stacked = Stacked(models, optimizers, base, device)
             stacked.forward = compiled(stacked.forward)
             return timed(
-                lambda s: stacked(stacked_tokens[s], stacked_norms[s], learning_rate(s, base))
+                lambda s: stacked(stacked_tokens[s], stacked_norms[s], learning_rate(s, base)), M
             )
 
         def separate() -> tuple[float, float]:
             steps = []
-            for c in cfgs:
+            for c in cfgs[:alone]:
                 model = fresh(c)
                 step = TrainStep(
                     compiled(model),
@@ -179,7 +190,7 @@ def main() -> None:
                 for m, step in enumerate(steps):
                     step(tokens[m][s], norms[m][s], learning_rate(s, base))
 
-            return timed(run_step)
+            return timed(run_step, alone)
 
         results = {"ensemble": [], "separate": []}
         for r in range(args.rounds):
@@ -196,7 +207,8 @@ def main() -> None:
     shape = f" ({args.preset_model}: {group.name})" if group else ""
     print(
         f"model{shape}: {model_cfg.d_model} wide, {model_cfg.n_layers} layers, "
-        f"{model_cfg.n_heads} heads ({model_cfg.backbone}); {M} members, batch {batch_size} "
+        f"{model_cfg.n_heads} heads ({model_cfg.backbone}); {M} members ({alone} alone), batch "
+        f"{batch_size} "
         f"sequences of {mean_length:.0f} tokens on average; compile: {args.compile_mode}"
     )
     for side in ("ensemble", "separate"):
@@ -225,6 +237,7 @@ def main() -> None:
                 "preset_model": args.preset_model or "",
                 "model": to_dict(model_cfg),
                 "members": M,
+                "alone": alone,
                 "batch_size": batch_size,
                 "tokens_per_sequence": mean_length,
                 "compile_mode": args.compile_mode,

@@ -184,7 +184,8 @@ else
         step ensemble-eager 90 "${ensemble_bench[@]}" --preset-model standard --members 25 \
             --steps 10 --rounds 2 --json "$OUT_DIR/ensemble-eager.json"
         step ensemble-compiled 150 "${ensemble_bench[@]}" --preset-model standard --members 25 \
-            --steps 10 --rounds 2 --compile-mode reduce-overhead --json "$OUT_DIR/ensemble.json"
+            --steps 10 --rounds 1 --alone 1 --compile-mode reduce-overhead \
+            --json "$OUT_DIR/ensemble.json"
         step train-standard 120 "${train_bench[@]}" --preset-model standard --rounds 4 \
             --json "$OUT_DIR/train-standard.json"
         step train-gpu 90 "${train_bench[@]}" --preset-model gpu --rounds 4 \
