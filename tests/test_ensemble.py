@@ -26,7 +26,13 @@ from trajbench.pipeline import ensemble as ensemble_module
 from trajbench.pipeline import runner as runner_module
 from trajbench.pipeline import train as train_module
 from trajbench.pipeline.checkpoints import CHECKPOINT
-from trajbench.pipeline.ensemble import ensembles, stack_tokens, train_ensemble, why_not_ensemble
+from trajbench.pipeline.ensemble import (
+    ensemble_on,
+    ensembles,
+    stack_tokens,
+    train_ensemble,
+    why_not_ensemble,
+)
 from trajbench.pipeline.runner import RunConfig, run
 from trajbench.pipeline.train import TrainConfig, read_training_record, train
 
@@ -181,6 +187,14 @@ def test_ensembles_groups_what_can_batch(store, tmp_path):
     single = [replace(llama[0], out=str(tmp_path / "single"), steps=99)]
     groups = ensembles([llama[0], bigger[0], *lstm, llama[1], bigger[1], llama[2], *single])
     assert groups == [[llama[0], llama[1], llama[2]], [bigger[0], bigger[1]]]
+
+
+def test_auto_is_on_cuda_only():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert [ensemble_on(m, cpu) for m in ("auto", "on", "off")] == [False, True, False]
+    assert [ensemble_on(m, cuda) for m in ("auto", "on", "off")] == [True, True, False]
+    with pytest.raises(TrajbenchError, match="auto, on or off"):
+        ensemble_on("yes", cpu)
 
 
 def test_stacked_tokens_are_right_padded_without_targets():

@@ -72,6 +72,15 @@ def ensemble_key(cfg: TrainConfig) -> str:
     return json.dumps(to_dict(shared), sort_keys=True)
 
 
+def ensemble_on(mode: str, device: torch.device) -> bool:
+    """Whether ``trajbench run --ensemble MODE`` trains ensembles on ``device``: ``on``, ``off``,
+    or ``auto``: on CUDA only (on a CPU core one model already keeps it busy:
+    ``benchmarks/ensemble_throughput.py`` measured 0.90x there)."""
+    if mode not in ("auto", "on", "off"):
+        raise TrajbenchError(f"--ensemble must be auto, on or off, got {mode!r}")
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
 def why_not_ensemble(cfg: TrainConfig) -> str:
     """Why ``cfg`` cannot train inside an ensemble ("" if it can)."""
     if not cfg.model.kind.ensemble:

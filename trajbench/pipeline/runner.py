@@ -47,7 +47,7 @@ from trajbench.io import atomic_write_json, remove_stale_temporaries, write_parq
 from trajbench.provenance import cores, git_commit, hardware
 from trajbench.report import write_report
 
-from .ensemble import ensembles, train_ensemble
+from .ensemble import ensemble_on, ensembles, train_ensemble
 from .evaluate import EvalConfig, evaluate
 from .launch import (
     Launcher,
@@ -437,7 +437,7 @@ def run(cfg: RunConfig) -> Path:
         check_heldout_solvable(group, out)
 
     jobs = jobs_of(preset, seeds)
-    if cfg.ensemble == "on" or (cfg.ensemble == "auto" and device.type == "cuda"):
+    if ensemble_on(cfg.ensemble, device):
         untrained = [j for j in jobs if j.condition and not (j.directory(out) / "model").exists()]
         cfgs = [job_train_config(j, out, job_device, preset.compile) for j in untrained]
         if groups := ensembles(cfgs):
