@@ -221,16 +221,29 @@ def _argv(cfgs: list[TrainConfig]) -> list[str]:
     return [sys.executable, "-c", _SCRIPT, json.dumps([to_dict(c) for c in cfgs])]
 
 
+def _start(cfgs: list[TrainConfig]) -> subprocess.Popen:
+    """Start training ``cfgs`` as an ensemble in a process group of its own; return once it has
+    started to train (its first member's train_config.json is written) or ended."""
+    time.sleep(0.05)  # apart from the writes of a process killed just before
+    t0 = time.time()
+    proc = subprocess.Popen(_argv(cfgs), start_new_session=True, stderr=subprocess.PIPE)
+    marker = Path(cfgs[0].out) / "train_config.json"
+    while proc.poll() is None and not (marker.exists() and marker.stat().st_mtime >= t0):
+        time.sleep(0.02)
+    return proc
+
+
 @pytest.mark.slow
 def test_killed_ensemble_resumes_to_the_same_weights(store, tmp_path):
     reference = configs(store, tmp_path / "reference", steps=24)
+    proc = _start(reference)
     start = time.perf_counter()
-    subprocess.run(_argv(reference), check=True, capture_output=True)
-    work_s = time.perf_counter() - start
+    assert proc.wait(timeout=300) == 0
+    work_s = time.perf_counter() - start  # training, after the imports
     cfgs = configs(store, tmp_path / "killed", steps=24, resume=True)
-    killed = 0
-    for delay in np.random.default_rng(3).uniform(0.4, 0.95, size=3) * work_s:
-        proc = subprocess.Popen(_argv(cfgs), start_new_session=True, stderr=subprocess.PIPE)
+    killed, steps_at_kill = 0, []
+    for delay in np.random.default_rng(3).uniform(0.2, 0.9, size=3) * work_s:
+        proc = _start(cfgs)
         try:
             proc.communicate(timeout=delay)
             break
@@ -238,7 +251,11 @@ def test_killed_ensemble_resumes_to_the_same_weights(store, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             killed += 1
-    assert killed >= 1
+            ckpt = Path(cfgs[0].out) / CHECKPOINT
+            steps_at_kill.append(
+                torch.load(ckpt, weights_only=False)["step"] if ckpt.exists() else 0
+            )
+    assert killed >= 1 and any(steps_at_kill), steps_at_kill  # killed after a checkpoint
     subprocess.run(_argv(cfgs), check=True, capture_output=True)
     for a, b in zip(reference, cfgs, strict=True):
         names = [p.relative_to(a.out) for p in Path(a.out).rglob("*.safetensors")]
