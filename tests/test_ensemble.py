@@ -33,8 +33,11 @@ from trajbench.pipeline.ensemble import (
     train_ensemble,
     why_not_ensemble,
 )
-from trajbench.pipeline.runner import RunConfig, run
-from trajbench.pipeline.train import TrainConfig, read_training_record, train
+from trajbench.pipeline.jobs import RunConfig
+from trajbench.pipeline.runner import run
+from trajbench.pipeline.train import train
+from trajbench.pipeline.train_config import TrainConfig
+from trajbench.pipeline.training_record import read_training_record
 
 #: Members differ in seed and context mode; a small clip so that clipping is at work.
 MEMBERS = (("bursty", 0), ("shuffled", 1), ("bursty", 2))
@@ -210,7 +213,7 @@ _SCRIPT = """
 import json, sys
 from trajbench.configs import from_dict
 from trajbench.pipeline.ensemble import train_ensemble
-from trajbench.pipeline.train import TrainConfig
+from trajbench.pipeline.train_config import TrainConfig
 train_ensemble([from_dict(TrainConfig, c, "cfg") for c in json.loads(sys.argv[1])])
 """
 

@@ -37,7 +37,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from trajbench import __version__
@@ -54,16 +53,13 @@ from .checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
 from .train import (
     BatchStream,
     MetricsLog,
-    TrainConfig,
-    TrainingRecord,
     adamw,
     batch_tensors,
     learning_rate,
     make_optimizer,
-    save_trained_model,
-    trained_levels,
-    validate,
 )
+from .train_config import TrainConfig, validate
+from .training_record import TrainingRecord, save_trained_model, trained_levels
 
 
 def ensemble_key(cfg: TrainConfig) -> str:
@@ -229,10 +225,10 @@ class Stacked:
             warnings.filterwarnings("ignore", "There is a performance drop", UserWarning)
             logits = self.forward(self.params, self.buffers, tokens)
         target = tokens["target"]
-        summed = F.cross_entropy(
-            logits.float().flatten(0, 2), target.flatten(), ignore_index=IGNORE, reduction="none"
-        )
-        losses = summed.view(len(target), -1).sum(1) / normalizers
+        # Each member's summed float32 cross-entropy over its targets (action_loss, row by row).
+        log_p = logits.float().log_softmax(-1)
+        picked = log_p.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        losses = -torch.where(target != IGNORE, picked, 0.0).sum((1, 2)) / normalizers
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # members share no weight: each gets its own gradient
         grads = [p.grad for p in self.trainable if p.grad is not None]

@@ -39,11 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trajbench.baselines.transformer import (
-    ModelConfig,
-    TrajectoryTransformer,
-    training_flops_per_token,
-)
+from trajbench.baselines.model_config import ModelConfig
+from trajbench.baselines.transformer import TrajectoryTransformer, training_flops_per_token
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextBuilder
 from trajbench.data import load
@@ -53,9 +50,9 @@ from trajbench.families import make_env, sample_levels, subset
 from trajbench.provenance import cores
 
 from .evaluate import _conditions
+from .jobs import Job, RunConfig, condition_context, evaluations
 from .policies import PolicyInfo
 from .presets import PRESETS, DataSpec, Group, Preset
-from .runner import Job, RunConfig, evaluations
 from .train import TrainConfig, TrainStep, make_optimizer
 
 #: Dense bf16 tensor-core peak (FLOP/s) by a substring of the CUDA device name (first match).
@@ -243,7 +240,7 @@ def _eval_episodes(group: Group, seeds: int, jobs) -> int:
     total = 0
     for job in jobs:
         info = PolicyInfo(
-            policy=job.name, train_context=job.condition.mode if job.condition else "-"
+            policy=job.name, train_context=job.condition.train_context if job.condition else "-"
         )
         for _split, specs, instruction, formats in evaluations(job):
             cfg = replace(group.eval, instruction=instruction, formats=formats)
@@ -275,10 +272,7 @@ def size_group(
         collect_cpu_s = time.process_time() - cpu_start
         lengths, flops_per_token, builders = [], [], []
         for c in group.conditions:
-            context = replace(
-                train.context, mode=c.mode, p_bursty=c.p_bursty, instruction=c.instruction
-            )
-            builder = ContextBuilder(store, seed=0, config=context)
+            builder = ContextBuilder(store, seed=0, config=condition_context(group, c))
             n = (~builder.sample(sequences, seed=0).pad).sum(1).astype(np.float64)
             mean_context = float((n * (n - 1) / 2).sum() / n.sum())  # earlier tokens, per token
             lengths.append(float(n.mean()))
@@ -411,16 +405,19 @@ def render(size: PresetSize) -> str:
     return "\n".join(lines)
 
 
-def dry_run(cfg: RunConfig) -> str:
-    """``trajbench run --dry-run``: the report of ``cfg.preset`` with its overrides."""
+def size_of(cfg: RunConfig) -> PresetSize:
+    """The size of ``cfg.preset`` with its overrides (the dry-run's figures)."""
     if cfg.preset not in PRESETS:
         raise TrajbenchError(f"unknown preset {cfg.preset!r}; expected one of {sorted(PRESETS)}")
     if any(s < 0 for s in cfg.seeds) or cfg.workers < 0:
         raise TrajbenchError("seeds and workers must be non-negative")
-    from .targets import render_targets  # not at the top: it reads this module's helpers
+    return size_preset(PRESETS[cfg.preset], cfg.seeds, cfg.workers)
 
-    size = size_preset(PRESETS[cfg.preset], cfg.seeds, cfg.workers)
-    return render(size) + "\n" + render_targets(size)
+
+def dry_run(cfg: RunConfig) -> str:
+    """The report of ``cfg.preset`` with its overrides (``trajbench run --dry-run`` adds
+    :func:`trajbench.pipeline.targets.dry_run`'s targets under it)."""
+    return render(size_of(cfg))
 
 
 def _si(x: float) -> str:

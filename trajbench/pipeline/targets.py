@@ -1,4 +1,5 @@
-"""Issue 23's GPU targets, estimated on the ensemble path (printed by ``trajbench run --dry-run``).
+"""Issue 23's GPU targets, estimated on the ensemble path (``trajbench run --dry-run`` prints them
+under :mod:`trajbench.pipeline.sizing`'s table).
 
 What a preset would take end to end on one GPU box (an H100 and :data:`BOX_CORES` cores) if
 
@@ -27,9 +28,11 @@ from typing import TYPE_CHECKING
 
 from trajbench.baselines.backbones import BACKBONES
 
-if TYPE_CHECKING:  # sizing imports this module when it renders
+from .sizing import MEASURED_FILE, GroupSize, PresetSize, _duration, render, size_of
+
+if TYPE_CHECKING:
+    from .jobs import RunConfig
     from .presets import Group
-    from .sizing import GroupSize, PresetSize
 
 #: Model FLOPs utilisation assumed for an ensemble step: issue 23's target for the standard model.
 ENSEMBLE_MFU = 0.30
@@ -75,8 +78,6 @@ def floor_needed(
 
 def today_rollout_steps_s(path: str | os.PathLike | None = None) -> tuple[float, str]:
     """Cached rollout env steps/s measured by ``gpu_check.sh`` and its card, or (nan, "")."""
-    from .sizing import MEASURED_FILE  # here: sizing imports this module
-
     try:
         where = Path(path or os.environ.get("TRAJBENCH_GPU_CHECK") or MEASURED_FILE)
         data = json.loads(where.read_text())
@@ -87,8 +88,6 @@ def today_rollout_steps_s(path: str | os.PathLike | None = None) -> tuple[float,
 
 def render_targets(size: PresetSize) -> str:
     """The targets table: each target, the estimate on the ensemble path, what it rests on."""
-    from .sizing import _duration  # here: sizing imports this module
-
     basis = size.basis
     today, card = today_rollout_steps_s()
     rollout = ROLLOUT_SPEEDUP * today
@@ -131,3 +130,9 @@ def render_targets(size: PresetSize) -> str:
             *rows,
         ]
     )
+
+
+def dry_run(cfg: RunConfig) -> str:
+    """``trajbench run --dry-run``: the sizing report of ``cfg.preset`` and the targets under it."""
+    size = size_of(cfg)
+    return render(size) + "\n" + render_targets(size)
