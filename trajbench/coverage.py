@@ -24,10 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
+import pandas as pd
 
-from .bootstrap import paired_difference, two_level_ci
+from .bootstrap import minimum_detectable_effect, paired_difference, two_level_ci
+from .metrics import score_frame
 
 #: Coverage a nominal 95% interval must reach at a design (issue 25): below, the report says its
 #: intervals are conditional on the trained models; above, they are wider than they need be.
@@ -73,6 +76,8 @@ class Coverage:
     difference: float
     """Share of runs whose paired CI of the difference held the population difference."""
     replicates: int
+    mde: float = float("nan")
+    """Median over runs of the paired difference's minimum detectable effect (80% power)."""
 
     @property
     def holds(self) -> bool:
@@ -88,29 +93,77 @@ def simulate(
     boot_reps: int = 400,
     confidence: float = 0.95,
     seed: int = 0,
+    batched: bool = True,
 ) -> Coverage:
-    """Coverage of the report's mean and paired-difference CIs at ``design`` (see the module)."""
+    """Coverage of the report's mean and paired-difference CIs at ``design`` (see the module).
+
+    ``batched`` bootstraps every simulated run at once (the same resampling as
+    :func:`~trajbench.bootstrap.two_level_ci` and :func:`~trajbench.bootstrap.paired_difference`
+    with ``same_seeds``, one set of seed and level draws per bootstrap replicate); ``False`` calls
+    those functions run by run (slower; the tests check that both agree).
+    """
     if min(design.n_seeds, design.n_levels, design.n_episodes) < 1:
         raise ValueError(f"a design needs at least one seed, level and episode: {design}")
     rng = np.random.default_rng(seed)
     truth_a, truth_b = _truth(variances, rng)
     a, b = _draw(design, variances, replicates, rng)
-    hit_mean = hit_diff = 0
-    for i in range(replicates):
-        low, high = two_level_ci(a[i], reps=boot_reps, confidence=confidence, seed=i)
-        hit_mean += low <= truth_a <= high
-        d = paired_difference(
-            a[i], b[i], same_seeds=True, reps=boot_reps, confidence=confidence, seed=i
-        )
-        hit_diff += d.low <= truth_a - truth_b <= d.high
-    return Coverage(hit_mean / replicates, hit_diff / replicates, replicates)
+    if batched:
+        mean_lo, mean_hi, _ = _batched_intervals(a, boot_reps, confidence, rng)
+        diff_lo, diff_hi, se = _batched_intervals(a - b, boot_reps, confidence, rng)
+    else:
+        mean_lo, mean_hi, diff_lo, diff_hi, se = (np.empty(replicates) for _ in range(5))
+        for i in range(replicates):
+            mean_lo[i], mean_hi[i] = two_level_ci(
+                a[i], reps=boot_reps, confidence=confidence, seed=i
+            )
+            d = paired_difference(
+                a[i], b[i], same_seeds=True, reps=boot_reps, confidence=confidence, seed=i
+            )
+            diff_lo[i], diff_hi[i], se[i] = d.low, d.high, d.se
+    return Coverage(
+        float(np.mean((mean_lo <= truth_a) & (truth_a <= mean_hi))),
+        float(np.mean((diff_lo <= truth_a - truth_b) & (truth_a - truth_b <= diff_hi))),
+        replicates,
+        float(np.median([minimum_detectable_effect(x, confidence) for x in se])),
+    )
+
+
+def _batched_intervals(
+    m: np.ndarray, reps: int, confidence: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Percentile CIs and bootstrap SEs of the mean of each ``m[r]`` ``[n_seeds, n_levels]``
+    under the seeds x levels bootstrap, every run at once (in chunks that bound memory)."""
+    runs, s, n = m.shape
+    chunk = max(1, (1 << 22) // (reps * (s + n)))
+    lows, highs, ses = [], [], []
+    for start in range(0, runs, chunk):
+        x = m[start : start + chunk]
+        r = len(x)
+        rows = _draw_counts(rng, (r, reps), s)
+        cols = _draw_counts(rng, (r, reps), n)
+        means = (np.matmul(rows, x) * cols).sum(-1) / (s * n)
+        tail = 50.0 * (1.0 - confidence)
+        low, high = np.percentile(means, [tail, 100.0 - tail], axis=1)
+        lows.append(low)
+        highs.append(high)
+        ses.append(means.std(axis=1, ddof=1))
+    return np.concatenate(lows), np.concatenate(highs), np.concatenate(ses)
+
+
+def _draw_counts(rng: np.random.Generator, shape: tuple[int, int], size: int) -> np.ndarray:
+    """``[*shape, size]``: how often each of ``range(size)`` is drawn in ``size`` draws with
+    replacement, for every one of ``shape`` resamples."""
+    draws = rng.integers(0, size, (*shape, size))
+    flat = draws.reshape(-1, size) + size * np.arange(np.prod(shape))[:, None]
+    counts = np.bincount(flat.ravel(), minlength=int(np.prod(shape)) * size)
+    return counts.reshape(*shape, size).astype(float)
 
 
 def _probabilities(v: Variances, shift: float, seeds, levels, level_x, cells) -> np.ndarray:
     return np.clip(v.mean - shift + seeds + levels + level_x + cells, 0.0, 1.0)
 
 
-def _truth(v: Variances, rng: np.random.Generator, n: int = 400_000) -> tuple[float, float]:
+def _truth(v: Variances, rng: np.random.Generator, n: int = 200_000) -> tuple[float, float]:
     """Population mean success of both conditions (a large draw of the model, no episodes)."""
     draws = [
         rng.normal(0, sd, n) for sd in (v.seed_sd, v.level_sd, v.level_condition_sd, v.cell_sd)
@@ -185,3 +238,17 @@ def estimate(
         level_condition_sd=float(np.sqrt(np.mean(lc))) if lc else default.level_condition_sd,
         cell_sd=float(np.sqrt(np.mean(cell_v))),
     )
+
+
+def estimate_records(cells: pd.DataFrame, n_episodes: int) -> Variances:
+    """:func:`estimate` from (seed, level) cells ``[condition, seed, level, success]`` of several
+    conditions evaluated alike (one family, K, support and format): each condition's matrix, and
+    every two conditions that share their seeds and levels as a pair."""
+    frames = [score_frame(rows, "success") for _, rows in cells.groupby("condition")]
+    frames = [f for f in frames if f.shape[0] >= 2 and f.shape[1] >= 2]
+    pairs = [
+        (x.to_numpy(float), y.to_numpy(float))
+        for x, y in combinations(frames, 2)
+        if list(x.index) == list(y.index) and list(x.columns) == list(y.columns)
+    ]
+    return estimate([f.to_numpy(float) for f in frames], n_episodes, pairs)

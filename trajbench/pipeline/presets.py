@@ -64,10 +64,13 @@ def train_template(
 
 
 def eval_template(
-    ks: tuple[int, ...] = (0, 1, 2, 4), episodes: int = 4, max_levels: int = 0
+    ks: tuple[int, ...] = (0, 1, 2, 4),
+    episodes: int = 4,
+    max_levels: int = 0,
+    support: str = "both",
 ) -> EvalConfig:
     """A group's evaluation config: every job fills in its policy, data, directory and seed."""
-    return EvalConfig(ks=ks, episodes=episodes, max_levels=max_levels)
+    return EvalConfig(ks=ks, episodes=episodes, max_levels=max_levels, support=support)
 
 
 @dataclass(frozen=True)
@@ -218,10 +221,20 @@ def _group(
     )
 
 
-def _dark_room(train: TrainConfig, ks: tuple[int, ...] = (0, 1, 4), **kw) -> Group:
+def _dark_room(
+    train: TrainConfig, ks: tuple[int, ...] = (0, 1, 4), support: str = "both", **kw
+) -> Group:
     """Dark Room on every level (65 train, 16 held out), E = 8: its 16 held-out levels need more
     episodes per level for the same precision."""
-    return _group("dark-room", DR, 0, 0, train=train, eval=eval_template(ks=ks, episodes=8), **kw)
+    return _group(
+        "dark-room",
+        DR,
+        0,
+        0,
+        train=train,
+        eval=eval_template(ks=ks, episodes=8, support=support),
+        **kw,
+    )
 
 
 def _babyai(
@@ -348,15 +361,16 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description=(
-            "The README's main job on a 2-core CPU, 5 seeds, a few declared questions: support "
-            "and order on Dark Room (bursty vs isolated), order on the order family at K = 1, 2 "
-            "and 4 (bursty vs shuffled), and BabyAI's instruction 2x2 (context x mission), each "
-            "against the copy baselines."
+            "The README's main job on a 2-core CPU, 5 seeds, a few declared questions (with "
+            "demonstrations of the level only): support and order on Dark Room (bursty vs "
+            "isolated), order on the order family at K = 2 and 4 (bursty vs shuffled), and "
+            "BabyAI's instruction 2x2 (context x mission), each against the copy baselines."
         ),
         groups=(
             _dark_room(
                 train_template(steps=300),
                 ks=(1, 4),
+                support="same",
                 conditions=cross(("bursty", "isolated")),
                 questions=(ask("support and order", "bursty", "isolated"), *copying("bursty")),
             ),
@@ -365,11 +379,11 @@ PRESETS: dict[str, Preset] = {
                 DSEQ,
                 1000,
                 100,
-                # Trained on four demonstrations and asked at K = 1, 2 and 4: the order gap
+                # Trained on four demonstrations and asked at K = 2 and 4: the order gap
                 # shrinks with K on this family (shuffled steps chain back into paths), and the
                 # report shows every K it evaluated.
-                train=train_template(steps=600, k=4),
-                eval=eval_template(ks=(1, 2, 4)),
+                train=train_template(steps=500, k=4),
+                eval=eval_template(ks=(2, 4), support="same"),
                 conditions=cross(("bursty", "shuffled")),
                 questions=(
                     ask("order", "bursty", "shuffled"),
@@ -383,7 +397,7 @@ PRESETS: dict[str, Preset] = {
                 300,
                 100,
                 train_template(steps=500),
-                eval_template(ks=(4,)),
+                eval_template(ks=(4,), support="same"),
                 (GOTO,),
                 (),
                 conditions=INSTRUCTION_2X2,

@@ -10,12 +10,9 @@ family's levels, not of training the conditions again) and widens nothing.
 
 from __future__ import annotations
 
-from itertools import combinations
-
 import pandas as pd
 
-from ..coverage import ACCEPTED, Coverage, Design, Variances, estimate, simulate
-from ..metrics import score_frame
+from ..coverage import ACCEPTED, Coverage, Design, Variances, estimate_records, simulate
 from .tables import is_trained
 
 #: The wording a report uses where its intervals under-cover at its design (tested).
@@ -37,22 +34,13 @@ def run_design(records: pd.DataFrame) -> tuple[Design, Variances] | None:
     if at.empty:
         return None
     at = at[at["k"] == at["k"].max()]
-    frames = {label: score_frame(rows, "success") for label, rows in at.groupby("label")}
-    frames = {k: f for k, f in frames.items() if f.shape[0] >= 2 and f.shape[1] >= 2}
-    if not frames:
+    seeds = at.groupby("label")["seed"].nunique()
+    levels = at.groupby("label")["level"].nunique()
+    if not ((seeds >= 2) & (levels >= 2)).any():
         return None
-    pairs = [
-        (x.to_numpy(float), y.to_numpy(float))
-        for x, y in combinations(frames.values(), 2)
-        if list(x.index) == list(y.index) and list(x.columns) == list(y.columns)
-    ]
     episodes = int(at.groupby(["label", "seed", "level"]).size().min())
-    design = Design(
-        n_seeds=max(f.shape[0] for f in frames.values()),
-        n_levels=max(f.shape[1] for f in frames.values()),
-        n_episodes=episodes,
-    )
-    return design, estimate([f.to_numpy(float) for f in frames.values()], episodes, pairs)
+    design = Design(n_seeds=int(seeds.max()), n_levels=int(levels.max()), n_episodes=episodes)
+    return design, estimate_records(at.rename(columns={"label": "condition"}), episodes)
 
 
 def note(design: Design, variances: Variances, coverage: Coverage) -> str:
