@@ -184,3 +184,57 @@ def test_the_run_report_answers_exactly_the_declared_questions(ci_run: Path):
     assert {name for name, _ in asked} == set(readings)
     for k in group.eval.ks:
         assert f"**Readings at K={k}.**" in report
+
+
+META = dict(
+    preset="p",
+    trajbench_version="0",
+    git_commit="0" * 40,
+    torch_version="0",
+    hardware="cpu",
+    device="cpu",
+    wall_time_s=1.0,
+    seeds=[0, 1, 2, 3, 4],
+    date="today",
+)
+
+
+def test_the_report_shows_the_2x2_its_effects_and_the_decoder_scale(tmp_path):
+    from trajbench.report import write_report
+
+    rng = np.random.default_rng(7)
+    cells = {
+        ("bursty", "full"): rng.binomial(1, 0.8, (5, 12)).astype(float),
+        ("bursty", "empty"): rng.binomial(1, 0.7, (5, 12)).astype(float),
+        ("none", "full"): rng.binomial(1, 0.5, (5, 12)).astype(float),
+        ("none", "empty"): rng.binomial(1, 0.2, (5, 12)).astype(float),
+    }
+    records = _records(cells)
+    refs = []
+    for policy, value in (("random", 0.1), ("decoder", 0.9)):
+        ref = records[records["label"] == "bursty"].assign(
+            policy=policy, train_context="-", instruction="-", eval_instruction="full"
+        )
+        refs.append(ref.assign(success=value))
+    records = pd.concat([records, *refs], ignore_index=True).drop(columns="label")
+    records["p_bursty"] = np.nan
+    records = records.assign(family="trajbench/DarkRoom-v0", normalized_return=0.5, model_params=1)
+    write_report(tmp_path, records, META, {"g": two_by_two()})
+    report = (tmp_path / "report.md").read_text()
+    mean = {key: m.mean() for key, m in cells.items()}
+    interaction = (mean["bursty", "full"] - mean["bursty", "empty"]) - (
+        mean["none", "full"] - mean["none", "empty"]
+    )
+    assert "#### Instruction ablation (2x2: context x mission)" in report
+    line = next(x for x in report.splitlines() if x.startswith("- *interaction") and " = " in x)
+    assert f"= {interaction:+.2f} [" in line
+    section = report.split("#### Instruction ablation", 1)[1].splitlines()
+    row = next(x for x in section if x.startswith("| none | "))
+    assert f"{mean['none', 'full']:.2f} [" in row and f"{mean['none', 'empty']:.2f} [" in row
+    # normalized to the decoder in parentheses: (score - 0.1) / (0.9 - 0.1)
+    row = next(x for x in section if x.startswith("| bursty | "))
+    assert f"({(mean['bursty', 'full'] - 0.1) / 0.8:.2f})" in row
+    assert "did not ground" not in report  # the grounding check reads, it does not gate
+    assert "*grounding (reading aid)*" in report
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {c["question"] for c in results["comparisons"]} == {q.name for q in two_by_two()}
