@@ -138,7 +138,7 @@ def test_every_preset_declares_questions_and_enough_seeds():
     assert {q.name for q in smoke["babyai"].questions} >= {"interaction (context x mission)"}
     standard = {g.name: g for g in PRESETS["standard"].groups}["babyai"]
     assert standard.test_data[0].max_levels >= 200
-    labels = {c.instruction for c in standard.conditions if c.mode == "bursty"}
+    labels = {c.instruction for c in standard.conditions if c.train_context == "bursty"}
     assert labels >= {"full", "empty", "template", "wrong"}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from trajbench.coverage import Variances, estimate_records
+from trajbench.records import COMMON, DECOY, EVAL_INSTRUCTION, TRAIN_CONTEXT
 
 #: The repository's submissions folder (a source checkout's).
 SUBMISSIONS = Path(__file__).resolve().parents[2] / "leaderboard" / "submissions"
@@ -23,7 +24,7 @@ def run_variances(folder: Path = SUBMISSIONS, prefix: str = SMOKE) -> dict[str, 
     frames = []
     for path in sorted(folder.glob(f"{prefix}*.json")):
         entry = json.loads(path.read_text())
-        if entry["training"].get("train_context") in (None, "-"):
+        if entry["training"].get(TRAIN_CONTEXT) in (None, "-"):
             continue
         frames.append(pd.DataFrame(entry["records"]).assign(condition=entry["name"]))
     if not frames:
@@ -31,8 +32,8 @@ def run_variances(folder: Path = SUBMISSIONS, prefix: str = SMOKE) -> dict[str, 
     cells = pd.concat(frames, ignore_index=True)
     cells = cells[
         (cells["support"] == "same")
-        & (cells["format"] == "common")
-        & (cells["eval_instruction"] != "decoy")
+        & (cells["format"] == COMMON)
+        & (cells[EVAL_INSTRUCTION] != DECOY)
     ]
     out = {}
     for family, rows in cells.groupby("family"):

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trajbench.baselines.transformer import ModelConfig
+from trajbench.baselines.model_config import ModelConfig
 from trajbench.contexts import MODE_NAMES, ContextConfig
+from trajbench.contexts.modes import BURSTY, ISOLATED, NONE, SHUFFLED, TRAJECTORIES
+from trajbench.records import HASHMAP, MATCHED, RANDOM, REFERENCES, REPLAY
 from trajbench.report.questions import Question, ask, copying, two_by_two
 
-from .evaluate import EvalConfig
-from .train import TrainConfig
+from .eval_config import EvalConfig
+from .train_config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ class Condition:
     """One training condition of a group: a context mode, an instruction mode, a p_bursty, and
     the backbone ("": the group's)."""
 
-    mode: str
+    train_context: str
+    """The context mode its models train with: its records' ``train_context``."""
     instruction: str = "full"
     p_bursty: float | None = None
     backbone: str = ""
@@ -119,7 +122,7 @@ class Group:
     decoy_eval: bool = False
     """Also evaluate every full-instruction model and reference policy with decoy missions on
     the query (the instruction ablation's conflict test; BabyAI families)."""
-    baselines: tuple[str, ...] = ("random", "hashmap", "replay", "expert")
+    baselines: tuple[str, ...] = REFERENCES
     questions: tuple[Question, ...] = ()
     """The comparisons the report answers, declared before the run (labels of this group's
     conditions and reference policies)."""
@@ -137,7 +140,7 @@ class Group:
 
 def _label(c: Condition, conditions: tuple[Condition, ...]) -> str:
     """The report's label of ``c`` among ``conditions`` (:func:`trajbench.report.tables.labelled`)."""
-    label = c.mode + ("" if c.instruction == "full" else f"/{c.instruction}")
+    label = c.train_context + ("" if c.instruction == "full" else f"/{c.instruction}")
     label += "" if c.p_bursty is None else f" p={c.p_bursty:g}"
     several = len({x.backbone for x in conditions}) > 1
     return label + (f" [{c.backbone or '-'}]" if several else "")
@@ -184,20 +187,20 @@ DOOR_KEY = "trajbench/DoorKey-v1"
 UNLOCK = "trajbench/Unlock-v1"
 
 #: The instruction ablation's 2x2: context (bursty / none) x mission (full / empty).
-INSTRUCTION_2X2 = cross(("bursty", "none"), ("full", "empty"))
+INSTRUCTION_2X2 = cross((BURSTY, NONE), ("full", "empty"))
 #: The 2x2 and its further rows: content words masked (template), another object named (wrong).
-INSTRUCTION_ABLATION = (*INSTRUCTION_2X2, *cross(("bursty",), ("template", "wrong")))
+INSTRUCTION_ABLATION = (*INSTRUCTION_2X2, *cross((BURSTY,), ("template", "wrong")))
 
 #: The questions of a group that trains every context mode: support, order and context, each at
 #: every K, and the copy baselines as the floor of the bursty model.
 MODE_QUESTIONS = (
-    ask("support", "bursty", "trajectories"),
-    ask("support and order", "bursty", "isolated"),
-    ask("order", "bursty", "shuffled"),
-    ask("order (matched format)", "bursty", "shuffled", b_format="matched"),
-    ask("order", "trajectories", "isolated"),
-    ask("context", "bursty", "none"),
-    *copying("bursty"),
+    ask("support", BURSTY, TRAJECTORIES),
+    ask("support and order", BURSTY, ISOLATED),
+    ask("order", BURSTY, SHUFFLED),
+    ask("order (matched format)", BURSTY, SHUFFLED, b_format=MATCHED),
+    ask("order", TRAJECTORIES, ISOLATED),
+    ask("context", BURSTY, NONE),
+    *copying(BURSTY),
 )
 
 
@@ -267,7 +270,7 @@ def _babyai(
         eval=eval,
         questions=(
             *two_by_two(families=ablation_families),
-            *copying("bursty", families=ablation_families),
+            *copying(BURSTY, families=ablation_families),
         ),
     )
 
@@ -289,15 +292,15 @@ def _architectures(name: str, env: str, n_train: int, n_test: int, steps: int, k
         n_test,
         train=train_template(steps=steps, k=k, **_ARCHITECTURE_MODEL),
         eval=eval_template(ks=(0, 1, k)),
-        conditions=cross(("bursty",), backbones=ARCHITECTURES),
-        baselines=("random", "hashmap", "replay"),
+        conditions=cross((BURSTY,), backbones=ARCHITECTURES),
+        baselines=(RANDOM, HASHMAP, REPLAY),
         questions=architecture_questions(ARCHITECTURES, in_context_ks=(1, k)),
     )
 
 
 def architecture_questions(
     backbones: tuple[str, ...],
-    copies: tuple[str, ...] = ("hashmap", "replay"),
+    copies: tuple[str, ...] = (HASHMAP, REPLAY),
     in_context_ks: tuple[int, ...] = (),
 ) -> tuple[Question, ...]:
     """Each bursty model's *in context* gain (demonstrations of the level vs of other levels, at
@@ -351,9 +354,9 @@ PRESETS: dict[str, Preset] = {
                 6,
                 train=train_template(steps=40, d_model=32),
                 eval=eval_template(ks=(0, 2), episodes=2),
-                conditions=cross(("bursty", "none")),
-                baselines=("random", "hashmap", "replay"),
-                questions=(ask("context", "bursty", "none"), *copying("bursty")),
+                conditions=cross((BURSTY, NONE)),
+                baselines=(RANDOM, HASHMAP, REPLAY),
+                questions=(ask("context", BURSTY, NONE), *copying(BURSTY)),
             ),
         ),
         seeds=(0, 1),
@@ -371,8 +374,8 @@ PRESETS: dict[str, Preset] = {
                 train_template(steps=300),
                 ks=(1, 4),
                 support="same",
-                conditions=cross(("bursty", "isolated")),
-                questions=(ask("support and order", "bursty", "isolated"), *copying("bursty")),
+                conditions=cross((BURSTY, ISOLATED)),
+                questions=(ask("support and order", BURSTY, ISOLATED), *copying(BURSTY)),
             ),
             _group(
                 "dark-sequence",
@@ -384,11 +387,11 @@ PRESETS: dict[str, Preset] = {
                 # report shows every K it evaluated.
                 train=train_template(steps=500, k=4),
                 eval=eval_template(ks=(2, 4), support="same"),
-                conditions=cross(("bursty", "shuffled")),
+                conditions=cross((BURSTY, SHUFFLED)),
                 questions=(
-                    ask("order", "bursty", "shuffled"),
-                    ask("order (matched format)", "bursty", "shuffled", b_format="matched"),
-                    *copying("bursty"),
+                    ask("order", BURSTY, SHUFFLED),
+                    ask("order (matched format)", BURSTY, SHUFFLED, b_format=MATCHED),
+                    *copying(BURSTY),
                 ),
             ),
             # GoToLocal alone: the held-out family needs PutNextLocal's actions, which the

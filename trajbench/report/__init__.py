@@ -14,6 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trajbench.records import (
+    COMMON,
+    DECOY,
+    EVAL_INSTRUCTION,
+    EVAL_SPLIT,
+    RECORDS_FILE,
+    RESULTS_FILE,
+)
+
 from ..io import atomic_write_json, atomic_write_text, write_parquet
 from ..suite import SUITE, SUITE_VERSION
 from .markdown import render_markdown
@@ -29,7 +38,7 @@ def write_report(
 ) -> Path:
     """Write ``records.parquet``, ``results.json``, ``report.md`` and ``plots/`` into ``out``;
     ``questions`` are the questions each group (by name) declared before the run."""
-    write_parquet(out / "records.parquet", records)
+    write_parquet(out / RECORDS_FILE, records)
     table = add_normalized(conditions_table(records))
     labels = labelled(records)
     cs, unanswered = [], []
@@ -46,11 +55,11 @@ def write_report(
         "unanswered": [u.to_dict() for u in unanswered],
         "saturated": _saturation(table),
     }
-    atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / RESULTS_FILE, results)
     plots = write_plots(out / "plots", table)
     report = render_markdown(labels, table, cs, meta, plots, questions, unanswered)
     atomic_write_text(out / "report.md", report)
-    return out / "results.json"
+    return out / RESULTS_FILE
 
 
 def _row(row: dict) -> dict:
@@ -62,11 +71,11 @@ def _row(row: dict) -> dict:
 def _saturation(table: pd.DataFrame) -> list[dict]:
     """The (group, family, split, K) tables whose best trained condition reaches the bar."""
     out = []
-    head = table[(table["support"] == "same") & (table["format"] == "common")]
-    head = head[head["eval_instruction"] != "decoy"]
-    for (group, family, split, k), rows in head.groupby(["group", "family", "eval_split", "k"]):
+    head = table[(table["support"] == "same") & (table["format"] == COMMON)]
+    head = head[head[EVAL_INSTRUCTION] != DECOY]
+    for (group, family, split, k), rows in head.groupby(["group", "family", EVAL_SPLIT, "k"]):
         if saturated(rows):
-            out.append({"group": group, "family": family, "eval_split": split, "k": int(k)})
+            out.append({"group": group, "family": family, EVAL_SPLIT: split, "k": int(k)})
     return out
 
 

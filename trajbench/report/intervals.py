@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from trajbench.records import COMMON, DECOY, EVAL_INSTRUCTION
+
 from ..coverage import ACCEPTED, Coverage, Design, Variances, estimate_records, simulate
 from .tables import is_trained
 
@@ -28,8 +30,8 @@ def run_design(records: pd.DataFrame) -> tuple[Design, Variances] | None:
     at = records[
         is_trained(records)
         & (records["support"] == "same")
-        & (records["format"] == "common")
-        & (records["eval_instruction"] != "decoy")
+        & (records["format"] == COMMON)
+        & (records[EVAL_INSTRUCTION] != DECOY)
     ]
     if at.empty:
         return None

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from trajbench.records import COMMON, DECOY, DECOY_SUCCESS, EVAL_INSTRUCTION, EVAL_SPLIT
+
 from ..contexts import MODE_NAMES
 from .classes import family_role
 from .intervals import interval_note
@@ -58,8 +60,8 @@ def render_markdown(
         lines += [f"- *{q.name}*: {q.contrast}{_where(q)}" for q in questions.get(group, ())]
         lines.append("")
         grecords = records[records["group"] == group]
-        for (family, split), ft in gt.groupby(["family", "eval_split"], sort=False):
-            ft = ft[ft["eval_instruction"] != "decoy"]
+        for (family, split), ft in gt.groupby(["family", EVAL_SPLIT], sort=False):
+            ft = ft[ft[EVAL_INSTRUCTION] != DECOY]
             here = [c for c in cs if (c.group, c.family, c.eval_split) == (group, family, split)]
             lines += [
                 f"### {family} — {split.replace('_', ' ')} ({family_role(family)}){_flag(ft)}",
@@ -72,7 +74,7 @@ def render_markdown(
                 for u in unanswered
                 if (u.family, u.eval_split) == (family, split) and _group_asks(questions, group, u)
             ]
-            frecords = grecords[(grecords["family"] == family) & (grecords["eval_split"] == split)]
+            frecords = grecords[(grecords["family"] == family) & (grecords[EVAL_SPLIT] == split)]
             note = interval_note(frecords)
             lines += [note, ""] if note else []
             lines += _two_by_two(frecords, gt, here, family, split)
@@ -87,7 +89,7 @@ def _where(q: Question) -> str:
     parts.append("K=" + ", ".join(map(str, q.ks)) if q.ks else "every K")
     if q.support != ("same", "same"):
         parts.append(f"demonstrations: {q.support[0]} vs {q.support[1]} level(s)")
-    if q.b_format != "common":
+    if q.b_format != COMMON:
         parts.append(f"second side in its {q.b_format} format")
     return " (" + "; ".join(parts) + ")"
 
@@ -98,7 +100,7 @@ def _group_asks(questions: dict, group: str, u: Unanswered) -> bool:
 
 def _flag(ft: pd.DataFrame) -> str:
     """' — saturated at K=...' where the best trained condition reaches the bar at those K."""
-    same = ft[(ft["support"] == "same") & (ft["format"] == "common")]
+    same = ft[(ft["support"] == "same") & (ft["format"] == COMMON)]
     ks = [int(k) for k, rows in same.groupby("k") if saturated(rows)]
     return f" — saturated at K={', '.join(map(str, ks))}" if ks else ""
 
@@ -153,15 +155,15 @@ def _two_by_two(
     lines = [f"#### Instruction ablation (2x2: context x mission) — {family.split('/')[-1]}", ""]
     ft = gt[
         (gt["family"] == family)
-        & (gt["eval_split"] == split)
+        & (gt[EVAL_SPLIT] == split)
         & (gt["support"] == "same")
-        & (gt["format"] == "common")
+        & (gt["format"] == COMMON)
     ]
     trained = ft[~ft["policy"].isin(REFERENCES)]
     levels = sorted(records["level"].unique().tolist())
     guess = guess_reference(family, levels)
     for k in sorted({c.k for c in asked}):
-        at = trained[(trained["k"] == k) & (trained["eval_instruction"] != "decoy")]
+        at = trained[(trained["k"] == k) & (trained[EVAL_INSTRUCTION] != DECOY)]
         by = {r["label"]: r for r in at.to_dict("records")}
         contexts = sorted({label.split("/")[0] for label in by}, key=_sort_key)
         lines += [f"**K={k}.**", "", "| context | mission full | mission empty |", "|---|---|---|"]
@@ -177,7 +179,7 @@ def _two_by_two(
         if guess is not None:
             lines.append(f"\nRandom guess (act on a random object): {guess:.2f}.")
         lines += [""] + [f"- *{c.question}*: {sentence(c)}" for c in asked if c.k == k] + [""]
-        lines += _decoys(ft[(ft["k"] == k) & (ft["eval_instruction"] == "decoy")])
+        lines += _decoys(ft[(ft["k"] == k) & (ft[EVAL_INSTRUCTION] == DECOY)])
     return lines
 
 
@@ -193,5 +195,5 @@ def _decoys(decoys: pd.DataFrame) -> list[str]:
         "|---|---|---|",
     ]
     rows = sorted(decoys.to_dict("records"), key=lambda r: _sort_key(r["label"]))
-    lines += [f"| {r['label']} | {_ci(r)} | {_ci(r, 'decoy_success')} |" for r in rows]
+    lines += [f"| {r['label']} | {_ci(r)} | {_ci(r, DECOY_SUCCESS)} |" for r in rows]
     return [*lines, ""]

@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from trajbench.contexts.modes import BURSTY, NONE
+from trajbench.records import COMMON, COPY_BASELINES, DECOY, EVAL_INSTRUCTION, EVAL_SPLIT
+
 from .tables import Comparison, compare_sides
 
 
@@ -34,7 +37,7 @@ class Question:
     """K values it is asked at; (): every K the group evaluates."""
     support: tuple[str, str] = ("same", "same")
     """Whose demonstrations each side is shown: ``same`` level or ``other`` levels."""
-    b_format: str = "common"
+    b_format: str = COMMON
     """The format side ``b`` is evaluated in (``matched``: its own training format)."""
     scale: float = 1.0
     """Multiplies the difference (2 turns a 2x2's mean contrast into its interaction)."""
@@ -59,15 +62,13 @@ def ask(name: str, a: str | tuple[str, ...], b: str | tuple[str, ...], **kw) -> 
     return Question(name, _tuple(a), _tuple(b), **kw)
 
 
-def copying(
-    label: str, copies: tuple[str, ...] = ("hashmap", "replay"), **kw
-) -> tuple[Question, ...]:
+def copying(label: str, copies: tuple[str, ...] = COPY_BASELINES, **kw) -> tuple[Question, ...]:
     """``label`` against each copy baseline: the floor a model must clear."""
     return tuple(ask("copying", label, copy, **kw) for copy in copies)
 
 
 def two_by_two(
-    context: tuple[str, str] = ("bursty", "none"),
+    context: tuple[str, str] = (BURSTY, NONE),
     mission: tuple[str, str] = ("full", "empty"),
     **kw,
 ) -> tuple[Question, ...]:
@@ -145,9 +146,9 @@ def answer(
     Returns the comparisons and the declared (question, family, split, K) the records lack a side
     of, so a report shows what it could not answer instead of dropping it.
     """
-    rows = records[records["eval_instruction"] != "decoy"]
+    rows = records[records[EVAL_INSTRUCTION] != DECOY]
     done, missing = [], []
-    for (family, split), fr in rows.groupby(["family", "eval_split"], sort=False):
+    for (family, split), fr in rows.groupby(["family", EVAL_SPLIT], sort=False):
         for q in questions:
             if q.families and family not in q.families:
                 continue
@@ -156,7 +157,7 @@ def answer(
                 c = compare_sides(
                     at,
                     q.name,
-                    [_where(label, q.support[0], "common") for label in q.a],
+                    [_where(label, q.support[0], COMMON) for label in q.a],
                     [_where(label, q.support[1], q.b_format) for label in q.b],
                     scale=q.scale,
                     contrast=q.text,

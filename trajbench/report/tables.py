@@ -17,6 +17,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from trajbench.records import (
+    COMMON,
+    DECOY,
+    DECOY_SUCCESS,
+    EVAL_INSTRUCTION,
+    EVAL_SPLIT,
+    NORMALIZED_RETURN,
+    TRAIN_CONTEXT,
+)
+from trajbench.records import REFERENCES as RECORD_REFERENCES
+
 from ..bootstrap import minimum_detectable_effect, paired_difference
 from ..metrics import aggregate, score_frame
 
@@ -24,32 +35,30 @@ CONDITION = [
     "group",
     "policy",
     "backbone",
-    "train_context",
+    TRAIN_CONTEXT,
     "instruction",
     "p_bursty",
     "family",
-    "eval_split",
+    EVAL_SPLIT,
     "k",
     "support",
     "format",
-    "eval_instruction",
+    EVAL_INSTRUCTION,
 ]
-#: Reference policies: no training condition.
-REFERENCES = ("random", "hashmap", "replay", "expert", "decoder")
-#: The copy baselines a model must beat.
-COPY_BASELINES = ("hashmap", "replay")
 #: The bar: the family's best non-learning in-context algorithm (issue 21). Scores are also shown
 #: normalized to it, ``(score - random) / (decoder - random)``.
 DECODER = "decoder"
+#: Reference policies (no training condition): the records contract's and the decoder.
+REFERENCES = (*RECORD_REFERENCES, DECODER)
 #: A table whose best trained condition reaches this on the decoder scale is saturated.
 SATURATION = 0.95
 #: The columns that name one table of a report: references and models in it share them.
-TABLE = ["group", "family", "eval_split", "k", "support", "format"]
+TABLE = ["group", "family", EVAL_SPLIT, "k", "support", "format"]
 
 
 def is_trained(records: pd.DataFrame) -> pd.Series:
     """Which records are of a model trajbench trained (not a reference or an outside policy)."""
-    return ~records["policy"].isin(REFERENCES) & (records["train_context"] != "-")
+    return ~records["policy"].isin(REFERENCES) & (records[TRAIN_CONTEXT] != "-")
 
 
 def labelled(records: pd.DataFrame) -> pd.DataFrame:
@@ -64,7 +73,7 @@ def labelled(records: pd.DataFrame) -> pd.DataFrame:
     several = records.loc[trained, "backbone"].nunique() > 1
     label = np.where(
         trained,
-        records["train_context"]
+        records[TRAIN_CONTEXT]
         + np.where(records["instruction"] != "full", "/" + records["instruction"], "")
         + np.where(p != "-", " p=" + p, "")
         + (" [" + records["backbone"] + "]" if several else ""),
@@ -78,7 +87,7 @@ def conditions_table(records: pd.DataFrame) -> pd.DataFrame:
     records = labelled(records)
     keys = [*CONDITION, "label"]
     table = aggregate(records, "success", keys)
-    ret = aggregate(records, "normalized_return", keys, statistic="iqm")
+    ret = aggregate(records, NORMALIZED_RETURN, keys, statistic="iqm")
     table = table.merge(
         ret[
             [
@@ -87,14 +96,14 @@ def conditions_table(records: pd.DataFrame) -> pd.DataFrame:
                 "normalized_return_ci_low",
                 "normalized_return_ci_high",
             ]
-        ].rename(columns=lambda c: c.replace("normalized_return", "return")),
+        ].rename(columns=lambda c: c.replace(NORMALIZED_RETURN, "return")),
         on=keys,
     )
-    if "decoy_success" in records and records["decoy_success"].notna().any():
+    if DECOY_SUCCESS in records and records[DECOY_SUCCESS].notna().any():
         # Records without a decoy hold None beside True/False: an object column until cast.
-        shown = records[records["decoy_success"].notna()]
-        shown = shown.assign(decoy_success=shown["decoy_success"].astype(float))
-        decoy = aggregate(shown, "decoy_success", keys)
+        shown = records[records[DECOY_SUCCESS].notna()]
+        shown = shown.assign(decoy_success=shown[DECOY_SUCCESS].astype(float))
+        decoy = aggregate(shown, DECOY_SUCCESS, keys)
         cols = ["decoy_success_mean", "decoy_success_ci_low", "decoy_success_ci_high"]
         table = table.merge(decoy[[*keys, *cols]], on=keys, how="left")
     params = records.groupby(keys)["model_params"].max().reset_index()
@@ -181,7 +190,7 @@ def compare_sides(
         a=_name(a, b),
         b=_name(b, a),
         family=str(first["family"]),
-        eval_split=str(first["eval_split"]),
+        eval_split=str(first[EVAL_SPLIT]),
         k=int(first["k"]),
         a_mean=float(x.mean()),
         b_mean=float(y.mean()),
@@ -243,10 +252,10 @@ def scale_of(rows: pd.DataFrame) -> tuple[float, float, str]:
 def add_normalized(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with ``success_normalized``: each row's mean success on its table's decoder scale
     (:func:`scale_of` over the rows that share its :data:`TABLE` columns and decoy or not)."""
-    decoy = table["eval_instruction"] == "decoy"
+    decoy = table[EVAL_INSTRUCTION] == DECOY
     out = table.assign(success_normalized=np.nan)
     for _, rows in table.groupby([*TABLE, decoy], sort=False):
-        floor, ceiling, name = scale_of(rows[rows["format"] == "common"])
+        floor, ceiling, name = scale_of(rows[rows["format"] == COMMON])
         if name != DECODER:
             continue
         out.loc[rows.index, "success_normalized"] = [
@@ -261,8 +270,8 @@ def saturated(rows: pd.DataFrame) -> bool:
     unless their ``policy`` is a reference (and, where the rows say, their ``train_context`` is
     not ``-``)."""
     trained = ~rows["policy"].isin(REFERENCES)
-    if "train_context" in rows:
-        trained &= rows["train_context"] != "-"
+    if TRAIN_CONTEXT in rows:
+        trained &= rows[TRAIN_CONTEXT] != "-"
     if not trained.any():
         return False
     floor, ceiling, _ = scale_of(rows)
