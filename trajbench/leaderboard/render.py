@@ -107,8 +107,9 @@ INTRO = (
     "level (its IQM over cells). The copy baselines (hashmap: the context's action at an "
     "identical observation; replay: a demonstration's actions played open-loop) are the bar to "
     "clear: a model that does not beat them has not shown in-context generalization. A table "
-    f"whose best three entries other than the expert all reach {SATURATION} is marked saturated "
-    "at this preset: it cannot separate them. "
+    f"whose best entry other than the reference policies reaches {SATURATION} on the decoder "
+    "scale, (success - random) / (decoder - random), or on the expert's where the table has no "
+    "decoder, is marked saturated at this preset: it cannot separate entries near the bar. "
     f"{VERIFIED} after an entry's name: `trajbench leaderboard verify` re-ran a sample of its "
     "evaluation from its models and recorded evaluation data and got the submitted records."
 )
@@ -135,9 +136,10 @@ def saturation_note(table: Table) -> str:
         return ""
     presets = ", ".join(table.presets)
     return (
-        f"Saturated at this preset{f' ({presets})' if presets else ''}: the best three entries "
-        f"other than the expert all reach a mean success of {SATURATION} or more, so this table "
-        "cannot separate them."
+        f"Saturated at this preset{f' ({presets})' if presets else ''}: the best entry other than "
+        f"the reference policies reaches {SATURATION} or more of the way from random to the "
+        "decoder (the expert where the table has no decoder), so this table cannot separate "
+        "entries near the bar."
     )
 
 

@@ -364,7 +364,7 @@ def run(cfg: RunConfig) -> Path:
         "seeds": list(seeds),
         "config": json.loads(json.dumps(asdict(preset), default=str)),
     }
-    results = write_report(out, records, meta)
+    results = write_report(out, records, meta, {g.name: g.questions for g in preset.groups})
     write_episode_gifs(out, jobs, str(device))
     atomic_write_json(out / "wall_time.json", {"wall_time_s": wall})
     return results

@@ -43,6 +43,7 @@ from trajbench.baselines.model_config import ModelConfig
 from trajbench.baselines.transformer import TrajectoryTransformer, training_flops_per_token
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextBuilder
+from trajbench.coverage import Design
 from trajbench.data import load
 from trajbench.device import autocast, torch_threads
 from trajbench.errors import TrajbenchError
@@ -233,6 +234,18 @@ def n_levels_of(spec: DataSpec) -> int:
     n = len(sample_levels(env, spec.levels, spec.max_levels))
     env.close()
     return n
+
+
+def group_designs(group: Group, seeds: int) -> dict[str, Design]:
+    """The design every held-out family of ``group`` is measured at, by env id: ``seeds``
+    training seeds, its evaluated levels, the group's episodes per (seed, level) cell."""
+    cap = group.eval.max_levels
+    return {
+        spec.env: Design(
+            seeds, min(n_levels_of(spec), cap) if cap else n_levels_of(spec), group.eval.episodes
+        )
+        for spec in (*group.test_data, *group.heldout_family_data)
+    }
 
 
 def _eval_episodes(group: Group, seeds: int, jobs) -> int:
