@@ -252,7 +252,8 @@ def _babyai(
     ablation_families: tuple[str, ...] = (GOTO,),
 ) -> Group:
     """BabyAI with the instruction ablation, its 2x2 asked on ``ablation_families`` (where the
-    mission names the target and the demonstrations show it). By default GoToLocal and
+    mission names the target and the demonstrations show it), the copy baselines on every
+    family. By default GoToLocal and
     PutNextLocal are trained and PickupLoc held out: its expert's actions (pickup, drop) are
     PutNextLocal's targets."""
     return Group(
@@ -270,7 +271,7 @@ def _babyai(
         eval=eval,
         questions=(
             *two_by_two(families=ablation_families),
-            *copying(BURSTY, families=ablation_families),
+            *copying(BURSTY),
         ),
     )
 
