@@ -36,13 +36,14 @@ Example:
 from __future__ import annotations
 
 from minigrid.core.actions import Actions
-from minigrid.core.world_object import Lava, Wall
+from minigrid.core.world_object import Goal, Lava, Wall
 from minigrid.envs import CrossingEnv, DoorKeyEnv, FourRoomsEnv, MultiRoomEnv, UnlockEnv
 from minigrid.envs.babyai import GoToLocal, PickupLoc, PutNextLocal
 
 from .minigrid_bot import FALLBACK_ACTION, BotTracker
 from .minigrid_levels import BabyAILevelMixin, MiniGridLevelMixin
 from .minigrid_planner import GridPlanner
+from .minigrid_strict import StrictGoTo
 
 _FORWARD, _PICKUP, _TOGGLE = int(Actions.forward), int(Actions.pickup), int(Actions.toggle)
 
@@ -75,9 +76,36 @@ class _PlannerFamily(MiniGridLevelMixin):
         action = self._expert_step(self._plan())
         return FALLBACK_ACTION if action is None else action
 
+    def _redraw_goal(self, cells: list[tuple[int, int]]) -> None:
+        """Move the goal onto one of ``cells``, drawn from the level's generator (``-v2``)."""
+        (old,) = _cells_holding(self.grid, "goal")
+        self.grid.set(*old, None)
+        cells = sorted(set(cells) | {old})
+        cell = cells[self._rand_int(0, len(cells))]
+        self.grid.set(*cell, Goal())
+        self.goal_pos = cell
+
     def _expert_step(self, planner: GridPlanner) -> int | None:
         """Shortest path onto the goal, opening closed doors on the way."""
         return planner.next_action(self._goals, _FORWARD)
+
+
+def _cells_holding(grid, kind: str) -> list[tuple[int, int]]:
+    """Cells of ``grid`` holding an object of type ``kind``."""
+    w = grid.width
+    return [(i % w, i // w) for i, o in enumerate(grid.grid) if o is not None and o.type == kind]
+
+
+def _reachable(grid, start: tuple[int, int]) -> list[tuple[int, int]]:
+    """Empty cells connected to ``start`` through empty cells (4-neighbourhood)."""
+    seen, todo = {start}, [start]
+    while todo:
+        x, y = todo.pop()
+        for nxt in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)):
+            if nxt not in seen and grid.get(*nxt) is None:
+                seen.add(nxt)
+                todo.append(nxt)
+    return sorted(seen)
 
 
 class _BotFamily(BabyAILevelMixin):
@@ -158,6 +186,11 @@ class SimpleCrossingLevels(_PlannerFamily, CrossingEnv):
     fixed_start_max_steps = 40
     env_kwargs = {"size": 9, "num_crossings": 3, "obstacle_type": Wall}
 
+    def _gen_grid(self, width: int, height: int) -> None:
+        super()._gen_grid(width, height)
+        if self.content_split:  # -v2: the goal is any cell the generator's start reaches
+            self._redraw_goal(_reachable(self.grid, tuple(self.agent_pos)))
+
 
 class LavaCrossingLevels(_PlannerFamily, CrossingEnv):
     """``LavaCrossing-v1``: 9x9 room crossed by three lava rivers with gaps (S9N3).
@@ -180,6 +213,11 @@ class LavaCrossingLevels(_PlannerFamily, CrossingEnv):
     fixed_start_max_steps = 40
     env_kwargs = {"size": 9, "num_crossings": 3, "obstacle_type": Lava}
 
+    def _gen_grid(self, width: int, height: int) -> None:
+        super()._gen_grid(width, height)
+        if self.content_split:  # -v2: the goal is any cell the generator's start reaches
+            self._redraw_goal(_reachable(self.grid, tuple(self.agent_pos)))
+
 
 class DoorKeyLevels(_PlannerFamily, DoorKeyEnv):
     """``DoorKey-v1``: 8x8 room split by a wall with a locked door; the key is on the agent's side.
@@ -200,6 +238,12 @@ class DoorKeyLevels(_PlannerFamily, DoorKeyEnv):
     )
     default_max_steps = 64
     env_kwargs = {"size": 8}
+
+    def _gen_grid(self, width: int, height: int) -> None:
+        super()._gen_grid(width, height)
+        if self.content_split:  # -v2: the goal is any empty cell beyond the wall
+            ((wall_x, _),) = _cells_holding(self.grid, "door")
+            self._redraw_goal(self._empty_cells((wall_x + 1, 0), (width, height)))
 
     def _start_cells(self) -> list[tuple[int, int]]:
         (wall_x, _), *_ = self._plan().find("door")
@@ -262,6 +306,22 @@ class GoToLocalLevels(_BotFamily, GoToLocal):
     default_max_steps = 48
     fixed_start_max_steps = 40
     env_kwargs = {"room_size": 8, "num_dists": 8}
+    _strict_goto: StrictGoTo | None = None
+
+    def _draw_start(self) -> tuple[tuple[int, int], int]:
+        # Strict: start only where the target can be faced without facing another object.
+        self._strict_goto = StrictGoTo(self) if self.strict else None
+        return super()._draw_start()
+
+    def _start_pose_ok(self, cell: tuple[int, int], direction: int) -> bool:
+        ok = super()._start_pose_ok(cell, direction)
+        return ok and (self._strict_goto is None or self._strict_goto.reaches(cell, direction))
+
+    def expert_action(self) -> int:
+        if self._strict_goto is None:
+            return super().expert_action()
+        action = self._strict_goto.action()
+        return FALLBACK_ACTION if action is None else action
 
 
 class PickupLocLevels(_BotFamily, PickupLoc):
