@@ -14,9 +14,10 @@ A decoy evaluation (:mod:`trajbench.envs.minigrid_decoys`) shows a mission namin
 the episode then ends at either object and ``info["decoy_success"]`` says whether it was the
 decoy's.
 
-:class:`StrictGoTo` is the expert of strict ``go to`` families: a shortest path over
-``(cell, direction)`` with MiniGrid's ``left`` / ``right`` / ``forward`` that never faces a wrong
-object on its way (the BabyAI bot does not avoid them).
+:class:`StrictPath` is the expert's path on strict ``go to`` and ``pick up`` families: a shortest
+path over ``(cell, direction)`` with MiniGrid's ``left`` / ``right`` / ``forward`` that moves no
+other object and, for ``go to``, never faces one on its way (the BabyAI bot does neither: it
+faces objects in passing and picks up ones in its way).
 """
 
 from __future__ import annotations
@@ -70,18 +71,25 @@ def _successors(state: tuple[int, int, int], grid: Any) -> dict[int, tuple[int, 
     return succ
 
 
-class StrictGoTo:
-    """Distances to face an accepted object without ever facing another object, for one episode.
+class StrictPath:
+    """Distances to face an accepted object, for one episode, never moving another object and
+    (``avoid_others``, for ``go to``) never facing one.
 
-    Objects do not move in a ``go to`` episode, so one backward breadth-first search over
-    ``(x, y, direction)`` at reset serves every step.
+    The path moves no object, so one backward breadth-first search over ``(x, y, direction)`` at
+    reset serves every step until the agent picks its object up.
 
     Args:
         env: The unwrapped BabyAI environment, its mission's verifier reset.
+        avoid_others: Never face an object the mission does not accept (strict ``go to``).
     """
 
-    def __init__(self, env: Any):
-        self.env = env
+    def __init__(self, env: Any, avoid_others: bool = True):
+        self.env, self.avoid_others = env, avoid_others
+        self._search()
+
+    def _search(self) -> None:
+        """The backward search from the poses facing an accepted object (on the grid as is)."""
+        env, avoid_others = self.env, self.avoid_others
         grid, instr = env.grid, env.instrs
         accepted = {tuple(o.cur_pos) for o in accepted_objects(instr)}
         self.width, self.height = grid.width, grid.height
@@ -94,6 +102,8 @@ class StrictGoTo:
             return 0 <= x < self.width and 0 <= y < self.height and grid.get(x, y) is None
 
         def facing_other(x: int, y: int, d: int) -> bool:
+            if not avoid_others:
+                return False
             cell = front(x, y, d)
             obj = grid.get(*cell)
             return obj is not None and obj.type in OBJECT_TYPES and cell not in accepted
@@ -132,6 +142,8 @@ class StrictGoTo:
         """The next action of a shortest strict path from the agent's pose (None: no path)."""
         env = self.env
         state = (int(env.agent_pos[0]), int(env.agent_pos[1]), int(env.agent_dir))
+        if state not in self.dist:  # off every path: an object moved or vanished (a toggled box)
+            self._search()
         here = self.dist.get(state)
         if here is None or here == 0:
             return None

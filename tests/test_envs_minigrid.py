@@ -39,8 +39,8 @@ from trajbench.envs.minigrid_levels import (  # _AGENT, _FRONT: the view's two d
 MINIGRID = [i for i in env_ids() if issubclass(family_class(i), MiniGridLevelMixin)]
 V1 = [i for i in MINIGRID if i.endswith("-v1")]
 BABYAI = [i for i in MINIGRID if issubclass(family_class(i), BabyAILevelMixin)]
-#: Strict go-to families, whose expert is StrictGoTo rather than the BabyAI bot.
-STRICT_GOTO = ["trajbench/GoToLocal-v2", "trajbench/HiddenGoToLocal-v0"]
+#: Strict families whose expert follows a StrictPath rather than the BabyAI bot.
+STRICT_PATH = ["trajbench/GoToLocal-v2", "trajbench/PickupLoc-v2", "trajbench/HiddenGoToLocal-v0"]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is out of date:DeprecationWarning")
 
 
@@ -276,7 +276,7 @@ def test_lava_death_is_not_success():
     assert terminated and reward == 0 and info["success"] is False
 
 
-@pytest.mark.parametrize("env_id", [i for i in BABYAI if i not in STRICT_GOTO])
+@pytest.mark.parametrize("env_id", [i for i in BABYAI if i not in STRICT_PATH])
 def test_babyai_bot_tracking_matches_the_bot_replanned_every_step(env_id):
     """Interleaved random actions: the lazily fed bot suggests what the canonical loop would."""
     compared = 0
