@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trajbench.contexts.modes import BURSTY
 from trajbench.families import resolve_env_id
 from trajbench.pipeline.evaluate import EvalConfig
 from trajbench.pipeline.presets import DataSpec
@@ -225,7 +226,7 @@ def train_config(
     cfg: BurstinessConfig, out: Path, train_data: Path, p: float, zipf: float, seed: int
 ) -> TrainConfig:
     """The training config of one model: ``cfg.train`` with its data, directory, seed and mix."""
-    context = replace(cfg.train.context, mode="bursty", p_bursty=p, zipf=zipf)
+    context = replace(cfg.train.context, mode=BURSTY, p_bursty=p, zipf=zipf)
     return replace(
         cfg.train,
         data=(str(train_data),),

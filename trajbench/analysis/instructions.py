@@ -56,13 +56,14 @@ from trajbench.errors import TrajbenchError
 from trajbench.families import make_env
 from trajbench.metrics import aggregate
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
+from trajbench.records import EVAL_SPLIT, RECORDS_FILE, TRAIN_CONTEXT
 
 from .common import direction, fmt_ci, pyplot, run_analysis
 
 NAME = "instructions"
 #: Object types a BabyAI mission can name (the candidates of a guess).
 CANDIDATE_TYPES = frozenset({"key", "ball", "box", "door"})
-REQUIRED = ("policy", "train_context", "instruction", "family", "eval_split", "k", "support")
+REQUIRED = ("policy", TRAIN_CONTEXT, "instruction", "family", EVAL_SPLIT, "k", "support")
 #: Columns that, when present, also separate conditions (the runner's group and p_bursty).
 OPTIONAL_CONDITION = ("group", "p_bursty")
 INSTRUCTION_ORDER = ("full", "empty", "template", "wrong", "-")
@@ -244,7 +245,7 @@ def load_records(cfg: InstructionsConfig) -> pd.DataFrame:
         raise TrajbenchError("give exactly one of --run, --records or --models (with --eval.data)")
     if cfg.models:
         return evaluate_models(cfg)
-    paths = [Path(cfg.run) / "records.parquet"] if cfg.run else [Path(p) for p in cfg.records]
+    paths = [Path(cfg.run) / RECORDS_FILE] if cfg.run else [Path(p) for p in cfg.records]
     frames = []
     for p in paths:
         if not p.is_file():
@@ -323,7 +324,7 @@ def compute(cfg: InstructionsConfig) -> InstructionsResult:
     table = aggregate(records, ["success", "guess_normalized", "chance"], group)
     table["instruction"] = pd.Categorical(table["instruction"], INSTRUCTION_ORDER, ordered=True)
     table = table.sort_values(
-        ["family", "eval_split", "k", "support", "train_context", "instruction", "inferable"]
+        ["family", EVAL_SPLIT, "k", "support", TRAIN_CONTEXT, "instruction", "inferable"]
     )
     table["instruction"] = table["instruction"].astype(str)
     levels = levels.assign(skipped=False)
@@ -337,7 +338,7 @@ def compute(cfg: InstructionsConfig) -> InstructionsResult:
 def _label(row) -> str:
     if row["instruction"] == "-":
         return f"{row['policy']} (reference)"
-    return f"{row['train_context']} / {row['instruction']}"
+    return f"{row[TRAIN_CONTEXT]} / {row['instruction']}"
 
 
 def render(result: InstructionsResult, cfg: InstructionsConfig) -> str:
@@ -366,7 +367,7 @@ def render(result: InstructionsResult, cfg: InstructionsConfig) -> str:
             f"- {int(levels.skipped.sum())} level(s) where every object satisfies the mission were left out."
         )
     lines.append("")
-    keys = ["family", "eval_split", "k", "support"]
+    keys = ["family", EVAL_SPLIT, "k", "support"]
     for (fam, split, k, support), sub in table.groupby(keys, sort=False):
         lines += [
             f"## {fam.split('/')[-1]}, {split.replace('_', ' ')}, K={k} ({support}-level demonstrations)",
@@ -398,7 +399,7 @@ def _reading(sub: pd.DataFrame) -> list[str]:
     """For every training context: each instruction against ``full`` on both sides of the split."""
     out = []
     metric = "guess_normalized"
-    for mode, rows in sub[sub.instruction != "-"].groupby("train_context", sort=False):
+    for mode, rows in sub[sub.instruction != "-"].groupby(TRAIN_CONTEXT, sort=False):
         sides, drops = [], {}
         for part in ("inferable", "not inferable"):
             side = rows[rows.inferable == part]
@@ -440,7 +441,7 @@ def plot(result: InstructionsResult, cfg: InstructionsConfig):
     """Guess-normalized mean per condition, inferable vs not, one panel per (family, split, K)."""
     plt = pyplot()
     table = result.table
-    keys = list(table.groupby(["family", "eval_split", "k", "support"], sort=False))
+    keys = list(table.groupby(["family", EVAL_SPLIT, "k", "support"], sort=False))
     fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 3.8), squeeze=False)
     for ax, ((fam, split, k, support), sub) in zip(axes[0], keys, strict=True):
         labels = list(dict.fromkeys(sub.apply(_label, axis=1)))

@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from trajbench.contexts import ContextBuilder, ContextConfig
+from trajbench.contexts.modes import BURSTY
 from trajbench.data import load
 from trajbench.device import resolve_device
 from trajbench.errors import TrajbenchError
@@ -250,7 +251,7 @@ def eval_context(cfg: PhasesConfig) -> ContextConfig:
     """The held-out sequences' context: the training mode, k and instruction, expert queries,
     uniform levels, no bursty/trajectories mixing (``p_bursty`` set: bursty)."""
     ctx = cfg.train.context
-    mode = "bursty" if ctx.p_bursty is not None else ctx.mode
+    mode = BURSTY if ctx.p_bursty is not None else ctx.mode
     return replace(
         ctx,
         mode=mode,

@@ -21,7 +21,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from gymnasium.wrappers import RenderCollection
@@ -39,10 +38,8 @@ from trajbench.io import atomic_write_bytes, atomic_write_text
 from trajbench.policy import EpisodeRecord, Policy
 from trajbench.rollout import first_observations, rollout
 
+from .jobs import Job
 from .policies import load_policy
-
-if TYPE_CHECKING:  # the runner imports this module
-    from .runner import Job
 
 
 @dataclass(kw_only=True)
