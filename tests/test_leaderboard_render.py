@@ -38,6 +38,7 @@ from trajbench.leaderboard import (
     submission_files,
     validate_files,
 )
+from trajbench.suite import SUITE_VERSION
 
 pytest_plugins = ["leaderboard_support"]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,7 +64,7 @@ def test_build_ranks_the_entries_by_mean_success(built):
     readme = (built / "README.md").read_text()
     assert board_order(readme, DARK_TITLE) == ORDER
     assert f"### {KEY_DOOR} — held-out family (k = 4)" in readme
-    assert "## Suite trajbench v2" in readme and "Archived" not in readme
+    assert f"## Suite trajbench v{SUITE_VERSION}" in readme and "Archived" not in readme
     assert "`trajbench run --preset ci --out runs/ci`" in readme
     assert "52,000" in readme and "2x CPU (test)" in readme and "2025-11-25" in readme
     header = (
@@ -192,7 +193,7 @@ def test_suite_version_1_entries_are_listed_as_archived_with_their_statistic():
     subs, _ = validate_files(V1_FILES)
     readme = render_markdown(subs)
     ranked, archived = readme.split("\n## Archived (suite version 1)\n", 1)
-    assert "## Suite trajbench v2\n\nNo entries yet on this suite version." in ranked
+    assert f"## Suite trajbench v{SUITE_VERSION}\n\nNo entries yet on this suite version." in ranked
     assert "Their success is the IQM over training seeds × levels" in archived
     assert "| Success IQM [95% CI] | No-support success | Norm. return IQM" in archived
     assert "Matched-format" not in archived and "| 1 |" not in archived
@@ -212,22 +213,22 @@ def test_build_gives_each_level_set_its_own_table(root, capsys):
 
 
 def test_build_lists_older_suite_versions_as_archived(root, capsys, monkeypatch):
-    add_suite_version(monkeypatch, "3")
+    newer, older = add_suite_version(monkeypatch), SUITE_VERSION
     current = entry_path(root, "current")
     current.write_text(entry_path(root).read_text())
     edit(current, set_value("name", "current"))
-    edit(current, set_value("suite_version", "3"))
+    edit(current, set_value("suite_version", newer))
     assert run_cli(capsys, "build", "--root", str(root))[0] == 0
     readme = (root / "README.md").read_text()
-    ranked, archived = readme.split("\n## Archived (suite version 2)\n", 1)
-    assert "## Suite trajbench v3" in ranked and "## Suite trajbench v2" not in readme
-    assert "which suite version 3 replaces: they are listed, not ranked." in archived
+    ranked, archived = readme.split(f"\n## Archived (suite version {older})\n", 1)
+    assert f"## Suite trajbench v{newer}" in ranked and f"## Suite trajbench v{older}" not in readme
+    assert f"which suite version {newer} replaces: they are listed, not ranked." in archived
     assert "Their success is" not in archived  # the same statistic as the ranked version's
     assert board_order(ranked, DARK_TITLE) == ["current"] and "| 1 | current |" in ranked
     assert board_order(archived, DARK_TITLE) == sorted(ORDER)
     assert "| 1 |" not in archived.split("## How each entry", 1)[0]
     page = (root / "index.html").read_text()
-    assert "<h2>Archived (suite version 2)</h2>" in page and 'class="board archived"' in page
+    assert f"<h2>Archived (suite version {older})</h2>" in page and 'class="board archived"' in page
     assert page.count("<svg") == 1  # the plot shows the ranked version only
 
 
