@@ -122,7 +122,7 @@ def test_an_agent_trajbench_did_not_train_is_submitted_and_ranked(outputs, tmp_p
     rows = {line.split(" | ")[1]: line for line in readme.splitlines() if line.startswith("| ")}
     assert rows["tabular-cli"].split(" | ")[0] == rows["tabular-api"].split(" | ")[0]  # a tie
     # the model column names the import path and the version its module declares
-    assert f"| {FACTORY} 1.0 |" in rows["tabular-cli"] and "copy baseline" in rows["hashmap"]
+    assert f"| {FACTORY} 2.0 |" in rows["tabular-cli"] and "copy baseline" in rows["hashmap"]
     assert "tabular-cli" in (root / "index.html").read_text()
 
 
