@@ -4,7 +4,10 @@ what the protocol shows (encoded steps, the mission as shown) and nothing else.
 Each cheating policy below tries one leak and records what it found. Against the interface of
 trajbench 0.1 (``act(..., envs)``, ``RowContext.level``, ``RowContext.env_id``, the true mission
 under every instruction) each of them scored 1.00 at k = 0 on Dark Room, where an honest policy is
-at chance (see docs/agent-view.md); here each finds nothing to read.
+at chance (see docs/agent-view.md); here each finds nothing to read. Two more read across rows
+(a row's index; another row's demonstrations, found by the start state rows of one level share):
+with every condition batched together they scored 1.00 and 0.91 at k = 0; an outside policy now
+plays isolated streams of rows (:mod:`trajbench.pipeline.streams`), and they are at chance.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from trajbench.pipeline import evaluate as evaluate_cli
 
 pytest_plugins = ["pipeline_support"]  # dr_test, goto_test
 
+DARK = "trajbench/DarkRoom-v0"
 SIZE = 9  # Dark Room's default grid: level = y * 9 + x is the goal cell
 FOUND: dict[str, list] = {}  # what the CLI-made cheats found, by cheat name
 
@@ -157,6 +161,48 @@ def test_a_store_reader_run_from_the_command_line_finds_no_key(dr_test, tmp_path
     assert evaluate_cli.main(argv) == 0
     assert FOUND["store"] == []
     assert _k0_success(pd.read_parquet(tmp_path / "out" / "records.parquet")) < 0.5
+
+
+class RowOrder(Cheat):
+    """Takes row ``i`` of an evaluation of every test level to be level ``split[i % n]``."""
+
+    SPLIT = sorted(int(x) for x in gym.make(DARK).unwrapped.splits()["test"])
+
+    def begin(self, rows) -> None:
+        self.goals = [cell_of(self.SPLIT[i % len(self.SPLIT)], SIZE) for i in range(len(rows))]
+
+
+class Pairing(Cheat):
+    """A row without demonstrations borrows the goal (where a demonstration ends) of a row with
+    the same start state: rows of one level start alike."""
+
+    def begin(self, rows) -> None:
+        self.goals = [
+            np.asarray(r.episodes[0].obs[-1], np.int64) if r.episodes else None for r in rows
+        ]
+        self.shown, self.first = list(self.goals), True
+
+    def act(self, obs, prev_action, prev_reward, rows, *given) -> np.ndarray:
+        if self.first:  # every running row's start, at once
+            starts = {
+                obs[j].tobytes(): self.shown[i]
+                for j, i in enumerate(rows)
+                if self.shown[i] is not None
+            }
+            for j, i in enumerate(rows):
+                if self.goals[i] is None and obs[j].tobytes() in starts:
+                    self.goals[i] = starts[obs[j].tobytes()]
+                    self.found.append(int(i))
+            self.first = False
+        return super().act(obs, prev_action, prev_reward, rows)
+
+
+@pytest.mark.parametrize("cheat", [RowOrder, Pairing], ids=lambda c: c.__name__)
+def test_a_cheat_across_rows_plays_at_chance(cheat, dr_test):
+    result = trajbench.evaluate(cheat(), dr_test, ks=(0, 4), support="same", episodes=4)
+    assert _k0_success(result.records) < 0.5
+    if cheat is Pairing:  # where its row shows demonstrations, it reads them
+        assert result.records.loc[result.records.k == 4, "success"].mean() > 0.9
 
 
 class OldInterface:

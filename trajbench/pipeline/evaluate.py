@@ -75,6 +75,7 @@ from .policies import (
     refuse_trained_levels,
     trained_levels_of,
 )
+from .streams import batches
 
 
 @dataclass
@@ -289,9 +290,12 @@ def _evaluate(
         present = demos.expert.loc[demos.expert.env_id == env_id, "level"].unique()
         levels = subset(present, cfg.max_levels, env_id).tolist()
         refuse_trained_levels(cfg.policy, env_id, levels, trained)
-        rows = [(lv, *c) for c in conditions for lv in levels]
+        isolate = runner is not policy  # an outside policy plays isolated streams of rows
         chunks += [
-            (env_id, rows[i : i + cfg.batch_rows]) for i in range(0, len(rows), cfg.batch_rows)
+            (env_id, rows)
+            for rows in batches(
+                levels, conditions, cfg.batch_rows, isolate, cfg.seed, store.content_hash
+            )
         ]
     about = {**asdict(info), "eval_instruction": shown_instruction, "eval_seed": cfg.seed}
     records = _roll_out(cfg, runner, info, demos, chunks, about)
