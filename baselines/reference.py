@@ -21,12 +21,13 @@ import numpy as np
 
 from trajbench.policy import Policy, RowContext
 from trajbench.privileged import PrivilegedPolicy, PrivilegedRow
+from trajbench.records import EXPERT, HASHMAP, RANDOM, REPLAY
 
 
 class RandomPolicy(Policy):
     """Uniformly random actions (seeded)."""
 
-    name = "random"
+    name = RANDOM
 
     def __init__(self, n_actions: int, seed: int = 0):
         self.n_actions = n_actions
@@ -42,7 +43,7 @@ class RandomPolicy(Policy):
 class ExpertPolicy(PrivilegedPolicy):
     """The family's privileged expert: the upper bound."""
 
-    name = "expert"
+    name = EXPERT
 
     def begin(self, rows: list[PrivilegedRow]) -> None:
         pass
@@ -54,7 +55,7 @@ class ExpertPolicy(PrivilegedPolicy):
 class HashmapPolicy(Policy):
     """Copy the context's action at an identical observation, else act at random."""
 
-    name = "hashmap"
+    name = HASHMAP
 
     def __init__(self, n_actions: int, seed: int = 0):
         self.n_actions = n_actions
@@ -83,7 +84,7 @@ class HashmapPolicy(Policy):
 class ReplayPolicy(Policy):
     """Play one random context demonstration's actions open-loop, then act at random."""
 
-    name = "replay"
+    name = REPLAY
 
     def __init__(self, n_actions: int, seed: int = 0):
         self.n_actions = n_actions

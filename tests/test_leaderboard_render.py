@@ -295,7 +295,9 @@ class Page(HTMLParser):
 def chromium(tmp_path: Path, *args: str) -> str:
     binary = shutil.which("chromium") or str(CHROMIUM)
     if not Path(binary).exists():
-        pytest.fail("no Chromium: apt-get install -y chromium (.ci/run installs it as root)")
+        pytest.fail(
+            "no Chromium: apt-get install -y chromium (scripts/test.sh installs it as root)"
+        )
     cmd = [binary, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=True).stdout
 

@@ -280,7 +280,7 @@ def test_every_preset_is_well_formed(name):
     preset = PRESETS[name]
     assert jobs_of(preset, preset.seeds)
     for group in preset.groups:
-        assert {c.mode for c in group.conditions} <= set(MODES)
+        assert {c.train_context for c in group.conditions} <= set(MODES)
         assert {c.backbone for c in group.conditions} <= {"", *BACKBONES}
         assert {c.instruction for c in group.conditions} <= set(INSTRUCTIONS)
         assert group.eval.episodes >= (2 if name == "ci" else 4)
@@ -336,7 +336,7 @@ def test_the_architectures_preset_compares_backbones_of_about_equal_size():
 
     preset = PRESETS["architectures"]
     for group in preset.groups:
-        assert {c.mode for c in group.conditions} == {"bursty"}
+        assert {c.train_context for c in group.conditions} == {"bursty"}
         assert {c.backbone for c in group.conditions} == {"llama", "mamba2", "lstm"}
         names = {job.name for job in jobs_of(preset, preset.seeds) if job.group is group}
         assert {"bursty-full-llama", "bursty-full-mamba2", "bursty-full-lstm"} <= names

@@ -19,6 +19,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from trajbench.records import DECOY_SUCCESS
+
 from .errors import TrajbenchError
 from .policy import EpisodeRecord, Policy
 from .privileged import AgentView, PrivilegedPolicy, PrivilegedRow
@@ -197,7 +199,7 @@ def rollout(
                     "length": len(a),
                 }
                 if decoys:
-                    record["decoy_success"] = bool(decoy[i])
+                    record[DECOY_SUCCESS] = bool(decoy[i])
                 out.append(record)
     finally:
         if own_envs:
@@ -240,7 +242,7 @@ def _play(policy: PrivilegedPolicy, envs: list, raw: list, obs: list, n_actions:
             traj[i][2].append(r)
             obs[i], prev_a[i], prev_r[i] = o, a, r
             success[i] = bool(info.get("success", False))
-            decoy[i] = bool(info.get("decoy_success", False))
+            decoy[i] = bool(info.get(DECOY_SUCCESS, False))
             finished[j] = term or trunc
         active = active[~finished]
     return traj, success, decoy

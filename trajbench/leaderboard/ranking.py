@@ -28,14 +28,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from trajbench.report.tables import COPY_BASELINES, saturated
+from trajbench.records import COMMON, COPY_BASELINES, MATCHED, TEST_FAMILIES, TEST_LEVELS
+from trajbench.report.tables import saturated
 from trajbench.suite import SUITE_VERSIONS
 
 from .schema import SCHEMA_VERSION, Aggregate, AggregateV1, Entry, schema_of
 
-SPLIT_TITLES = {"test_levels": "held-out levels", "test_families": "held-out family"}
+SPLIT_TITLES = {TEST_LEVELS: "held-out levels", TEST_FAMILIES: "held-out family"}
 #: (support, format) of the ranked score, the no-support score and the matched-format score.
-SAME, OTHER, MATCHED = ("same", "common"), ("other", "common"), ("same", "matched")
+SAME, OTHER, MATCHED = ("same", COMMON), ("other", COMMON), ("same", MATCHED)
 
 
 @dataclass

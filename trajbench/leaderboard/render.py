@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trajbench.records import MATCHED
 from trajbench.report.tables import SATURATION
 from trajbench.suite import SUITE
 
@@ -255,7 +256,7 @@ def plot_svg(boards: Sequence[Table]) -> str:
             ax.plot([a.success for a in same], y, "o", color="C0", label="same-level support")
             for label, marker, color, which in (
                 ("no support", "o", "C3", "other"),
-                ("matched format", "^", "C2", "matched"),
+                ("matched format", "^", "C2", MATCHED),
             ):
                 found = [(getattr(r, which), i) for i, r in enumerate(rows)]
                 points = [(a.success, i) for a, i in found if a is not None]

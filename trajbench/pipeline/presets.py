@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trajbench.baselines.transformer import ModelConfig
+from trajbench.baselines.model_config import ModelConfig
 from trajbench.contexts import MODE_NAMES, ContextConfig
+from trajbench.contexts.modes import BURSTY, ISOLATED, NONE, SHUFFLED, TRAJECTORIES
+from trajbench.records import HASHMAP, RANDOM, REFERENCES, REPLAY
 
-from .evaluate import EvalConfig
-from .train import TrainConfig
+from .eval_config import EvalConfig
+from .train_config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ class Condition:
     """One training condition of a group: a context mode, an instruction mode, a p_bursty, and
     the backbone ("": the group's)."""
 
-    mode: str
+    train_context: str
+    """The context mode its models train with: its records' ``train_context``."""
     instruction: str = "full"
     p_bursty: float | None = None
     backbone: str = ""
@@ -109,7 +112,7 @@ class Group:
     decoy_eval: bool = False
     """Also evaluate every full-instruction model and reference policy with decoy missions on
     the query (the instruction ablation's conflict test; BabyAI families)."""
-    baselines: tuple[str, ...] = ("random", "hashmap", "replay", "expert")
+    baselines: tuple[str, ...] = REFERENCES
 
 
 @dataclass(frozen=True)
@@ -150,8 +153,8 @@ UNLOCK = "trajbench/Unlock-v1"
 #: The instruction ablation: full / empty / template with context, and the grounding check
 #: (full vs empty without context, where the mission is the only information).
 INSTRUCTION_ABLATION = (
-    *cross(("bursty",), ("full", "empty", "template")),
-    *cross(("none",), ("full", "empty")),
+    *cross((BURSTY,), ("full", "empty", "template")),
+    *cross((NONE,), ("full", "empty")),
 )
 
 
@@ -227,8 +230,8 @@ def _architectures(name: str, env: str, n_train: int, n_test: int, steps: int, k
         n_test,
         train=train_template(steps=steps, k=k, **_ARCHITECTURE_MODEL),
         eval=eval_template(ks=(0, 1, k)),
-        conditions=cross(("bursty",), backbones=ARCHITECTURES),
-        baselines=("random", "hashmap", "replay"),
+        conditions=cross((BURSTY,), backbones=ARCHITECTURES),
+        baselines=(RANDOM, HASHMAP, REPLAY),
     )
 
 
@@ -259,8 +262,8 @@ PRESETS: dict[str, Preset] = {
                 6,
                 train=train_template(steps=40, d_model=32),
                 eval=eval_template(ks=(0, 2), episodes=2),
-                conditions=cross(("bursty", "none")),
-                baselines=("random", "hashmap", "replay"),
+                conditions=cross((BURSTY, NONE)),
+                baselines=(RANDOM, HASHMAP, REPLAY),
             ),
         ),
         seeds=(0, 1),
@@ -273,7 +276,7 @@ PRESETS: dict[str, Preset] = {
             "instruction ablation and its grounding check."
         ),
         groups=(
-            _dark_room(train_template(steps=300), conditions=cross(("bursty", "isolated", "none"))),
+            _dark_room(train_template(steps=300), conditions=cross((BURSTY, ISOLATED, NONE))),
             _group(
                 "dark-sequence",
                 DSEQ,
@@ -286,7 +289,7 @@ PRESETS: dict[str, Preset] = {
                 # Support (vs trajectories) and order (vs shuffled); Dark Room asks about no
                 # context, and gpu / standard cross all five modes (each DarkSequence job is
                 # about 100 s of this CPU).
-                conditions=cross(("bursty", "trajectories", "shuffled")),
+                conditions=cross((BURSTY, TRAJECTORIES, SHUFFLED)),
             ),
             # GoToLocal alone: the held-out family needs PutNextLocal's actions, which the
             # standard preset trains (BabyAI's bot makes these collections the slowest part).

@@ -39,11 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trajbench.baselines.transformer import (
-    ModelConfig,
-    TrajectoryTransformer,
-    training_flops_per_token,
-)
+from trajbench.baselines.model_config import ModelConfig
+from trajbench.baselines.transformer import TrajectoryTransformer, training_flops_per_token
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextBuilder
 from trajbench.data import load
@@ -53,9 +50,9 @@ from trajbench.families import make_env, sample_levels, subset
 from trajbench.provenance import cores
 
 from .evaluate import _conditions
+from .jobs import Job, RunConfig, condition_context, evaluations
 from .policies import PolicyInfo
 from .presets import PRESETS, DataSpec, Group, Preset
-from .runner import Job, RunConfig, evaluations
 from .train import TrainConfig, TrainStep, make_optimizer
 
 #: Dense bf16 tensor-core peak (FLOP/s) by a substring of the CUDA device name (first match).
@@ -239,7 +236,7 @@ def _eval_episodes(group: Group, seeds: int, jobs) -> int:
     total = 0
     for job in jobs:
         info = PolicyInfo(
-            policy=job.name, train_context=job.condition.mode if job.condition else "-"
+            policy=job.name, train_context=job.condition.train_context if job.condition else "-"
         )
         for _split, specs, instruction, formats in evaluations(job):
             cfg = replace(group.eval, instruction=instruction, formats=formats)
@@ -269,10 +266,7 @@ def size_group(
         store = load([str(p) for p in _small_stores(group, Path(tmp), n_levels)])
         lengths, flops_per_token, builders = [], [], []
         for c in group.conditions:
-            context = replace(
-                train.context, mode=c.mode, p_bursty=c.p_bursty, instruction=c.instruction
-            )
-            builder = ContextBuilder(store, seed=0, config=context)
+            builder = ContextBuilder(store, seed=0, config=condition_context(group, c))
             n = (~builder.sample(sequences, seed=0).pad).sum(1).astype(np.float64)
             mean_context = float((n * (n - 1) / 2).sum() / n.sum())  # earlier tokens, per token
             lengths.append(float(n.mean()))

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from trajbench.records import COMMON, MATCHED
+
 #: (k, support, format): one evaluation condition.
 Condition = tuple[int, str, str]
 
 
 def isolated_order(conditions: list[Condition]) -> list[Condition]:
     """The conditions in the order an outside policy plays them (see the module docstring)."""
-    return sorted(conditions, key=lambda c: (c[0] > 0, c[1] == "same", c[0], c[2] == "common"))
+    return sorted(conditions, key=lambda c: (c[0] > 0, c[1] == "same", c[0], c[2] == COMMON))
 
 
 def batches(
@@ -42,7 +44,7 @@ def batches(
         return [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)]
     out = []
     for k, support, fmt in isolated_order(conditions):
-        key = [seed, int(salt[:16], 16), k, support == "other", fmt == "matched"]
+        key = [seed, int(salt[:16], 16), k, support == "other", fmt == MATCHED]
         order = np.random.default_rng(key).permutation(len(levels))
         rows = [(levels[i], k, support, fmt) for i in order]
         out += [rows[i : i + batch_rows] for i in range(0, len(rows), batch_rows)]

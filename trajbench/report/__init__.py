@@ -13,6 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trajbench.records import (
+    COMMON,
+    DECOY,
+    EVAL_INSTRUCTION,
+    EVAL_SPLIT,
+    RECORDS_FILE,
+    RESULTS_FILE,
+)
+
 from ..io import atomic_write_json, atomic_write_text, write_parquet
 from ..suite import SUITE, SUITE_VERSION
 from .markdown import render_markdown
@@ -25,7 +34,7 @@ __all__ = ["conditions_table", "write_report"]
 
 def write_report(out: Path, records: pd.DataFrame, meta: dict) -> Path:
     """Write ``records.parquet``, ``results.json``, ``report.md`` and ``plots/`` into ``out``."""
-    write_parquet(out / "records.parquet", records)
+    write_parquet(out / RECORDS_FILE, records)
     table = conditions_table(records)
     labels = labelled(records)
     cs = [c for _, g in labels.groupby("group", sort=False) for c in comparisons(g)]
@@ -36,10 +45,10 @@ def write_report(out: Path, records: pd.DataFrame, meta: dict) -> Path:
         "comparisons": [c.to_dict() for c in cs],
         "saturated": _saturation(table),
     }
-    atomic_write_json(out / "results.json", results)
+    atomic_write_json(out / RESULTS_FILE, results)
     plots = write_plots(out / "plots", table)
     atomic_write_text(out / "report.md", render_markdown(labels, table, cs, meta, plots))
-    return out / "results.json"
+    return out / RESULTS_FILE
 
 
 def _row(row: dict) -> dict:
@@ -51,12 +60,12 @@ def _row(row: dict) -> dict:
 def _saturation(table: pd.DataFrame) -> list[dict]:
     """The (group, family, split) tables whose best entries all reach the ceiling."""
     out = []
-    head = table[(table["support"] == "same") & (table["format"] == "common")]
-    head = head[head["eval_instruction"] != "decoy"]
-    for (group, family, split), rows in head.groupby(["group", "family", "eval_split"]):
+    head = table[(table["support"] == "same") & (table["format"] == COMMON)]
+    head = head[head[EVAL_INSTRUCTION] != DECOY]
+    for (group, family, split), rows in head.groupby(["group", "family", EVAL_SPLIT]):
         at = rows[rows["k"] == rows["k"].max()]
         if saturated(at):
-            out.append({"group": group, "family": family, "eval_split": split})
+            out.append({"group": group, "family": family, EVAL_SPLIT: split})
     return out
 
 

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from trajbench.records import COMMON, DECOY, DECOY_SUCCESS, EVAL_INSTRUCTION, EVAL_SPLIT, REFERENCES
+
 from ..contexts import MODE_NAMES
 from .readings import grounded, guess_reference, sentence
-from .tables import REFERENCES, Comparison, saturated
+from .tables import Comparison, saturated
 
 _ORDER = [*MODE_NAMES, *REFERENCES]
 
@@ -39,10 +41,10 @@ def render_markdown(
     for group, gt in table.groupby("group", sort=False):
         lines += [f"## Group `{group}`", ""]
         grecords = records[records["group"] == group]
-        for (family, split), ft in gt.groupby(["family", "eval_split"], sort=False):
-            ft = ft[ft["eval_instruction"] != "decoy"]
+        for (family, split), ft in gt.groupby(["family", EVAL_SPLIT], sort=False):
+            ft = ft[ft[EVAL_INSTRUCTION] != DECOY]
             kmax = int(ft["k"].max())
-            same = ft[(ft["support"] == "same") & (ft["k"] == kmax) & (ft["format"] == "common")]
+            same = ft[(ft["support"] == "same") & (ft["k"] == kmax) & (ft["format"] == COMMON)]
             flag = " — saturated at this preset" if saturated(same) else ""
             lines += [f"### {family} — {split.replace('_', ' ')}{flag}", ""]
             lines += _kshot_table(ft)
@@ -93,7 +95,7 @@ def _instructions(records: pd.DataFrame, gt: pd.DataFrame, cs: list[Comparison])
         return []
     lines = ["### Instruction ablation", ""]
     kmax = int(gt["k"].max())
-    for (family, split), ft in gt[gt["k"] == kmax].groupby(["family", "eval_split"], sort=False):
+    for (family, split), ft in gt[gt["k"] == kmax].groupby(["family", EVAL_SPLIT], sort=False):
         is_grounded = grounded(cs, family, split)
         where = f"{family} — {split.replace('_', ' ')}"
         if is_grounded is None:
@@ -112,8 +114,8 @@ def _instructions(records: pd.DataFrame, gt: pd.DataFrame, cs: list[Comparison])
                 "CIs), so the ablation below says nothing about instructions at this preset.",
                 "",
             ]
-        same = ft[(ft["support"] == "same") & (ft["format"] == "common")]
-        trained = same[~same["policy"].isin(REFERENCES) & (same["eval_instruction"] != "decoy")]
+        same = ft[(ft["support"] == "same") & (ft["format"] == COMMON)]
+        trained = same[~same["policy"].isin(REFERENCES) & (same[EVAL_INSTRUCTION] != DECOY)]
         levels = sorted(records.loc[records["family"] == family, "level"].unique().tolist())
         guess = guess_reference(family, levels)
         lines += ["", "| condition | mean success [95% CI] |", "|---|---|"]
@@ -122,8 +124,8 @@ def _instructions(records: pd.DataFrame, gt: pd.DataFrame, cs: list[Comparison])
         ]
         if guess is not None:
             lines.append(f"| random guess (act on a random object) | {guess:.2f} |")
-        decoys = same[same["eval_instruction"] == "decoy"]
-        if not decoys.empty and "decoy_success_mean" in decoys:
+        decoys = same[same[EVAL_INSTRUCTION] == DECOY]
+        if not decoys.empty and f"{DECOY_SUCCESS}_mean" in decoys:
             lines += [
                 "",
                 "Decoy missions on the query (another object of the level), demonstrations to the "
@@ -133,7 +135,7 @@ def _instructions(records: pd.DataFrame, gt: pd.DataFrame, cs: list[Comparison])
                 "|---|---|---|",
             ]
             lines += [
-                f"| {r['label']} | {_ci(r)} | {_ci(r, 'decoy_success')} |"
+                f"| {r['label']} | {_ci(r)} | {_ci(r, DECOY_SUCCESS)} |"
                 for r in decoys.sort_values("label").to_dict("records")
             ]
         lines.append("")

@@ -23,16 +23,19 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from trajbench.contexts.modes import BURSTY, ISOLATED, NONE, SHUFFLED, TRAJECTORIES
+from trajbench.records import COMMON, COPY_BASELINES, DECOY, EVAL_INSTRUCTION, EVAL_SPLIT, MATCHED
+
 from ..families import make_env
-from .tables import COPY_BASELINES, Comparison, compare, is_trained
+from .tables import Comparison, compare, is_trained
 
 QUESTIONS = (
-    ("support", "bursty", "trajectories", "common"),
-    ("support and order", "bursty", "isolated", "common"),
-    ("order", "bursty", "shuffled", "common"),
-    ("order", "bursty", "shuffled", "matched"),
-    ("order", "trajectories", "isolated", "common"),
-    ("context", "bursty", "none", "common"),
+    ("support", BURSTY, TRAJECTORIES, COMMON),
+    ("support and order", BURSTY, ISOLATED, COMMON),
+    ("order", BURSTY, SHUFFLED, COMMON),
+    ("order", BURSTY, SHUFFLED, MATCHED),
+    ("order", TRAJECTORIES, ISOLATED, COMMON),
+    ("context", BURSTY, NONE, COMMON),
 )
 
 
@@ -42,26 +45,26 @@ def headline(records: pd.DataFrame) -> pd.DataFrame:
     return records[
         (records["k"] == kmax)
         & (records["support"] == "same")
-        & (records["eval_instruction"] != "decoy")
+        & (records[EVAL_INSTRUCTION] != DECOY)
     ]
 
 
 def comparisons(records: pd.DataFrame) -> list[Comparison]:
     """Every question's comparison that this group's labelled records can answer."""
     out = []
-    for (_family, _split), rows in headline(records).groupby(["family", "eval_split"]):
-        base = {"family": _family, "eval_split": _split}
+    for (_family, _split), rows in headline(records).groupby(["family", EVAL_SPLIT]):
+        base = {"family": _family, EVAL_SPLIT: _split}
         for question, a, b, fmt in QUESTIONS:
             c = compare(
                 rows,
-                question if fmt == "common" else f"{question} ({fmt} format)",
-                {**base, "label": a, "format": "common"},
+                question if fmt == COMMON else f"{question} ({fmt} format)",
+                {**base, "label": a, "format": COMMON},
                 {**base, "label": b, "format": fmt},
             )
             out.append(c)
         # Copying is the bar for the best trained condition, and for every backbone's model
         # where the group compares backbones.
-        common = rows[rows["format"] == "common"]
+        common = rows[rows["format"] == COMMON]
         best = best_trained(common)
         bar = [best] if best is not None else []
         if _backbones(rows) > 1:
@@ -72,16 +75,16 @@ def comparisons(records: pd.DataFrame) -> list[Comparison]:
                     compare(
                         rows,
                         "copying",
-                        {**base, "label": label, "format": "common"},
-                        {**base, "label": copy, "format": "common"},
+                        {**base, "label": label, "format": COMMON},
+                        {**base, "label": copy, "format": COMMON},
                     )
                 )
         out.append(
             compare(
                 rows,
                 "grounding",
-                {**base, "label": "none", "format": "common"},
-                {**base, "label": "none/empty", "format": "common"},
+                {**base, "label": NONE, "format": COMMON},
+                {**base, "label": "none/empty", "format": COMMON},
             )
         )
     out += architectures(records)
@@ -98,12 +101,12 @@ def architectures(records: pd.DataFrame) -> list[Comparison | None]:
     kmax = int(records["k"].max())
     at = records[
         (records["k"] == kmax)
-        & (records["format"] == "common")
-        & (records["eval_instruction"] != "wrong")
+        & (records["format"] == COMMON)
+        & (records[EVAL_INSTRUCTION] != "wrong")
     ]
     out: list[Comparison | None] = []
-    for (family, split), rows in at.groupby(["family", "eval_split"]):
-        base = {"family": family, "eval_split": split}
+    for (family, split), rows in at.groupby(["family", EVAL_SPLIT]):
+        base = {"family": family, EVAL_SPLIT: split}
         labels = sorted(rows.loc[trained.loc[rows.index], "label"].unique())
         for label in labels:
             c = compare(

@@ -17,6 +17,16 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from trajbench.records import (
+    DECOY_SUCCESS,
+    EVAL_INSTRUCTION,
+    EVAL_SPLIT,
+    EXPERT,
+    NORMALIZED_RETURN,
+    REFERENCES,
+    TRAIN_CONTEXT,
+)
+
 from ..bootstrap import minimum_detectable_effect, paired_difference
 from ..metrics import aggregate, score_frame
 
@@ -24,27 +34,23 @@ CONDITION = [
     "group",
     "policy",
     "backbone",
-    "train_context",
+    TRAIN_CONTEXT,
     "instruction",
     "p_bursty",
     "family",
-    "eval_split",
+    EVAL_SPLIT,
     "k",
     "support",
     "format",
-    "eval_instruction",
+    EVAL_INSTRUCTION,
 ]
-#: Reference policies: no training condition.
-REFERENCES = ("random", "hashmap", "replay", "expert")
-#: The copy baselines a model must beat.
-COPY_BASELINES = ("hashmap", "replay")
 #: A table whose best three entries (the expert excluded) all reach this is saturated.
 SATURATION = 0.97
 
 
 def is_trained(records: pd.DataFrame) -> pd.Series:
     """Which records are of a model trajbench trained (not a reference or an outside policy)."""
-    return ~records["policy"].isin(REFERENCES) & (records["train_context"] != "-")
+    return ~records["policy"].isin(REFERENCES) & (records[TRAIN_CONTEXT] != "-")
 
 
 def labelled(records: pd.DataFrame) -> pd.DataFrame:
@@ -59,7 +65,7 @@ def labelled(records: pd.DataFrame) -> pd.DataFrame:
     several = records.loc[trained, "backbone"].nunique() > 1
     label = np.where(
         trained,
-        records["train_context"]
+        records[TRAIN_CONTEXT]
         + np.where(records["instruction"] != "full", "/" + records["instruction"], "")
         + np.where(p != "-", " p=" + p, "")
         + (" [" + records["backbone"] + "]" if several else ""),
@@ -73,7 +79,7 @@ def conditions_table(records: pd.DataFrame) -> pd.DataFrame:
     records = labelled(records)
     keys = [*CONDITION, "label"]
     table = aggregate(records, "success", keys)
-    ret = aggregate(records, "normalized_return", keys, statistic="iqm")
+    ret = aggregate(records, NORMALIZED_RETURN, keys, statistic="iqm")
     table = table.merge(
         ret[
             [
@@ -82,14 +88,14 @@ def conditions_table(records: pd.DataFrame) -> pd.DataFrame:
                 "normalized_return_ci_low",
                 "normalized_return_ci_high",
             ]
-        ].rename(columns=lambda c: c.replace("normalized_return", "return")),
+        ].rename(columns=lambda c: c.replace(NORMALIZED_RETURN, "return")),
         on=keys,
     )
-    if "decoy_success" in records and records["decoy_success"].notna().any():
+    if DECOY_SUCCESS in records and records[DECOY_SUCCESS].notna().any():
         # Records without a decoy hold None beside True/False: an object column until cast.
-        shown = records[records["decoy_success"].notna()]
-        shown = shown.assign(decoy_success=shown["decoy_success"].astype(float))
-        decoy = aggregate(shown, "decoy_success", keys)
+        shown = records[records[DECOY_SUCCESS].notna()]
+        shown = shown.assign(decoy_success=shown[DECOY_SUCCESS].astype(float))
+        decoy = aggregate(shown, DECOY_SUCCESS, keys)
         cols = ["decoy_success_mean", "decoy_success_ci_low", "decoy_success_ci_high"]
         table = table.merge(decoy[[*keys, *cols]], on=keys, how="left")
     params = records.groupby(keys)["model_params"].max().reset_index()
@@ -144,7 +150,7 @@ def compare(
         a=str(a.get("label")),
         b=str(b.get("label")),
         family=str(first["family"]),
-        eval_split=str(first["eval_split"]),
+        eval_split=str(first[EVAL_SPLIT]),
         k=int(first["k"]),
         a_mean=float(x.mean()),
         b_mean=float(y.mean()),
@@ -171,5 +177,5 @@ def _frame(records: pd.DataFrame, where: dict) -> pd.DataFrame | None:
 
 def saturated(rows: pd.DataFrame) -> bool:
     """Whether the best three entries of a table (the expert excluded) all reach 0.97."""
-    top = rows[rows["policy"] != "expert"].nlargest(3, "success_mean")
+    top = rows[rows["policy"] != EXPERT].nlargest(3, "success_mean")
     return len(top) > 0 and bool((top["success_mean"] >= SATURATION).all())
