@@ -28,17 +28,19 @@ from typing import Any
 
 import numpy as np
 from minigrid.core.actions import Actions
+from minigrid.core.constants import OBJECT_TO_IDX
 
 from trajbench.envs.dark_grid import DarkGridEnv, move, step_toward
 from trajbench.envs.dark_sequence import distance_fields
 from trajbench.envs.levels import DEMO_DECODERS, QUERY_SOLVERS
 from trajbench.envs.minigrid_planner import GridPlanner
-from trajbench.policy import Policy, RowContext
+from trajbench.privileged import PrivilegedPolicy, PrivilegedRow
 from trajbench.records import DECODER, QUERY_ONLY
 
 from .demo_reading import Step, dark_plan, minigrid_plan
 
 _FORWARD, _PICKUP, _LEFT = int(Actions.forward), int(Actions.pickup), int(Actions.left)
+_GOAL = OBJECT_TO_IDX["goal"]
 
 
 def dark_step(pos: np.ndarray, target: tuple[int, int], avoid: list, size: int) -> int:
@@ -62,12 +64,12 @@ def family_attr(env, name: str, known: tuple[str, ...]) -> str:
     return value
 
 
-class QueryOnlyPolicy(Policy):
+class QueryOnlyPolicy(PrivilegedPolicy):
     """The family's best solver without context (see the module docstring)."""
 
     name = QUERY_ONLY
 
-    def begin(self, rows: list[RowContext]) -> None:
+    def begin(self, rows: list[PrivilegedRow]) -> None:
         self.state: list[dict | None] = [None] * len(rows)
 
     def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
@@ -110,7 +112,9 @@ class QueryOnlyPolicy(Policy):
                 vx, vy = env.get_view_coords(x, y)
                 if 0 <= vx < vis.shape[0] and 0 <= vy < vis.shape[1] and vis[vx, vy]:
                     seen.add((x, y))
-        if any(planner.find("goal") & seen) or state.get("goal_seen"):
+        # A goal counts as found once the agent's own view shows one (a hidden goal never does).
+        view = env.gen_obs()["image"]
+        if state.get("goal_seen") or (view[..., 0] == _GOAL).any():
             state["goal_seen"] = True
             return int(env.expert_action())
         unseen = {(x, y) for y in range(env.height) for x in range(env.width)} - seen
@@ -120,22 +124,22 @@ class QueryOnlyPolicy(Policy):
         return _LEFT if action is None else int(action)
 
 
-class DecoderPolicy(Policy):
+class DecoderPolicy(PrivilegedPolicy):
     """Go where the level's demonstrations went (see the module docstring)."""
 
     name = DECODER
 
-    def __init__(self, read: Callable[[Any, RowContext], list] | None = None) -> None:
+    def __init__(self, read: Callable[[Any, PrivilegedRow], list] | None = None) -> None:
         """``read(env, row)``: the plan of a row (cells to visit, or MiniGrid steps); default:
         the family's ``demo_decoder`` on the row's demonstrations. Analyses pass other readers
         (e.g. the chain decoder of shuffled steps, :mod:`trajbench.analysis.order`)."""
         self.read = read or self._plan
         self.fallback = QueryOnlyPolicy()
-        self.rows: list[RowContext] = []
+        self.rows: list[PrivilegedRow] = []
         # Plans by (family, level, demonstrations): a row's later episodes reuse its plan.
         self.cache: dict[tuple, list] = {}
 
-    def begin(self, rows: list[RowContext]) -> None:
+    def begin(self, rows: list[PrivilegedRow]) -> None:
         self.rows = rows
         self.plans: list[list | None] = [None] * len(rows)
         self.done = np.zeros(len(rows), dtype=np.int64)  # plan steps achieved
@@ -169,7 +173,7 @@ class DecoderPolicy(Policy):
         return out
 
     @staticmethod
-    def _plan(env, row: RowContext) -> list:
+    def _plan(env, row: PrivilegedRow) -> list:
         decoder = family_attr(env, "demo_decoder", DEMO_DECODERS)
         if isinstance(env, DarkGridEnv):
             return dark_plan(row.episodes, env.size)

@@ -18,6 +18,7 @@ import gymnasium as gym
 
 from .certificates import stored_certificates
 from .cliargs import parse_config
+from .envs.level_contents import distinct_contents
 from .envs.registration import env_ids
 from .families import make_env
 from .records import DECODER
@@ -58,6 +59,9 @@ def family_info(env_id: str) -> dict[str, Any]:
             "n_levels": int(u.n_levels),
             "n_train": len(splits["train"]),
             "n_test": len(splits["test"]),
+            # measured over all levels by benchmarks/level_contents.py (None: not measured)
+            "distinct_contents": distinct_contents(u.family),
+            "content_split": bool(getattr(u, "content_split", False)),
             "observation_space": _space_summary(env.observation_space),
             "encoding": u.encoding.name,
             "n_features": u.encoding.n_features,
@@ -102,6 +106,7 @@ def envs_main(argv: list[str] | None = None) -> int:
         "n_levels": "levels",
         "n_train": "train",
         "n_test": "test",
+        "distinct_contents": "distinct contents",
         "max_steps": "max steps",
         "n_actions": "actions",
         "encoding": "encoding",

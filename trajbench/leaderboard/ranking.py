@@ -11,8 +11,10 @@ its own (matched) format, which is shown but not ranked.
 The copy baselines (``hashmap``, ``replay``) and the in-context ``decoder`` are rows of the table
 they were evaluated in, marked: the copy baselines are the floor to clear, the decoder the bar
 (:mod:`trajbench.baselines.decoder`). Where a table holds ``random`` and ``decoder`` entries, every
-entry's success is also shown normalized, (success - random) / (decoder - random). A table whose best three entries other than the expert all reach a mean
-success of 0.97 is *saturated at this preset* (:func:`trajbench.report.tables.saturated`).
+entry's success is also shown normalized, (success - random) / (decoder - random). A table whose
+best entry other than the reference policies reaches 0.95 on the decoder scale (the expert's scale
+where the table has no decoder) is *saturated at this preset*
+(:func:`trajbench.report.tables.saturated`).
 
 Only the newest suite version of ``SUITE_VERSIONS`` is ranked: entries of older versions are
 archived, listed in tables of their own without ranks (sorted by name).
@@ -113,7 +115,8 @@ class Table:
 
     @property
     def saturated(self) -> bool:
-        """Whether the best three ranked entries other than the expert all reach 0.97."""
+        """Whether the best entry other than the references reaches 0.95 of the decoder scale
+        (:func:`trajbench.report.tables.saturated`)."""
         rows = self.ranked
         if not rows:
             return False
