@@ -35,6 +35,10 @@ SPLIT_VERSION = 1
 _SPLIT_SALT = 0x7B5E  # fixed salt so splits do not depend on any user seed
 
 LevelsArg = str | Sequence[int]
+#: The in-context decoders a family may name in ``demo_decoder``.
+DEMO_DECODERS = ("goal_cell", "ordered_cells", "final_object")
+#: The query-only solvers a family may name in ``query_solver``.
+QUERY_SOLVERS = ("sweep", "explore", "mission")
 
 
 def content_digest(parts: Sequence[bytes | str]) -> str:
@@ -145,6 +149,17 @@ class LevelMixin(ABC):
     version_note: str = ""
     #: Actions that interact with objects (pickup, drop, toggle); the others move or turn.
     interaction_actions: tuple[int, ...] = ()
+    #: How the family's in-context decoder (``trajbench.baselines.DecoderPolicy``) reads the
+    #: demonstrations: ``"goal_cell"`` (walk to the cell where a demonstration succeeded),
+    #: ``"ordered_cells"`` (visit the rewarded cells in the demonstrated order) or
+    #: ``"final_object"`` (go to and act on the object the demonstrations ended at). Every family
+    #: names one (:data:`DEMO_DECODERS`).
+    demo_decoder: str = ""
+    #: The family's best policy without context (``trajbench.baselines.QueryOnlyPolicy``):
+    #: ``"sweep"`` (visit the nearest unvisited cell), ``"explore"`` (explore the view until the
+    #: goal is seen, then go to it) or ``"mission"`` (the expert: the mission and view name the
+    #: target). One of :data:`QUERY_SOLVERS`.
+    query_solver: str = ""
 
     level: int
 

@@ -271,6 +271,8 @@ class UnlockLevels(_PlannerFamily, UnlockEnv):
     """
 
     family = "Unlock-v1"
+    demo_decoder = "final_object"
+    query_solver = "mission"
     expert_name = "shortest-path planner: key, then door"
     level_fixes = "the rooms, the locked door and its key"
     episode_draws = (

@@ -94,6 +94,8 @@ class HiddenGoToLocalLevels(GoToLocalLevels):
     content_split = True
     has_mission = False
     demo_decoder = "final_object"
+    #: No mission to follow: the query-only solver explores, and the first object faced ends it.
+    query_solver = "explore"
     level_fixes = "the room's objects and the target (its mission is withheld from the query)"
 
     def _gen_grid(self, width: int, height: int) -> None:

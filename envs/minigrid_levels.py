@@ -203,6 +203,8 @@ class MiniGridLevelMixin(LevelMixin):
     n_test_levels = 1_000
     encoding = MINIGRID_ENCODING
     interaction_actions = (_PICKUP, _DROP, _TOGGLE)
+    demo_decoder = "goal_cell"
+    query_solver = "explore"
     #: Episode cap used when ``max_steps`` is not given (random start).
     default_max_steps: int = 64
     #: Episode cap of the fixed-start ``-v0`` id when ``max_steps`` is not given (None: the same).
@@ -394,6 +396,8 @@ class BabyAILevelMixin(MiniGridLevelMixin):
     """
 
     has_mission = True
+    demo_decoder = "final_object"
+    query_solver = "mission"
     _decoy: DecoyTracker
 
     def __init__(self, *args, **kwargs):

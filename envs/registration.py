@@ -59,6 +59,7 @@ FAMILIES: dict[str, FamilySpec] = {
         "trajbench.envs.dark_sequence:DarkSequenceEnv",
         "trajbench.envs.dark_sequence:DarkSequenceVectorEnv",
     ),
+    "DarkFetch-v0": FamilySpec("trajbench.envs.dark_fetch:DarkFetchEnv"),
     **_minigrid("FourRooms"),
     **_minigrid("MultiRoom"),
     **_minigrid("SimpleCrossing"),

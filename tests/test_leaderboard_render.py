@@ -68,7 +68,8 @@ def test_build_ranks_the_entries_by_mean_success(built):
     assert "`trajbench run --preset ci --out runs/ci`" in readme
     assert "52,000" in readme and "2x CPU (test)" in readme and "2025-11-25" in readme
     header = (
-        "| # | Entry | Checked | Model | Training | Mean success [95% CI] | No-support success | "
+        "| # | Entry | Checked | Model | Training | Mean success [95% CI] | Normalized | "
+        "No-support success | "
         "Matched-format success [95% CI] | Norm. return IQM [95% CI] |"
     )
     assert header in readme and "IQM [95% CI] | Seeds" in readme and "Success IQM" not in readme
@@ -96,7 +97,7 @@ def test_readme_names_the_matched_format_and_marks_the_copy_baselines(built):
     assert f"{other:.3f}" in line
     assert "Matched-format success scores a model trained on an unordered mode" in readme
     assert (
-        f"| 2 | {HASHMAP} | self-reported | hashmap — copy baseline, the bar to clear | — |"
+        f"| 2 | {HASHMAP} | self-reported | hashmap — copy baseline, the floor to clear | — |"
         in readme
     )
     assert "copy baseline" not in next(x for x in readme.splitlines() if f"| {RANDOM} |" in x)
@@ -205,7 +206,7 @@ def test_suite_version_1_entries_are_listed_as_archived_with_their_statistic():
     ranked, archived = readme.split("\n## Archived (suite version 1)\n", 1)
     assert f"## Suite trajbench v{SUITE_VERSION}\n\nNo entries yet on this suite version." in ranked
     assert "Their success is the IQM over training seeds × levels" in archived
-    assert "| Success IQM [95% CI] | No-support success | Norm. return IQM" in archived
+    assert "| Success IQM [95% CI] | Normalized | No-support success | Norm. return IQM" in archived
     assert "Matched-format" not in archived and "| 1 |" not in archived
     assert "<svg" not in render_html(subs)  # nothing ranked, nothing plotted
 

@@ -67,6 +67,7 @@ def headers(table: Table) -> list[str]:
         "Model",
         "Training",
         f"{success} [95% CI]",
+        "Normalized",
         "No-support success",
         *matched,
         "Norm. return IQM [95% CI]",
@@ -80,9 +81,11 @@ def headers(table: Table) -> list[str]:
 def _cells(row: Row, table: Table) -> list[str]:
     """The cells of one row of ``table``, shared by the Markdown and HTML renderings."""
     s, same, other, matched = row.sub, row.same, row.other, row.matched
-    scores = ["—"] * (4 + _formats(table))
+    scores = ["—"] * (5 + _formats(table))
     if same is not None:
-        scores = [_success(same), "—" if other is None else f"{other.success:.3f}"]
+        norm = table.normalized(row)
+        scores = [_success(same), "—" if norm is None else f"{norm:.2f}"]
+        scores += ["—" if other is None else f"{other.success:.3f}"]
         scores += ["—" if matched is None else _success(matched)] if _formats(table) else []
         ret = (same.normalized_return_ci_low, same.normalized_return_ci_high)
         scores += [_ci(same.normalized_return_iqm, *ret), f"{same.n_seeds} × {same.n_levels}"]
@@ -90,7 +93,9 @@ def _cells(row: Row, table: Table) -> list[str]:
     if ":" in s.model.policy and s.model.version:  # a policy trajbench did not train: its version
         model += f" {s.model.version}"
     if row.copy_baseline:
-        model += " — copy baseline, the bar to clear"
+        model += " — copy baseline, the floor to clear"
+    if row.bar:
+        model += " — in-context decoder, the bar"
     return [
         str(row.rank) if row.rank else "—",
         s.name,
@@ -116,8 +121,11 @@ INTRO = (
     "isolated) with the demonstrations cut into transitions in random order, as it trained; it "
     "is shown, not ranked. Normalized return is return divided by the expert's return on the "
     "level (its IQM over cells). The copy baselines (hashmap: the context's action at an "
-    "identical observation; replay: a demonstration's actions played open-loop) are the bar to "
-    "clear: a model that does not beat them has not shown in-context generalization. A table "
+    "identical observation; replay: a demonstration's actions played open-loop) are the floor "
+    "to clear: a model that does not beat them has not shown in-context generalization. The "
+    "decoder (no learning: it walks to where the level's demonstrations were rewarded, in their "
+    "order, or to the object they ended at) is the bar; Normalized is (success - random) / "
+    "(decoder - random) where the table holds both. A table "
     f"whose best entry other than the reference policies reaches {SATURATION} on the decoder "
     "scale, (success - random) / (decoder - random), or on the expert's where the table has no "
     "decoder, is marked saturated at this preset: it cannot separate entries near the bar. "
@@ -265,7 +273,14 @@ def plot_svg(boards: Sequence[Table]) -> str:
                 if points:
                     xs, ys = zip(*points, strict=True)
                     ax.plot(xs, ys, marker, mfc="none", color=color, label=label)
-            names = [f"{r.sub.name} (copy)" if r.copy_baseline else r.sub.name for r in rows]
+            names = [
+                f"{r.sub.name} (copy)"
+                if r.copy_baseline
+                else f"{r.sub.name} (bar)"
+                if r.bar
+                else r.sub.name
+                for r in rows
+            ]
             ax.set_yticks(y, names)
             ax.set_ylim(len(rows) - 0.5, -0.5)
             ax.set_xlim(-0.02, 1.02)
@@ -285,7 +300,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; pa
 table { border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }
 th { background: #f3f3f3; }
-td:nth-child(n+5):nth-child(-n+10), td:nth-child(12) { white-space: nowrap; }
+td:nth-child(n+5):nth-child(-n+11), td:nth-child(13) { white-space: nowrap; }
 tr.unranked { color: #888; }
 tr.bar td { background: #fff6dd; }
 p.saturated { font-weight: bold; }
@@ -335,7 +350,9 @@ def render_html(subs: Sequence[Entry]) -> str:
             )
             parts.append("<tbody>")
             for row in table.rows:
-                kinds = ([] if row.rank else ["unranked"]) + (["bar"] if row.copy_baseline else [])
+                kinds = ([] if row.rank else ["unranked"]) + (
+                    ["bar"] if row.copy_baseline or row.bar else []
+                )
                 cls = f' class="{" ".join(kinds)}"' if kinds else ""
                 cells = "".join(f"<td>{e(c)}</td>" for c in _cells(row, table))
                 parts.append(f'<tr{cls} data-entry="{e(row.sub.name)}">{cells}</tr>')

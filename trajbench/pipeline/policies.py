@@ -36,7 +36,14 @@ from typing import Any
 import torch
 
 from trajbench import __version__
-from trajbench.baselines import ExpertPolicy, HashmapPolicy, RandomPolicy, ReplayPolicy
+from trajbench.baselines import (
+    DecoderPolicy,
+    ExpertPolicy,
+    HashmapPolicy,
+    QueryOnlyPolicy,
+    RandomPolicy,
+    ReplayPolicy,
+)
 from trajbench.baselines.transformer import TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.contexts.modes import get_mode
@@ -44,7 +51,15 @@ from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
 from trajbench.policy import Policy
 from trajbench.privileged import PrivilegedPolicy
-from trajbench.records import EXPERT, HASHMAP, RANDOM, REFERENCES, REPLAY
+from trajbench.records import (
+    DECODER,
+    EXPERT,
+    HASHMAP,
+    QUERY_ONLY,
+    RANDOM,
+    REFERENCES,
+    REPLAY,
+)
 
 from .training_record import TrainingRecord, read_training_record
 
@@ -112,6 +127,8 @@ def load_policy(
             EXPERT: ExpertPolicy,
             HASHMAP: lambda: HashmapPolicy(n_actions, seed),
             REPLAY: lambda: ReplayPolicy(n_actions, seed),
+            DECODER: DecoderPolicy,
+            QUERY_ONLY: QueryOnlyPolicy,
         }[spec]()
         return reference, PolicyInfo(policy=spec)
     if not Path(spec).is_dir():

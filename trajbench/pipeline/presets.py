@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from trajbench.baselines.model_config import ModelConfig
 from trajbench.contexts import MODE_NAMES, ContextConfig
 from trajbench.contexts.modes import BURSTY, ISOLATED, NONE, SHUFFLED, TRAJECTORIES
-from trajbench.records import HASHMAP, MATCHED, RANDOM, REFERENCES, REPLAY
+from trajbench.records import DECODER, EXPERT, HASHMAP, MATCHED, RANDOM, REPLAY
 from trajbench.report.questions import Question, ask, copying, two_by_two
 
 from .eval_config import EvalConfig
@@ -122,7 +122,7 @@ class Group:
     decoy_eval: bool = False
     """Also evaluate every full-instruction model and reference policy with decoy missions on
     the query (the instruction ablation's conflict test; BabyAI families)."""
-    baselines: tuple[str, ...] = REFERENCES
+    baselines: tuple[str, ...] = (RANDOM, HASHMAP, REPLAY, DECODER, EXPERT)
     questions: tuple[Question, ...] = ()
     """The comparisons the report answers, declared before the run (labels of this group's
     conditions and reference policies)."""
@@ -294,7 +294,7 @@ def _architectures(name: str, env: str, n_train: int, n_test: int, steps: int, k
         train=train_template(steps=steps, k=k, **_ARCHITECTURE_MODEL),
         eval=eval_template(ks=(0, 1, k)),
         conditions=cross((BURSTY,), backbones=ARCHITECTURES),
-        baselines=(RANDOM, HASHMAP, REPLAY),
+        baselines=(RANDOM, HASHMAP, REPLAY, DECODER),
         questions=architecture_questions(ARCHITECTURES, in_context_ks=(1, k)),
     )
 
@@ -356,7 +356,7 @@ PRESETS: dict[str, Preset] = {
                 train=train_template(steps=40, d_model=32),
                 eval=eval_template(ks=(0, 2), episodes=2),
                 conditions=cross((BURSTY, NONE)),
-                baselines=(RANDOM, HASHMAP, REPLAY),
+                baselines=(RANDOM, HASHMAP, REPLAY, DECODER),
                 questions=(ask("context", BURSTY, NONE), *copying(BURSTY)),
             ),
         ),

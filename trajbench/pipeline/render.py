@@ -57,7 +57,8 @@ class RenderConfig:
     model: str = ""
     """A model directory written by trajbench train."""
     policy: str = ""
-    """Instead of --model: a reference policy (random, expert, hashmap, replay)."""
+    """Instead of --model: a reference policy (random, expert, hashmap, replay, decoder,
+    query-only)."""
     k: int = 4
     """Expert demonstrations of the level in the policy's context before it plays."""
     show_demos: bool = False

@@ -19,14 +19,15 @@ import pandas as pd
 
 from trajbench.records import (
     COMMON,
+    DECODER,
     DECOY,
     DECOY_SUCCESS,
     EVAL_INSTRUCTION,
     EVAL_SPLIT,
     NORMALIZED_RETURN,
+    REFERENCES,
     TRAIN_CONTEXT,
 )
-from trajbench.records import REFERENCES as RECORD_REFERENCES
 
 from ..bootstrap import minimum_detectable_effect, paired_difference
 from ..metrics import aggregate, score_frame
@@ -45,11 +46,6 @@ CONDITION = [
     "format",
     EVAL_INSTRUCTION,
 ]
-#: The bar: the family's best non-learning in-context algorithm (issue 21). Scores are also shown
-#: normalized to it, ``(score - random) / (decoder - random)``.
-DECODER = "decoder"
-#: Reference policies (no training condition): the records contract's and the decoder.
-REFERENCES = (*RECORD_REFERENCES, DECODER)
 #: A table whose best trained condition reaches this on the decoder scale is saturated.
 SATURATION = 0.95
 #: The columns that name one table of a report: references and models in it share them.
