@@ -23,8 +23,8 @@ from trajbench.suite import SUITE
 from .ranking import Row, Table, newest_version, tables
 from .schema import NO_VALUE, Aggregate, AggregateV1, Entry, Training, schema_text
 
-#: The mark of an entry whose evaluation a re-run confirmed (``verified``).
-VERIFIED = "✓"
+#: The check column of an entry nobody re-ran.
+SELF_REPORTED = "self-reported"
 
 
 def _ci(value: float, low: float, high: float) -> str:
@@ -42,6 +42,15 @@ def _training(t: Training) -> str:
     return " / ".join(parts) or "—"
 
 
+def checked(sub: Entry) -> str:
+    """``verified <date>, <n> cells re-run`` for an entry ``trajbench leaderboard verify``
+    re-ran, else ``self-reported``."""
+    mark = getattr(sub, "verified", None)
+    if mark is None:
+        return SELF_REPORTED
+    return f"verified {mark.date[:10]}, {mark.cells} cells re-run"
+
+
 def _formats(table: Table) -> bool:
     """Whether the table's schema has formats (suite version 1 showed whole episodes only)."""
     return table.schema >= 2
@@ -54,6 +63,7 @@ def headers(table: Table) -> list[str]:
     return [
         "#",
         "Entry",
+        "Checked",
         "Model",
         "Training",
         f"{success} [95% CI]",
@@ -83,7 +93,8 @@ def _cells(row: Row, table: Table) -> list[str]:
         model += " — copy baseline, the bar to clear"
     return [
         str(row.rank) if row.rank else "—",
-        s.name + (f" {VERIFIED}" if getattr(s, "verified", None) else ""),
+        s.name,
+        checked(s),
         model,
         _training(s.training),
         *scores,
@@ -107,10 +118,19 @@ INTRO = (
     "level (its IQM over cells). The copy baselines (hashmap: the context's action at an "
     "identical observation; replay: a demonstration's actions played open-loop) are the bar to "
     "clear: a model that does not beat them has not shown in-context generalization. A table "
-    f"whose best three entries other than the expert all reach {SATURATION} is marked saturated "
-    "at this preset: it cannot separate them. "
-    f"{VERIFIED} after an entry's name: `trajbench leaderboard verify` re-ran a sample of its "
-    "evaluation from its models and recorded evaluation data and got the submitted records."
+    f"whose best entry other than the reference policies reaches {SATURATION} on the decoder "
+    "scale, (success - random) / (decoder - random), or on the expert's where the table has no "
+    "decoder, is marked saturated at this preset: it cannot separate entries near the bar. "
+    "Checked says whether anyone but the submitter reproduced an entry. Verified: `trajbench "
+    "leaderboard verify` re-ran the evaluations behind a seeded sample of its cells (the date "
+    "and the number of cells are shown) -- from its models, or, for a policy trajbench did not "
+    "train, from its recorded import path at its recorded version -- on evaluation stores "
+    "collected again from their recorded specs to the same content hash, and got exactly the "
+    "submitted records. Self-reported: the numbers are the submitter's, as submitted; they "
+    "passed validation (the aggregates agree with the records) but nobody re-ran them. Every "
+    "policy is scored through the same harness, which shows an outside policy only what the "
+    "protocol shows (observations, previous action and reward, the demonstrations' steps, the "
+    "mission as shown; never the environment or the level)."
 )
 HOW_TO = [
     "# a model trained by trajbench: a preset's run (one entry per condition)",
@@ -135,9 +155,10 @@ def saturation_note(table: Table) -> str:
         return ""
     presets = ", ".join(table.presets)
     return (
-        f"Saturated at this preset{f' ({presets})' if presets else ''}: the best three entries "
-        f"other than the expert all reach a mean success of {SATURATION} or more, so this table "
-        "cannot separate them."
+        f"Saturated at this preset{f' ({presets})' if presets else ''}: the best entry other than "
+        f"the reference policies reaches {SATURATION} or more of the way from random to the "
+        "decoder (the expert where the table has no decoder), so this table cannot separate "
+        "entries near the bar."
     )
 
 
