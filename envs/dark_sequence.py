@@ -209,6 +209,7 @@ class DarkSequenceEnv(DarkGridEnv):
     level_fixes = f"the ordered sequence of {DEFAULT_WAYPOINTS} hidden waypoint cells"
     episode_draws = "the start cell (off the waypoints, one the sequence is solvable from)"
     interaction_actions: tuple[int, ...] = ()
+    encoding_name = "dark-sequence"
 
     def __init__(
         self,
@@ -235,7 +236,7 @@ class DarkSequenceEnv(DarkGridEnv):
             sticky_p,
             render_mode,
             render_hidden,
-            "dark-sequence",
+            self.encoding_name,
             (size, size),
         )
 

@@ -51,6 +51,7 @@ from minigrid.envs.babyai.core.verifier import ObjDesc
 
 from .levels import LevelMixin, LevelsArg, ObsEncoding
 from .minigrid_decoys import DecoyTracker, mission_chance
+from .minigrid_text import MINIGRID_ACTION_WORDS, minigrid_obs_text
 from .mission_space import mission_space
 
 #: Cells in MiniGrid's partial view (7x7).
@@ -177,6 +178,7 @@ class MiniGridLevelMixin(LevelMixin):
     n_test_levels = 1_000
     encoding = MINIGRID_ENCODING
     interaction_actions = (_PICKUP, _DROP, _TOGGLE)
+    action_words = MINIGRID_ACTION_WORDS
     #: Episode cap used when ``max_steps`` is not given (random start).
     default_max_steps: int = 64
     #: Episode cap of the fixed-start ``-v0`` id when ``max_steps`` is not given (None: the same).
@@ -295,6 +297,10 @@ class MiniGridLevelMixin(LevelMixin):
 
     def encode_obs(self, obs) -> np.ndarray:
         return encode_minigrid_obs(obs)
+
+    @classmethod
+    def obs_text(cls, obs: np.ndarray) -> str:
+        return minigrid_obs_text(obs)
 
     @classmethod
     def step_events(cls, obs, actions, rewards) -> dict[str, np.ndarray]:
