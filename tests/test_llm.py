@@ -107,7 +107,8 @@ def test_scores_are_the_models_likelihoods_of_each_actions_text(tiny_lm):
         scores = policy.action_scores(obs, prev_a, prev_r, running)
         for i, r in enumerate(running):
             if step == 0:
-                head = FMT.context(rows[r].episodes, rows[r].mission)
+                tokens[r] += ids(FMT.context(rows[r].episodes, rows[r].mission))
+                head = ""
             else:
                 head = f" {FMT.action_words[prev_a[i]]}, reward {prev_r[i]:g}\n"
             tokens[r] += ids(head + FMT.obs_text(obs[i]) + ":")
@@ -156,9 +157,8 @@ def test_a_prompt_longer_than_the_model_reads_is_refused(tiny_lm):
     lm, tokenizer = load_language_model(tiny_lm)
     lm.config.max_position_embeddings = 64
     policy = LanguageModelPolicy(lm, tokenizer, FMT)
-    policy.begin(contexts(np.random.default_rng(2), 3))
     with pytest.raises(TrajbenchError, match="the model reads at most 64"):
-        policy.act(np.zeros((3, 3), np.uint8), np.full(3, 5), np.zeros(3), np.arange(3))
+        policy.begin(contexts(np.random.default_rng(2), 3))
 
 
 @pytest.mark.slow
@@ -202,3 +202,28 @@ def test_the_packaged_smollm2_acts_in_dark_room(dr_test, tmp_path):
 
     records = pd.read_parquet(out / "records.parquet")
     assert len(records) == 2 and records["success"].between(0, 1).all()
+
+
+def test_a_repeated_prompt_reuses_its_cache_and_scores_alike(tiny_lm):
+    """The next episode with the same contexts reuses the prompts' cache (the model is not run on
+    them again) and scores exactly as a fresh policy does."""
+    lm, tokenizer = load_language_model(tiny_lm)
+    rows = contexts(np.random.default_rng(3), 4)
+    obs = np.array([[1, 2, 0], [3, 4, 1], [5, 6, 0], [7, 8, 1]], np.uint8)
+    start = (np.full(4, 5), np.zeros(4), np.arange(4))
+    fresh = LanguageModelPolicy(lm, tokenizer, FMT, batch_rows=3)
+    fresh.begin(rows)
+    want = fresh.action_scores(obs, *start)
+    again = LanguageModelPolicy(lm, tokenizer, FMT, batch_rows=3)
+    again.begin(rows)
+    again.action_scores(obs[::-1].copy(), *start)
+    again.action_scores(obs, np.arange(4), np.ones(4), np.arange(4))
+    calls = []
+    hook = lm.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        again.begin(rows)
+        assert calls == []
+        got = again.action_scores(obs, *start)
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(got, want, atol=1e-5)

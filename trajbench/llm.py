@@ -7,7 +7,7 @@ the sum of the log-probabilities of the action's tokens after the prompt (never 
 generation; ties go to the lowest action id). Rows are batched, a few at a time, and each batch
 keeps its KV cache across the steps of an episode, so a step costs only its new tokens and the
 scoring of the action words. A new episode (:meth:`LanguageModelPolicy.begin`) starts a fresh
-prompt.
+prompt, or reuses the cache of the last one where every row shows the same prompt again.
 
 Evaluate it like any outside policy::
 
@@ -22,6 +22,7 @@ weights: every load is ``local_files_only``.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import inspect
 from pathlib import Path
@@ -120,20 +121,36 @@ class LanguageModelPolicy(Policy):
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
         self.chunks: list[_Chunk] = []
         self.prompts: list[str] = []
+        self._prompted: list[_Chunk] | None = None  # the chunks right after their prompts
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def begin(self, rows) -> None:
-        """A new episode in every row: its prompt is the row's context and mission as shown."""
-        self.prompts = []
+        """A new episode in every row: its prompt is the row's context and mission as shown.
+
+        The prompts are run through the model here; when every row shows the same prompt as in
+        the previous episode (the same demonstrations again), their KV caches are reused.
+        """
+        import torch
+
+        prompts = []
         for row in rows:
             shown = getattr(row, "shown_mission", None)  # (older interfaces kept it apart)
             mission = row.mission if shown is None else shown
-            self.prompts.append(self.format.context(row.episodes, mission))
-        n, b = len(rows), self.batch_rows
+            prompts.append(self.format.context(row.episodes, mission))
+        self.started = np.zeros(len(prompts), dtype=bool)
+        if prompts == self.prompts and self._prompted is not None:
+            self.chunks = copy.deepcopy(self._prompted)
+            return
+        self.prompts, n, b = prompts, len(prompts), self.batch_rows
         self.chunks = [_Chunk(s, min(s + b, n)) for s in range(0, n, b)]
-        self.started = np.zeros(n, dtype=bool)
+        with torch.inference_mode():
+            for chunk in self.chunks:
+                self._feed(
+                    chunk, {r: self._ids(prompts[r]) for r in range(chunk.start, chunk.stop)}
+                )
+        self._prompted = copy.deepcopy(self.chunks)
 
     def act(self, obs, prev_action, prev_reward, rows, envs=None) -> np.ndarray:
         """The most likely action of every running row (``envs`` is never read)."""
@@ -148,9 +165,7 @@ class LanguageModelPolicy(Policy):
         new: dict[int, str] = {}
         for i, r in enumerate(rows.tolist()):
             head = (
-                fmt.action(prev_action[i]) + fmt.reward(prev_reward[i])
-                if self.started[r]
-                else self.prompts[r]
+                fmt.action(prev_action[i]) + fmt.reward(prev_reward[i]) if self.started[r] else ""
             )
             new[r] = head + fmt.prompt(obs[i])
         self.started[rows] = True
