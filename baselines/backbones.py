@@ -3,7 +3,7 @@
 A backbone maps token embeddings ``[B, T, d_model]`` to features ``[B, T, d_model]``, causally;
 :class:`~trajbench.baselines.transformer.TrajectoryTransformer` puts the same token embedding in
 front and the same action head behind every one. An entry (:class:`Backbone`) says how to build it
-from a :class:`~trajbench.baselines.transformer.ModelConfig`, how to run it, and what its cache
+from a :class:`~trajbench.baselines.model_config.ModelConfig`, how to run it, and what its cache
 is, so that rollouts step it token by token:
 
 | name | model | cache |
@@ -29,7 +29,7 @@ on the same batch of 100 tokens and continues its state over chunks.
 Adding a backbone is one entry in :data:`BACKBONES`.
 
 Example:
-    >>> from trajbench.baselines.transformer import ModelConfig
+    >>> from trajbench.baselines.model_config import ModelConfig
     >>> kind = BACKBONES["mamba2"]
     >>> module = kind.build(ModelConfig(backbone="mamba2", d_model=8, n_layers=1, n_heads=2))
     >>> cache = kind.new_cache(module)
@@ -44,7 +44,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 import transformers
@@ -65,8 +65,21 @@ from trajbench.errors import TrajbenchError
 
 from .lstm import LSTMBackbone, LSTMState
 
-if TYPE_CHECKING:  # ModelConfig's module imports this one
-    from .transformer import ModelConfig
+
+class BackboneConfig(Protocol):
+    """What a backbone reads of its :class:`~trajbench.baselines.model_config.ModelConfig`
+    (a protocol, so that the config's module may import this registry)."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    state_size: int
+    max_positions: int
+    dropout: float
+
+    @property
+    def ff_width(self) -> int: ...
+
 
 CacheKind = Literal["kv", "state"]
 
@@ -91,9 +104,12 @@ class Backbone(ABC):
     cache, rollouts re-encode the sequence every step."""
     attention: bool
     """Attends over positions: ``max_positions`` bounds it, and it has attention weights."""
+    ensemble: bool = True
+    """Trains as a batched ensemble (``torch.func.vmap`` over stacked weights, see
+    :mod:`trajbench.pipeline.ensemble`); False: one model per process."""
 
     @abstractmethod
-    def build(self, cfg: ModelConfig) -> nn.Module:
+    def build(self, cfg: BackboneConfig) -> nn.Module:
         """A randomly initialised backbone of ``cfg``'s size."""
 
     @abstractmethod
@@ -120,7 +136,7 @@ class Backbone(ABC):
         every kept row (in place)."""
 
     @abstractmethod
-    def matmul_params(self, cfg: ModelConfig) -> int:
+    def matmul_params(self, cfg: BackboneConfig) -> int:
         """Parameters per layer that take part in a matrix multiplication (for FLOP counts)."""
 
 
@@ -133,10 +149,10 @@ class Attention(Backbone):
     model_class: ClassVar[type] = LlamaModel
 
     @abstractmethod
-    def config(self, cfg: ModelConfig) -> PretrainedConfig:
+    def config(self, cfg: BackboneConfig) -> PretrainedConfig:
         """The ``transformers`` config of ``cfg``."""
 
-    def build(self, cfg: ModelConfig) -> nn.Module:
+    def build(self, cfg: BackboneConfig) -> nn.Module:
         return self.model_class(self.config(cfg))
 
     def run(self, module, x, attention_mask, position_ids, cache):
@@ -210,7 +226,7 @@ class Mamba2(Backbone):
     chunk_size: int = 32
     """Scan chunk (speed only: any size gives the same outputs); 32 was fastest on a CPU."""
 
-    def build(self, cfg: ModelConfig) -> nn.Module:
+    def build(self, cfg: BackboneConfig) -> nn.Module:
         if not hasattr(cache_utils, "LinearAttentionLayer"):
             raise TrajbenchError(
                 "the mamba2 backbone needs a transformers whose caches hold state layers (5.x); "
@@ -287,8 +303,9 @@ class LSTM(Backbone):
 
     cache: CacheKind | None = "state"
     attention: bool = False
+    ensemble: bool = False  # torch has no vmap batching rule for aten::lstm
 
-    def build(self, cfg: ModelConfig) -> nn.Module:
+    def build(self, cfg: BackboneConfig) -> nn.Module:
         return LSTMBackbone(cfg.d_model, cfg.n_layers, cfg.dropout)
 
     def run(self, module, x, attention_mask, position_ids, cache):

@@ -17,12 +17,13 @@ from collections import Counter
 import numpy as np
 
 from trajbench.policy import Policy, RowContext
+from trajbench.records import EXPERT, HASHMAP, RANDOM, REPLAY
 
 
 class RandomPolicy(Policy):
     """Uniformly random actions (seeded)."""
 
-    name = "random"
+    name = RANDOM
 
     def __init__(self, n_actions: int, seed: int = 0):
         self.n_actions = n_actions
@@ -38,7 +39,7 @@ class RandomPolicy(Policy):
 class ExpertPolicy(Policy):
     """The family's privileged expert: the upper bound."""
 
-    name = "expert"
+    name = EXPERT
 
     def begin(self, rows: list[RowContext]) -> None:
         pass
@@ -50,7 +51,7 @@ class ExpertPolicy(Policy):
 class HashmapPolicy(Policy):
     """Copy the context's action at an identical observation, else act at random."""
 
-    name = "hashmap"
+    name = HASHMAP
 
     def __init__(self, n_actions: int, seed: int = 0):
         self.n_actions = n_actions
@@ -79,7 +80,7 @@ class HashmapPolicy(Policy):
 class ReplayPolicy(Policy):
     """Play one random context demonstration's actions open-loop, then act at random."""
 
-    name = "replay"
+    name = REPLAY
 
     def __init__(self, n_actions: int, seed: int = 0):
         self.n_actions = n_actions

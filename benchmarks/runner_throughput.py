@@ -35,13 +35,13 @@ from machine import describe_torch
 
 from trajbench.pipeline.presets import PRESETS
 from trajbench.pipeline.runner import (
-    RECORDS,
     RunConfig,
     collect_data,
     jobs_of,
     launcher_of,
     run_jobs,
 )
+from trajbench.records import RECORDS_FILE
 
 
 def cpu_seconds() -> float:
@@ -86,7 +86,7 @@ def main() -> None:
                 f"{len(jobs) / wall * 3600:8,.0f} jobs/hour",
                 flush=True,
             )
-            records = pd.concat([pd.read_parquet(j.directory(out) / RECORDS) for j in jobs])
+            records = pd.concat([pd.read_parquet(j.directory(out) / RECORDS_FILE) for j in jobs])
             shutil.rmtree(out)
             return wall, records.sort_values(list(records.columns)).reset_index(drop=True)
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from trajbench.analysis import burstiness as B
+from trajbench.analysis import burstiness_report as BR
 from trajbench.analysis import main as analyze
 from trajbench.analysis import sweep as S
 from trajbench.errors import TrajbenchError
@@ -114,7 +115,7 @@ def test_the_reading_is_generated_from_the_numbers():
     ]
     table = pd.DataFrame(rows)
     cfg = B.BurstinessConfig(out="x")
-    md = B.render(B.BurstinessResult(table, pd.DataFrame(), B.about_of(cfg, 1.0)), cfg)
+    md = BR.render(B.BurstinessResult(table, pd.DataFrame(), B.about_of(cfg, 1.0)), cfg)
     assert "p_bursty=1 is higher than p_bursty=0 (95% CIs separated)" in md
     assert (
         "in-context gain (same-level minus other-level mean) ranges from 0.05 (p_bursty=0) to 0.95 (p_bursty=1)"

@@ -46,8 +46,9 @@ def package_of(module: str, path: Path) -> str:
     return module if path.name == "__init__.py" else module.rpartition(".")[0]
 
 
-def imports(module: str, path: Path) -> set[str]:
-    """The project modules ``module`` imports (anywhere in the file, relative ones resolved)."""
+def imports(module: str, path: Path, known: set[str] | None = None) -> set[str]:
+    """The project modules (or ``known`` modules) ``module`` imports (anywhere in the file,
+    relative ones resolved)."""
     found = set()
     base = package_of(module, path).split(".")
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -61,7 +62,7 @@ def imports(module: str, path: Path) -> set[str]:
                 name = node.module or ""
             found.add(name)
             found |= {f"{name}.{alias.name}" for alias in node.names}
-    known = modules()
+    known = set(modules()) if known is None else known
     return {name for name in found if name in known and name != module}
 
 
@@ -79,6 +80,26 @@ def test_dependencies_point_one_way():
     assert wrong == []
 
 
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of ``graph`` as ``[a, b, ..., a]``, or [] when it has none."""
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> list[str]:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*trail[trail.index(nxt) :], nxt] if nxt in trail else [*trail, nxt]
+            if nxt not in state and (found := visit(nxt, [*trail, nxt])):
+                return found
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [node])):
+            return found
+    return []
+
+
 def test_no_cycle_between_folders():
     graph: dict[str, set[str]] = defaultdict(set)
     for module, path in modules().items():
@@ -87,20 +108,42 @@ def test_no_cycle_between_folders():
             there = package_of(target, modules()[target])
             if there != here and not here.startswith(there + "."):
                 graph[here].add(there)
-    state: dict[str, int] = {}
+    assert find_cycle(graph) == [], "folders import each other"
 
-    def visit(node: str, trail: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                pytest.fail("folders import each other: " + " -> ".join([*trail, node, nxt]))
-            if nxt not in state:
-                visit(nxt, [*trail, node])
-        state[node] = 2
 
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [])
+def module_graph(found: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the modules of its own package it imports, at the top, inside a function or
+    for the type checker alike (a local import that dodges a cycle is still the cycle). A
+    package's ``__init__`` is left out: a module may import the package it belongs to."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, path in found.items():
+        if path.name == "__init__.py":
+            continue
+        here = package_of(module, path)
+        for target in imports(module, path, set(found)):
+            if found[target].name != "__init__.py" and package_of(target, found[target]) == here:
+                graph[module].add(target)
+    return graph
+
+
+def test_no_import_cycle_inside_a_package():
+    assert find_cycle(module_graph(modules())) == []
+
+
+def test_an_import_cycle_is_detected(tmp_path):
+    """The rule can fail: a circle closed by an import inside a function or under
+    ``TYPE_CHECKING`` is a circle."""
+    (tmp_path / "runner.py").write_text("from .jobs import Job\n")
+    (tmp_path / "jobs.py").write_text("def f():\n    from .sizing import price\n")
+    (tmp_path / "sizing.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .runner import run\n"
+    )
+    (tmp_path / "ok.py").write_text("from . import runner\n")
+    found = {f"trajbench.fake.{p.stem}": p for p in sorted(tmp_path.glob("*.py"))}
+    found["trajbench.fake"] = tmp_path / "__init__.py"
+    (tmp_path / "__init__.py").write_text("from .runner import run\n")
+    cycle = find_cycle(module_graph(found))
+    assert cycle == [f"trajbench.fake.{m}" for m in ("jobs", "sizing", "runner", "jobs")]
 
 
 def test_an_upward_import_is_detected(tmp_path):
@@ -156,3 +199,86 @@ def test_a_fixture_plugin_that_is_a_test_module_is_detected(tmp_path):
         "test_a.py loads fixtures from test module test_b",
         "test_c.py loads fixtures from missing module gone",
     ]
+
+
+# -- one source for each fact --------------------------------------------------------------------
+#: Words the records contract shares with other vocabularies, so a literal elsewhere is not its:
+#: "random" and "expert" also name demonstrators (envs/, below the core, names those).
+SHARED_WORDS = {"random", "expert"}
+
+
+def contract_strings() -> set[str]:
+    """The strings of the records contract: ``trajbench.records``' named string constants."""
+    import trajbench.records as records
+
+    named = {v for k, v in vars(records).items() if k.isupper() and isinstance(v, str)}
+    return named - SHARED_WORDS
+
+
+def literals(path: Path, words: set[str]) -> list[str]:
+    """Where a module spells one of ``words`` as a whole string literal. Docstrings, attribute
+    docstrings and the text of f-strings are prose and pass; an expression inside an f-string
+    does not."""
+    tree = ast.parse(path.read_text(), str(path))
+    prose = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            prose.add(id(node.value))
+        if isinstance(node, ast.JoinedStr):
+            prose |= {id(v) for v in node.values if isinstance(v, ast.Constant)}
+    return sorted(
+        f"{path.name}:{node.lineno} {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value in words
+        and id(node) not in prose
+    )
+
+
+def test_only_the_records_module_spells_the_records_contract():
+    """Use ``trajbench.records.X`` instead of the literal (envs/ sit below the core: exempt)."""
+    words = contract_strings()
+    assert {"records.parquet", "decoy", "train_context", "hashmap", "test_levels"} <= words
+    found = []
+    for module, path in modules().items():
+        if module != "trajbench.records" and not module.startswith("trajbench.envs"):
+            found += literals(path, words)
+    assert found == []
+
+
+def test_a_contract_literal_is_detected(tmp_path):
+    fake = tmp_path / "fake.py"
+    fake.write_text(
+        '"""Reads records.parquet."""\n'
+        'X: int = 1\n"""the decoy count"""\n'
+        "def f(p):\n    print(f\"no records.parquet in {p / 'records.parquet'}\")\n"
+        '    return p["decoy"]\n'
+    )
+    assert literals(fake, contract_strings()) == [
+        "fake.py:5 'records.parquet'",
+        "fake.py:6 'decoy'",
+    ]
+
+
+#: Where a mode's name is another vocabulary's word: module -> words (matplotlib's "none").
+NOT_MODES = {"trajbench.leaderboard.render": {"none"}}
+
+
+def test_only_the_mode_registry_names_modes():
+    """Use ``trajbench.contexts.modes.BURSTY`` (...) instead of the literal."""
+    from trajbench.contexts.modes import MODE_NAMES
+
+    found = []
+    for module, path in modules().items():
+        if module != "trajbench.contexts.modes":
+            found += literals(path, set(MODE_NAMES) - NOT_MODES.get(module, set()))
+    assert found == []
+
+
+def test_a_mode_literal_is_detected(tmp_path):
+    from trajbench.contexts.modes import MODE_NAMES
+
+    fake = tmp_path / "fake.py"
+    fake.write_text('def f(ctx):\n    return ctx.mode != "none" and "shuffled"\n')
+    assert literals(fake, set(MODE_NAMES)) == ["fake.py:2 'none'", "fake.py:2 'shuffled'"]

@@ -7,15 +7,17 @@ import sys
 from pathlib import Path
 
 import gymnasium as gym
-import minari
 import numpy as np
 import pytest
-from minari.data_collector.episode_buffer import EpisodeBuffer
 
 from trajbench import cli
 from trajbench.collect import CollectConfig, collect
 from trajbench.data import from_minari, load, to_minari
 from trajbench.errors import TrajbenchError
+
+# The optional extra (pip install -e ".[minari]"): without it these tests skip, never error.
+minari = pytest.importorskip("minari")
+EpisodeBuffer = pytest.importorskip("minari.data_collector.episode_buffer").EpisodeBuffer
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),  # Minari's advice on dataset metadata

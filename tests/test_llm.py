@@ -230,7 +230,8 @@ def test_a_repeated_prompt_reuses_its_cache_and_scores_alike(tiny_lm):
 
 
 def test_the_llm_preset_trains_nothing_and_evaluates_the_language_model():
-    from trajbench.pipeline.presets import LLM_POLICY, PRESETS
+    from trajbench.llm import POLICY_SPEC as LLM_POLICY
+    from trajbench.pipeline.presets import PRESETS
     from trajbench.pipeline.runner import jobs_of
 
     preset = PRESETS["llm"]

@@ -117,7 +117,7 @@ def test_evaluation_episodes_count_every_evaluation(ci_size):
 
 def test_evaluations_add_decoys_and_held_out_families_where_the_group_asks():
     babyai = next(g for g in PRESETS["standard"].groups if g.name == "babyai")
-    by_instruction = {c.instruction: c for c in babyai.conditions if c.mode == "bursty"}
+    by_instruction = {c.instruction: c for c in babyai.conditions if c.train_context == "bursty"}
     full = evaluations(Job(babyai, 0, condition=by_instruction["full"]))
     empty = evaluations(Job(babyai, 0, condition=by_instruction["empty"]))
     baseline = evaluations(Job(babyai, 0, baseline="hashmap"))

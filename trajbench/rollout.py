@@ -19,6 +19,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from trajbench.records import DECOY_SUCCESS
+
 from .errors import TrajbenchError
 from .policy import EpisodeRecord, Policy, RowContext
 
@@ -191,7 +193,7 @@ def rollout(
                     "length": len(a),
                 }
                 if decoys:
-                    record["decoy_success"] = bool(decoy[i])
+                    record[DECOY_SUCCESS] = bool(decoy[i])
                 out.append(record)
     finally:
         if own_envs:
@@ -234,7 +236,7 @@ def _play(policy: Policy, envs: list, raw: list, obs: list, n_actions: int):
             traj[i][2].append(r)
             obs[i], prev_a[i], prev_r[i] = o, a, r
             success[i] = bool(info.get("success", False))
-            decoy[i] = bool(info.get("decoy_success", False))
+            decoy[i] = bool(info.get(DECOY_SUCCESS, False))
             finished[j] = term or trunc
         active = active[~finished]
     return traj, success, decoy

@@ -1,9 +1,10 @@
 """``trajbench analyze``: what in a trajectory carries the lesson.
 
-Each analysis is one module with a dataclass config (its docstrings are the ``--help``; stage
-configs such as ``TrainConfig`` and ``EvalConfig`` are nested, as ``--train.*`` and ``--eval.*``),
-``compute(cfg)`` returning its tables, ``render`` (Markdown generated from the numbers), ``plot``
-and ``main(argv)``, which writes ``OUT/NAME.csv`` (and ``OUT/NAME_<table>.csv``), ``OUT/NAME.md``
+Each analysis is two modules. ``NAME`` holds what it computes: a dataclass config (its
+docstrings are the ``--help``; stage configs such as ``TrainConfig`` and ``EvalConfig`` are nested,
+as ``--train.*`` and ``--eval.*``) and ``compute(cfg)`` returning its tables. ``NAME_report`` holds
+the prose it writes: ``render`` (Markdown generated from the numbers), ``plot`` and
+``main(argv)``, which writes ``OUT/NAME.csv`` (and ``OUT/NAME_<table>.csv``), ``OUT/NAME.md``
 and ``OUT/NAME.png`` (see :mod:`trajbench.analysis.common`):
 
 =============== =================================================================================
@@ -31,7 +32,7 @@ ANALYSES = {
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch ``trajbench analyze NAME ...`` to ``trajbench.analysis.NAME.main``."""
+    """Dispatch ``trajbench analyze NAME ...`` to ``trajbench.analysis.NAME_report.main``."""
     if not argv or argv[0] in {"-h", "--help"}:
         width = max(map(len, ANALYSES))
         print("usage: trajbench analyze NAME [--help] [OPTIONS]\n\nanalyses:")
@@ -41,4 +42,4 @@ def main(argv: list[str]) -> int:
     name = argv[0]
     if name not in ANALYSES:
         raise TrajbenchError(f"unknown analysis {name!r}; expected one of {sorted(ANALYSES)}")
-    return int(importlib.import_module(f"trajbench.analysis.{name}").main(argv[1:]) or 0)
+    return int(importlib.import_module(f"trajbench.analysis.{name}_report").main(argv[1:]) or 0)

@@ -33,6 +33,7 @@ from trajbench.pipeline.checkpoints import TRAJECTORY_FIELDS
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
 from trajbench.pipeline.policies import load_trained_policy
 from trajbench.pipeline.train import TrainConfig, batch_seed, train
+from trajbench.records import RECORDS_FILE
 from trajbench.rollout import Demonstrations, rollout
 
 from .common import mission_pool
@@ -104,7 +105,7 @@ def held_out_records(
             offline=False,
             progress=False,
         )
-        path = Path(ecfg.out) / "records.parquet"
+        path = Path(ecfg.out) / RECORDS_FILE
         online = pd.read_parquet(path) if path.exists() else None
         done = (
             online is not None

@@ -127,7 +127,7 @@ class ContextBuilder:
         # Drawn whatever the instruction and before anything a mode draws, so that a row shows
         # the same (wrong) mission in every mode.
         pick_mission = rng.random(B)
-        K = 0 if self.mode.support == "none" else cfg.k
+        K = cfg.k if self.mode.has_context else 0
         sl = Slots(B, 2 * K + 3)
         pool = ix.word_pool
         if K:

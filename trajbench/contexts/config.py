@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import TrajbenchError
 from ..vocab import INSTRUCTIONS
-from .modes import MODE_NAMES, get_mode
+from .modes import BURSTY, MODE_NAMES, get_mode
 
 Mode = Literal[MODE_NAMES]  # type: ignore[valid-type]  (built from the registry)
 Instruction = Literal[INSTRUCTIONS]  # type: ignore[valid-type]
@@ -23,7 +23,7 @@ def _is_int(value: object) -> bool:
 class ContextConfig:
     """How training sequences are built: the context mode and its knobs."""
 
-    mode: Mode = "bursty"
+    mode: Mode = BURSTY
     """Context mode: bursty, trajectories, shuffled, isolated or none."""
     k: int = 4
     """Context episodes per sequence; their total length sets the context-step budget."""
@@ -54,7 +54,7 @@ class ContextConfig:
             )
         if not _is_int(self.k):
             raise TrajbenchError(f"k must be an integer, got {self.k!r}")
-        if self.k < 0 or (self.k == 0 and mode.support != "none"):
+        if self.k < 0 or (self.k == 0 and mode.has_context):
             raise TrajbenchError(f"k must be >= 1 for mode {self.mode!r}, got {self.k}")
         if self.context_steps is not None and (
             not _is_int(self.context_steps) or self.context_steps < 1
@@ -63,7 +63,7 @@ class ContextConfig:
         if self.p_bursty is not None:
             if not 0.0 <= self.p_bursty <= 1.0:  # also refuses NaN
                 raise TrajbenchError(f"p_bursty must be in [0, 1], got {self.p_bursty}")
-            if mode.support == "none" or not mode.ordered:
+            if not mode.has_context or not mode.ordered:
                 raise TrajbenchError(
                     "p_bursty mixes bursty and trajectories; use it with one of those modes"
                 )

@@ -24,8 +24,6 @@ import numpy as np
 
 from ..policy import EpisodeRecord
 
-FORMATS = ("common", "matched")
-
 
 def in_structure(
     records: list[EpisodeRecord], ordered: bool, rng: np.random.Generator | None

@@ -40,17 +40,30 @@ class ContextMode:
     ordered: bool
     description: str
 
+    @property
+    def has_context(self) -> bool:
+        """Whether the mode shows a context at all."""
+        return self.support != "none"
 
+
+#: The modes' names: write these, never the literals (tests/test_architecture.py checks).
+BURSTY, TRAJECTORIES, SHUFFLED, ISOLATED, NONE = (
+    "bursty",
+    "trajectories",
+    "shuffled",
+    "isolated",
+    "none",
+)
 MODES: dict[str, ContextMode] = {
     mode.name: mode
     for mode in (
-        ContextMode("bursty", "same", True, "other episodes of the query's own level, in order"),
+        ContextMode(BURSTY, "same", True, "other episodes of the query's own level, in order"),
         ContextMode(
-            "trajectories", "other", True, "episodes of other levels of the family, in order"
+            TRAJECTORIES, "other", True, "episodes of other levels of the family, in order"
         ),
-        ContextMode("shuffled", "same", False, "the same steps as bursty, in random order"),
-        ContextMode("isolated", "other", False, "transitions of other levels, in random order"),
-        ContextMode("none", "none", True, "no context"),
+        ContextMode(SHUFFLED, "same", False, "the same steps as bursty, in random order"),
+        ContextMode(ISOLATED, "other", False, "transitions of other levels, in random order"),
+        ContextMode(NONE, "none", True, "no context"),
     )
 }
 #: Mode names in the registry's (and every report's) order.
@@ -71,6 +84,12 @@ def get_mode(name: str) -> ContextMode:
         raise TrajbenchError(
             f"unknown context mode {name!r}; expected one of {MODE_NAMES}"
         ) from None
+
+
+def ordered_mode(support: Support) -> ContextMode:
+    """The registered mode that shows whole episodes in order with that support: ``bursty``
+    (same), ``trajectories`` (other) or ``none``."""
+    return next(m for m in MODES.values() if m.support == support and m.ordered)
 
 
 def counterpart(mode: ContextMode, support: Support) -> ContextMode:

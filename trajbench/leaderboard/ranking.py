@@ -9,8 +9,9 @@ it a row shows the no-support score and, for a model trained on an unordered mod
 its own (matched) format, which is shown but not ranked.
 
 The copy baselines (``hashmap``, ``replay``) are rows of the table they were evaluated in, marked
-as the bar to clear. A table whose best three entries other than the expert all reach a mean
-success of 0.97 is *saturated at this preset* (:func:`trajbench.report.tables.saturated`).
+as the bar to clear. A table whose best entry other than the reference policies reaches 0.95 on
+the decoder scale, (success - random) / (decoder - random) (the expert's scale where the table has
+no decoder), is *saturated at this preset* (:func:`trajbench.report.tables.saturated`).
 
 Only the newest suite version of ``SUITE_VERSIONS`` is ranked: entries of older versions are
 archived, listed in tables of their own without ranks (sorted by name).
@@ -28,14 +29,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from trajbench.report.tables import COPY_BASELINES, saturated
+from trajbench.records import COMMON, COPY_BASELINES, MATCHED, TEST_FAMILIES, TEST_LEVELS
+from trajbench.report.tables import saturated
 from trajbench.suite import SUITE_VERSIONS
 
 from .schema import SCHEMA_VERSION, Aggregate, AggregateV1, Entry, schema_of
 
-SPLIT_TITLES = {"test_levels": "held-out levels", "test_families": "held-out family"}
+SPLIT_TITLES = {TEST_LEVELS: "held-out levels", TEST_FAMILIES: "held-out family"}
 #: (support, format) of the ranked score, the no-support score and the matched-format score.
-SAME, OTHER, MATCHED = ("same", "common"), ("other", "common"), ("same", "matched")
+SAME, OTHER, MATCHED = ("same", COMMON), ("other", COMMON), ("same", MATCHED)
 
 
 @dataclass
@@ -97,7 +99,8 @@ class Table:
 
     @property
     def saturated(self) -> bool:
-        """Whether the best three ranked entries other than the expert all reach 0.97."""
+        """Whether the best entry other than the references reaches 0.95 of the decoder scale
+        (:func:`trajbench.report.tables.saturated`)."""
         rows = self.ranked
         if not rows:
             return False

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trajbench.records import MATCHED
 from trajbench.report.tables import SATURATION
 from trajbench.suite import SUITE
 
@@ -106,8 +107,9 @@ INTRO = (
     "level (its IQM over cells). The copy baselines (hashmap: the context's action at an "
     "identical observation; replay: a demonstration's actions played open-loop) are the bar to "
     "clear: a model that does not beat them has not shown in-context generalization. A table "
-    f"whose best three entries other than the expert all reach {SATURATION} is marked saturated "
-    "at this preset: it cannot separate them. "
+    f"whose best entry other than the reference policies reaches {SATURATION} on the decoder "
+    "scale, (success - random) / (decoder - random), or on the expert's where the table has no "
+    "decoder, is marked saturated at this preset: it cannot separate entries near the bar. "
     f"{VERIFIED} after an entry's name: `trajbench leaderboard verify` re-ran a sample of its "
     "evaluation from its models and recorded evaluation data and got the submitted records."
 )
@@ -134,9 +136,10 @@ def saturation_note(table: Table) -> str:
         return ""
     presets = ", ".join(table.presets)
     return (
-        f"Saturated at this preset{f' ({presets})' if presets else ''}: the best three entries "
-        f"other than the expert all reach a mean success of {SATURATION} or more, so this table "
-        "cannot separate them."
+        f"Saturated at this preset{f' ({presets})' if presets else ''}: the best entry other than "
+        f"the reference policies reaches {SATURATION} or more of the way from random to the "
+        "decoder (the expert where the table has no decoder), so this table cannot separate "
+        "entries near the bar."
     )
 
 
@@ -236,7 +239,7 @@ def plot_svg(boards: Sequence[Table]) -> str:
             ax.plot([a.success for a in same], y, "o", color="C0", label="same-level support")
             for label, marker, color, which in (
                 ("no support", "o", "C3", "other"),
-                ("matched format", "^", "C2", "matched"),
+                ("matched format", "^", "C2", MATCHED),
             ):
                 found = [(getattr(r, which), i) for i, r in enumerate(rows)]
                 points = [(a.success, i) for a, i in found if a is not None]

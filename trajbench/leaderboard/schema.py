@@ -30,14 +30,22 @@ from pydantic import (
     model_validator,
 )
 
+from trajbench.records import (
+    COMMON,
+    DECOY,
+    DECOY_SUCCESS,
+    EVAL_INSTRUCTION,
+    EVAL_SPLIT,
+    NORMALIZED_RETURN,
+    Format,
+    Split,
+)
 from trajbench.suite import SUITE, SUITE_VERSIONS
 
 #: Metrics aggregated per condition (episode-averaged per (seed, level) first).
-METRICS = ("success", "normalized_return")
-#: Where the query showed a decoy mission: did the agent reach the decoy's object?
-DECOY = "decoy_success"
+METRICS = ("success", NORMALIZED_RETURN)
 #: What an aggregate is computed over (schema 2).
-AGG_KEYS = ("family", "eval_split", "k", "support", "format", "eval_instruction")
+AGG_KEYS = ("family", EVAL_SPLIT, "k", "support", "format", EVAL_INSTRUCTION)
 #: What one record is: one (seed, level) cell of an aggregate (schema 2).
 RECORD_KEYS = (*AGG_KEYS, "seed", "level")
 #: The keys of schema 1 (suite version 1: no formats, no instruction override).
@@ -45,8 +53,6 @@ AGG_KEYS_V1 = AGG_KEYS[:4]
 RECORD_KEYS_V1 = (*AGG_KEYS_V1, "seed", "level")
 #: Labels used for reference policies, which have no training condition.
 NO_VALUE = ("", "-", None)
-#: The eval_instruction of a query that showed a decoy mission.
-DECOY_INSTRUCTION = "decoy"
 #: How aggregates are computed: schema 2, and schema 1 (suite version 1).
 MEAN, IQM = "mean, seeds and levels", "iqm, seeds"
 #: Suite versions measured with schema 1; every other version uses ``SCHEMA_VERSION``.
@@ -123,7 +129,7 @@ class _CellV1(_Strict):
 
     family: Text
     """Environment id, e.g. "trajbench/DarkRoom-v0"."""
-    eval_split: Literal["test_levels", "test_families"]
+    eval_split: Split
     """What is held out: levels of a training family, or a whole family."""
     k: int = Field(ge=0)
     """Demonstrations in the context."""
@@ -134,7 +140,7 @@ class _CellV1(_Strict):
 class _Cell(_CellV1):
     """What records and aggregates are keyed by (``AGG_KEYS``)."""
 
-    format: Literal["common", "matched"]
+    format: Format
     """How the demonstrations were shown: common (whole demonstrations in order, every policy)
     or matched (a model trained on an unordered mode, in its own format)."""
     eval_instruction: Text
@@ -145,7 +151,7 @@ class _Cell(_CellV1):
     def _without_absent_decoys(self, handler) -> dict[str, Any]:
         # decoy fields exist only where a decoy was shown: keep the other lines short
         out = handler(self)
-        return {k: v for k, v in out.items() if not (k.startswith(DECOY) and v is None)}
+        return {k: v for k, v in out.items() if not (k.startswith(DECOY_SUCCESS) and v is None)}
 
 
 class Record(_Cell):
@@ -168,8 +174,8 @@ class Record(_Cell):
 
     @model_validator(mode="after")
     def _decoy_only_where_shown(self) -> Record:
-        if self.decoy_success is not None and self.eval_instruction != DECOY_INSTRUCTION:
-            raise ValueError(f"decoy_success needs eval_instruction {DECOY_INSTRUCTION!r}")
+        if self.decoy_success is not None and self.eval_instruction != DECOY:
+            raise ValueError(f"decoy_success needs eval_instruction {DECOY!r}")
         return self
 
 
@@ -199,11 +205,13 @@ class Aggregate(_Cell):
 
     @model_validator(mode="after")
     def _decoy_all_or_none(self) -> Aggregate:
-        given = [getattr(self, f"{DECOY}_{s}") is not None for s in ("mean", "ci_low", "ci_high")]
+        given = [
+            getattr(self, f"{DECOY_SUCCESS}_{s}") is not None for s in ("mean", "ci_low", "ci_high")
+        ]
         if any(given) and not all(given):
-            raise ValueError(f"{DECOY}_mean, _ci_low and _ci_high go together")
-        if any(given) and self.eval_instruction != DECOY_INSTRUCTION:
-            raise ValueError(f"{DECOY}_mean needs eval_instruction {DECOY_INSTRUCTION!r}")
+            raise ValueError(f"{DECOY_SUCCESS}_mean, _ci_low and _ci_high go together")
+        if any(given) and self.eval_instruction != DECOY:
+            raise ValueError(f"{DECOY_SUCCESS}_mean needs eval_instruction {DECOY!r}")
         return self
 
 
@@ -327,15 +335,15 @@ class _Entry(_Strict):
         """``(family, eval_split, k, support, format)`` of a record or aggregate measured with
         the mission the entry trained with; None for another mission (a decoy)."""
         cell = (item.family, item.eval_split, item.k, item.support)
-        fmt = getattr(item, "format", "common")  # schema 1 showed whole demonstrations only
-        shown = getattr(item, "eval_instruction", self.training.instruction)
+        fmt = getattr(item, "format", COMMON)  # schema 1 showed whole demonstrations only
+        shown = getattr(item, EVAL_INSTRUCTION, self.training.instruction)
         return (*cell, fmt) if shown == self.training.instruction else None
 
 
 class EvalStore(_Strict):
     """An evaluation store of the run: how to collect it again, and what it must hold."""
 
-    eval_split: Literal["test_levels", "test_families"]
+    eval_split: Split
     """The held-out split whose evaluation reads it."""
     spec: dict[str, Any]
     """Its collection (the preset's DataSpec): trajbench run writes it to data/<name>."""

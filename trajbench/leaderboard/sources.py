@@ -21,13 +21,19 @@ import numpy as np
 import pandas as pd
 
 from trajbench.errors import TrajbenchError
+from trajbench.records import (
+    DECOY_SUCCESS,
+    EVALUATION_FILE,
+    RECORDS_FILE,
+    RESULTS_FILE,
+    TRAIN_CONTEXT,
+)
 
-from .schema import DECOY, METRICS, RECORD_KEYS, SCHEMA_VERSION, schema_of
+from .schema import METRICS, RECORD_KEYS, SCHEMA_VERSION, schema_of
 from .validate import read_json
 
-RESULTS, EVALUATION, RECORDS = "results.json", "evaluation.json", "records.parquet"
 #: Columns of records.parquet that name the trained condition (one submission each).
-CONDITION_COLS = ("policy", "train_context", "instruction", "p_bursty")
+CONDITION_COLS = ("policy", TRAIN_CONTEXT, "instruction", "p_bursty")
 #: What an entry needs from either json file.
 PROVENANCE = ("trajbench_version", "git_commit", "suite", "suite_version", "hardware")
 PROVENANCE += ("wall_time_s", "date", "config")
@@ -62,21 +68,23 @@ def read_source(path: str | Path) -> Source:
         raise TrajbenchError(
             f"{path} not found: pass a directory written by trajbench run or trajbench evaluate"
         )
-    found = [name for name in (RESULTS, EVALUATION) if (path / name).is_file()]
+    found = [name for name in (RESULTS_FILE, EVALUATION_FILE) if (path / name).is_file()]
     if len(found) == 2:
         raise TrajbenchError(
-            f"{path} holds both {RESULTS} (trajbench run) and {EVALUATION} (trajbench evaluate): "
+            f"{path} holds both {RESULTS_FILE} (trajbench run) and {EVALUATION_FILE} (trajbench evaluate): "
             "submit a directory that one of them wrote"
         )
     if not found:
         alone = (
-            f": it has {RECORDS} only; rerun what wrote it" if (path / RECORDS).is_file() else ""
+            f": it has {RECORDS_FILE} only; rerun what wrote it"
+            if (path / RECORDS_FILE).is_file()
+            else ""
         )
         raise TrajbenchError(
-            f"{path} is neither a trajbench run directory ({RESULTS}) nor a trajbench evaluate "
-            f"output ({EVALUATION}){alone}"
+            f"{path} is neither a trajbench run directory ({RESULTS_FILE}) nor a trajbench evaluate "
+            f"output ({EVALUATION_FILE}){alone}"
         )
-    kind: Literal["run", "evaluate"] = "run" if found[0] == RESULTS else "evaluate"
+    kind: Literal["run", "evaluate"] = "run" if found[0] == RESULTS_FILE else "evaluate"
     meta_path = path / found[0]
     try:
         meta = read_json(meta_path)
@@ -92,10 +100,10 @@ def read_source(path: str | Path) -> Source:
             f"{meta_path}: suite version {version} is archived; the leaderboard takes new "
             f"entries of later suite versions only (rerun with this trajbench)"
         )
-    records = _read_records(path / RECORDS, path)
+    records = _read_records(path / RECORDS_FILE, path)
     if kind == "evaluate":
         records = _evaluated(meta, records, meta_path)
-    _check_records(records, path / RECORDS)
+    _check_records(records, path / RECORDS_FILE)
     return Source(path, kind, meta, records)
 
 
@@ -121,18 +129,18 @@ def _evaluated(meta: dict, records: pd.DataFrame, where: Path) -> pd.DataFrame:
             "leaderboard takes only levels the policy did not train on)"
         )
     training = meta["training"]
-    keys = ("train_context", "instruction", "p_bursty")
+    keys = (TRAIN_CONTEXT, "instruction", "p_bursty")
     if not isinstance(training, dict) or any(k not in training for k in keys):
         raise TrajbenchError(f"{where}: training must hold {list(keys)}, got {training!r}")
     expected = {"policy": meta["policy"], "policy_version": meta["policy_version"]}
     expected |= {k: training[k] for k in keys[:2]}
     for column, value in expected.items():
         if column not in records:
-            raise TrajbenchError(f"{where.parent / RECORDS} lacks column {column!r}")
+            raise TrajbenchError(f"{where.parent / RECORDS_FILE} lacks column {column!r}")
         seen = sorted(map(str, records[column].unique()))
         if seen != [str(value)]:
             raise TrajbenchError(
-                f"{where} says {column} {value!r} but {RECORDS} holds {seen}: they come from "
+                f"{where} says {column} {value!r} but {RECORDS_FILE} holds {seen}: they come from "
                 "different evaluations"
             )
     p_bursty = training["p_bursty"]
@@ -149,7 +157,7 @@ def _check_records(records: pd.DataFrame, path: Path) -> None:
     bad = records[keys].isna().any()
     if bad.any():
         raise TrajbenchError(f"{path} has missing or NaN values in {list(bad[bad].index)}")
-    scores = [*METRICS, DECOY] if DECOY in records else list(METRICS)
+    scores = [*METRICS, DECOY_SUCCESS] if DECOY_SUCCESS in records else list(METRICS)
     values = records[scores].to_numpy(dtype=float)
     if np.isinf(values).any():
         raise TrajbenchError(f"{path} has infinite values in {scores}")

@@ -35,10 +35,17 @@ from trajbench.configs import from_dict
 from trajbench.data import read_meta
 from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_write_text
+from trajbench.records import (
+    DECOY_SUCCESS,
+    EVAL_SPLIT,
+    RESULTS_FILE,
+    TEST_FAMILIES,
+    TEST_LEVELS,
+    TRAIN_CONTEXT,
+)
 
 from .schema import (
     AGG_KEYS,
-    DECOY,
     MEAN,
     METRICS,
     NO_VALUE,
@@ -63,9 +70,7 @@ def _plain(value: Any) -> Any:
 
 def _slug(condition: dict[str, Any]) -> str:
     parts = [condition["policy"]]
-    parts += [
-        condition[c] for c in ("train_context", "instruction") if condition[c] not in NO_VALUE
-    ]
+    parts += [condition[c] for c in (TRAIN_CONTEXT, "instruction") if condition[c] not in NO_VALUE]
     if condition["p_bursty"] is not None:
         parts.append(f"p{condition['p_bursty']:g}")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(str(p) for p in parts))
@@ -86,9 +91,9 @@ def episode_cells(frame: pd.DataFrame, where: str) -> list[dict[str, Any]]:
         "n_episodes": ("success", "size"),
         **{c: (c, "mean") for c in METRICS},
     }
-    if DECOY in frame:
-        episodes[DECOY] = frame[DECOY].astype(float)
-        stats |= {DECOY: (DECOY, "mean"), "n_decoys": (DECOY, "count")}
+    if DECOY_SUCCESS in frame:
+        episodes[DECOY_SUCCESS] = frame[DECOY_SUCCESS].astype(float)
+        stats |= {DECOY_SUCCESS: (DECOY_SUCCESS, "mean"), "n_decoys": (DECOY_SUCCESS, "count")}
     cells = episodes.groupby(list(RECORD_KEYS), sort=True).agg(**stats).reset_index()
     mixed = cells[cells["n_eval_seeds"] > 1]
     if len(mixed):
@@ -97,17 +102,17 @@ def episode_cells(frame: pd.DataFrame, where: str) -> list[dict[str, Any]]:
             f"{int(mixed.iloc[0]['n_eval_seeds'])} evaluation seeds; an entry holds one "
             "evaluation per training seed"
         )
-    if DECOY in frame:
+    if DECOY_SUCCESS in frame:
         partial = cells[(cells["n_decoys"] > 0) & (cells["n_decoys"] < cells["n_episodes"])]
         if len(partial):
             raise TrajbenchError(
-                f"{where}: only some episodes of {_cell_text(partial.iloc[0])} give {DECOY}"
+                f"{where}: only some episodes of {_cell_text(partial.iloc[0])} give {DECOY_SUCCESS}"
             )
     out = []
     for row in cells.drop(columns=["n_eval_seeds", "n_decoys"], errors="ignore").to_dict("records"):
         cell = {c: _plain(v) for c, v in row.items()}
-        if cell.get(DECOY, 0) is None:
-            del cell[DECOY]
+        if cell.get(DECOY_SUCCESS, 0) is None:
+            del cell[DECOY_SUCCESS]
         out.append(cell)
     return out
 
@@ -146,10 +151,10 @@ def _reproduction(run_dir: Path, results: dict, frame: pd.DataFrame, condition: 
     the evaluation stores (spec and content hash) and each seed's model directory. None where
     the run does not say (not a trajbench run, or its stores or models are gone)."""
     # The pipeline imports torch: only here, so that validate and build start fast.
-    from trajbench.pipeline.policies import REFERENCE_POLICIES
     from trajbench.pipeline.presets import DataSpec
     from trajbench.pipeline.runner import data_dir
-    from trajbench.pipeline.train import read_training_record
+    from trajbench.pipeline.training_record import read_training_record
+    from trajbench.records import REFERENCES
 
     names = frame["group"].unique() if "group" in frame else []
     groups = results["config"].get("groups") if isinstance(results["config"], dict) else None
@@ -157,15 +162,15 @@ def _reproduction(run_dir: Path, results: dict, frame: pd.DataFrame, condition: 
     if group is None:
         return None
     data = []
-    for split, key in (("test_levels", "test_data"), ("test_families", "heldout_family_data")):
+    for split, key in ((TEST_LEVELS, "test_data"), (TEST_FAMILIES, "heldout_family_data")):
         for spec in group.get(key) or []:
             try:
                 meta = read_meta(data_dir(run_dir, from_dict(DataSpec, spec)))
             except TrajbenchError:
                 return None
-            data.append({"eval_split": split, "spec": spec, "content_hash": meta["content_hash"]})
+            data.append({EVAL_SPLIT: split, "spec": spec, "content_hash": meta["content_hash"]})
     models = {}
-    if condition["policy"] not in REFERENCE_POLICIES:
+    if condition["policy"] not in REFERENCES:
         for model in sorted((run_dir / "jobs" / group["name"]).glob("*/seed*/model")):
             try:
                 trained = read_training_record(model).config
@@ -173,7 +178,7 @@ def _reproduction(run_dir: Path, results: dict, frame: pd.DataFrame, condition: 
                 continue
             context = trained.context
             if (context.mode, context.instruction, context.p_bursty) == (
-                condition["train_context"],
+                condition[TRAIN_CONTEXT],
                 condition["instruction"],
                 condition["p_bursty"],
             ):
@@ -235,7 +240,7 @@ def make_submissions(
             aggregates = compute_aggregates(pd.DataFrame(cells), boot)
         except ValueError as err:
             raise TrajbenchError(f"{run_dir} {condition}: {err}") from None
-        _cross_check(results, condition, aggregates, run_dir / "results.json", group)
+        _cross_check(results, condition, aggregates, run_dir / RESULTS_FILE, group)
         entry = name if len(groups) == 1 else f"{prefix}-{_slug(condition)}"
         run = source.kind == "run"
         reproduce = _reproduction(run_dir, results, frame, condition) if run else None

@@ -26,12 +26,12 @@ from pydantic import ValidationError
 from trajbench.collect import make_env
 from trajbench.errors import TrajbenchError
 from trajbench.metrics import aggregate
+from trajbench.records import DECOY_SUCCESS, NORMALIZED_RETURN
 from trajbench.suite import SUITE_VERSIONS
 
 from .schema import (
     AGG_KEYS,
     AGG_KEYS_V1,
-    DECOY,
     IQM,
     MEAN,
     METRICS,
@@ -80,7 +80,7 @@ def compute_aggregates(records: pd.DataFrame, bootstrap: Bootstrap) -> list[dict
         table = aggregate(records, list(METRICS), keys, statistic="iqm", resample="seeds", **boot)
     else:
         table = aggregate(records, "success", keys, **boot)
-        ret = aggregate(records, "normalized_return", keys, statistic="iqm", **boot)
+        ret = aggregate(records, NORMALIZED_RETURN, keys, statistic="iqm", **boot)
         stats = [f"normalized_return_{s}" for s in ("iqm", "ci_low", "ci_high")]
         table = _with_decoys(table.merge(ret[[*keys, *stats]], on=keys), records, keys, boot)
     # aggregate's n_episodes counts records (cells); the entry reports the episodes behind them.
@@ -94,22 +94,26 @@ def compute_aggregates(records: pd.DataFrame, bootstrap: Bootstrap) -> list[dict
 
 #: bootstrap method -> (the aggregate it computes, the keys it aggregates over)
 _METHODS = {MEAN: (Aggregate, AGG_KEYS), IQM: (AggregateV1, AGG_KEYS_V1)}
-_DECOY_STATS = [f"{DECOY}_{s}" for s in ("mean", "ci_low", "ci_high")]
+_DECOY_STATS = [f"{DECOY_SUCCESS}_{s}" for s in ("mean", "ci_low", "ci_high")]
 
 
 def _with_decoys(
     table: pd.DataFrame, records: pd.DataFrame, keys: list[str], boot: dict
 ) -> pd.DataFrame:
     """``table`` with the decoy-success columns: the mean and CI where records carry it, else NaN."""
-    shown = records[DECOY].notna() if DECOY in records else pd.Series(False, index=records.index)
+    shown = (
+        records[DECOY_SUCCESS].notna()
+        if DECOY_SUCCESS in records
+        else pd.Series(False, index=records.index)
+    )
     per_key = shown.groupby([records[k] for k in keys], sort=True).agg(["any", "all"])
     partial = per_key[per_key["any"] & ~per_key["all"]]
     if len(partial):
         where = key_text(tuple(_value(k, v) for k, v in zip(keys, partial.index[0], strict=True)))
-        raise ValueError(f"({where}): only some records give {DECOY}")
+        raise ValueError(f"({where}): only some records give {DECOY_SUCCESS}")
     if not shown.any():
         return table.assign(**{c: float("nan") for c in _DECOY_STATS})
-    decoys = aggregate(records[shown], DECOY, keys, **boot)
+    decoys = aggregate(records[shown], DECOY_SUCCESS, keys, **boot)
     return table.merge(decoys[[*keys, *_DECOY_STATS]], on=keys, how="left")
 
 

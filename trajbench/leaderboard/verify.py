@@ -36,13 +36,13 @@ from trajbench.data import load
 from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_write_text
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
-from trajbench.pipeline.policies import REFERENCE_POLICIES
 from trajbench.pipeline.presets import DataSpec
 from trajbench.pipeline.runner import collect_data, job_eval_config
-from trajbench.pipeline.train import read_training_record
+from trajbench.pipeline.training_record import read_training_record
 from trajbench.provenance import git_commit
+from trajbench.records import DECOY_SUCCESS, REFERENCES, RESULTS_FILE
 
-from .schema import DECOY, METRICS, RECORD_KEYS, Record, Submission, Verification, key_text
+from .schema import METRICS, RECORD_KEYS, Record, Submission, Verification, key_text
 from .submit import dumps, episode_cells
 from .validate import load as load_entry
 
@@ -54,11 +54,11 @@ def policies(sub: Submission, models: tuple[Path, ...]) -> dict[int, str]:
     """Training seed -> the policy that re-runs it: a reference policy's name, or the model
     directory (of ``models``: model directories, or the run directory the entry records
     them in) trained with that seed under the entry's training condition."""
-    if sub.model.policy in REFERENCE_POLICIES:
+    if sub.model.policy in REFERENCES:
         return {seed: sub.model.policy for seed in sub.seeds}
     dirs = []
     for path in models:
-        if (path / "results.json").is_file():  # a run directory: the models the entry names
+        if (path / RESULTS_FILE).is_file():  # a run directory: the models the entry names
             dirs += [path / rel for rel in sub.reproduce.models.values()]
         else:
             dirs.append(path)
@@ -159,10 +159,10 @@ def compare(sub: Submission, unit: Unit, cells: list[dict], tolerance: float) ->
         if record is None:
             problems.append(f"{where}: re-run, but the entry has no such record")
             continue
-        for name in ("n_episodes", "eval_seed", *METRICS, DECOY):
+        for name in ("n_episodes", "eval_seed", *METRICS, DECOY_SUCCESS):
             want, got = cell.get(name), getattr(record, name)
             close = want is not None and got is not None and abs(want - got) <= tolerance
-            if want != got and not (close and name in (*METRICS, DECOY)):
+            if want != got and not (close and name in (*METRICS, DECOY_SUCCESS)):
                 problems.append(f"{where}: {name} is {got!r} in the entry, {want!r} re-run")
     problems += [
         f"record ({key_text(k, RECORD_KEYS)}): in the entry, but the re-run gives no such record"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,8 +15,7 @@ from trajbench.configs import to_dict
 from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_write_bytes
 
-if TYPE_CHECKING:
-    from .train import TrainConfig
+from .train_config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 

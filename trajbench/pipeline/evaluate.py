@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 import sys
@@ -45,7 +44,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -57,14 +56,26 @@ from trajbench.batch import Batch
 from trajbench.cliargs import parse_config
 from trajbench.contexts import MODES, ContextBuilder
 from trajbench.contexts.formats import in_structure
+from trajbench.contexts.modes import NONE, ordered_mode
 from trajbench.data import load
 from trajbench.device import resolve_device, torch_threads
 from trajbench.errors import TrajbenchError
 from trajbench.families import subset
 from trajbench.io import write_parquet
 from trajbench.metrics import aggregate
+from trajbench.records import (
+    COMMON,
+    DECOY,
+    EVAL_INSTRUCTION,
+    EVAL_SPLIT,
+    MATCHED,
+    NORMALIZED_RETURN,
+    RECORDS_FILE,
+    TRAIN_CONTEXT,
+)
 from trajbench.rollout import Demonstrations, first_observations, rollout
 
+from .eval_config import EvalConfig, policy_kwargs, validate
 from .evaluation_file import changed_fields, write_evaluation_file
 from .policies import (
     PolicyInfo,
@@ -74,99 +85,6 @@ from .policies import (
     refuse_trained_levels,
     trained_levels_of,
 )
-
-
-@dataclass
-class EvalConfig:
-    """Evaluate a policy in context on held-out levels."""
-
-    policy: str = ""
-    """A model directory written by trajbench train, a reference policy (random, expert, hashmap,
-    replay), or package.module:factory: an importable callable that returns a trajbench Policy
-    (given encoding and seed where it takes them)."""
-    policy_kwargs: str = ""
-    """Keyword arguments for a package.module:factory policy, as a JSON object, e.g.
-    '{"fallback": "nearest"}'."""
-    data: tuple[str, ...] = ()
-    """Evaluation episode stores: expert episodes of held-out levels (or held-out families)."""
-    out: str = ""
-    """Output directory for records.parquet and offline.parquet."""
-    ks: tuple[int, ...] = (0, 1, 2, 4)
-    """Numbers of demonstrations in the context (the k-shot sweep)."""
-    episodes: int = 4
-    """Independent online episodes per level, k, support and format (each from its own start)."""
-    support: Literal["same", "other", "both"] = "both"
-    """Demonstrations from the level itself (same), from other levels (other: the no-support
-    score), or both."""
-    formats: tuple[Literal["common", "matched"], ...] = ("common", "matched")
-    """common: whole demonstrations in order, for every policy; matched: a model trained on an
-    unordered mode also sees them as it trained (transitions in random order)."""
-    instruction: Literal["train", "full", "empty", "template", "decoy"] = "train"
-    """What the query's mission says: as the model trained (train), full, empty, template, or
-    decoy (another object of the level, while the demonstrations go to the true goal; BabyAI)."""
-    own_episodes: bool = False
-    """Keep the row's earlier episodes in its context after the demonstrations."""
-    max_levels: int = 0
-    """Evaluate a seeded random draw of this many levels per family (0: every level in the store)."""
-    allow_trained_levels: bool = False
-    """Also score levels the model trained on (for in-weights analyses only: such records never
-    measure in-context generalization and the leaderboard refuses them)."""
-    eval_split: str = "test_levels"
-    """Label of what is held out: test_levels or test_families."""
-    offline: bool = True
-    """Also measure offline in-context action accuracy (transformer only)."""
-    offline_sequences: int = 256
-    """Sequences per (k, support) for the offline accuracy."""
-    batch_rows: int = 128
-    """Rollouts run together in one batch: every (level, k, support, format) is one row."""
-    seed: int = 0
-    """Evaluation seed (start states, demonstration choice, shuffles, decoys, reference policies),
-    recorded as eval_seed; keep it apart from the training seed."""
-    device: str = "auto"
-    """auto, cpu or cuda[:N]."""
-    threads: int = 1
-    """CPU threads for torch on the CPU (0: torch's default). One is fastest for the small models
-    of the benchmark, and never oversubscribes a machine that runs other jobs."""
-    use_cache: bool = True
-    """Step a trained model with its backbone's cache (False: re-encode the sequence every step)."""
-    greedy: bool = True
-    """Act with the most likely action (False: sample)."""
-    progress: bool = True
-    """Show a progress bar."""
-
-
-def validate(cfg: EvalConfig, need_out: bool = True) -> None:
-    """Raise :class:`TrajbenchError` naming the first bad knob."""
-    if cfg.episodes < 1 or cfg.batch_rows < 1 or any(k < 0 for k in cfg.ks) or not cfg.ks:
-        raise TrajbenchError(
-            "episodes and batch_rows must be >= 1 and ks a non-empty list of k >= 0"
-        )
-    if cfg.max_levels < 0 or cfg.offline_sequences < 0 or cfg.threads < 0:
-        raise TrajbenchError("max_levels, offline_sequences and threads must be >= 0")
-    if not cfg.formats:
-        raise TrajbenchError("--formats needs common, matched or both")
-    if not cfg.policy:
-        raise TrajbenchError(
-            "--policy needs a model directory, a reference policy name or package.module:factory"
-        )
-    if not cfg.data:
-        raise TrajbenchError("--data needs at least one episode store directory")
-    if need_out and not cfg.out:
-        raise TrajbenchError("--out needs an output directory")
-    policy_kwargs(cfg)
-
-
-def policy_kwargs(cfg: EvalConfig) -> dict[str, Any]:
-    """``--policy-kwargs`` as a dict ({} when not given)."""
-    if not cfg.policy_kwargs:
-        return {}
-    try:
-        kwargs = json.loads(cfg.policy_kwargs)
-    except ValueError as err:
-        raise TrajbenchError(f"--policy-kwargs is not valid JSON: {err}") from None
-    if not isinstance(kwargs, dict):
-        raise TrajbenchError(f"--policy-kwargs must be a JSON object, got {cfg.policy_kwargs!r}")
-    return kwargs
 
 
 def evaluate(cfg: EvalConfig, command: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -290,7 +208,7 @@ def _evaluate(
         chunks += [
             (env_id, rows[i : i + cfg.batch_rows]) for i in range(0, len(rows), cfg.batch_rows)
         ]
-    about = {**asdict(info), "eval_instruction": shown_instruction, "eval_seed": cfg.seed}
+    about = {**asdict(info), EVAL_INSTRUCTION: shown_instruction, "eval_seed": cfg.seed}
     records = _roll_out(cfg, policy, info, demos, chunks, about)
     online = pd.DataFrame.from_records(records)
     order = {c: i for i, c in enumerate(conditions)}
@@ -308,7 +226,7 @@ def _evaluate(
         else pd.DataFrame()
     )
     if cfg.out:
-        write_parquet(Path(cfg.out) / "records.parquet", online)
+        write_parquet(Path(cfg.out) / RECORDS_FILE, online)
         write_parquet(Path(cfg.out) / "offline.parquet", offline)
         write_evaluation_file(cfg, policy, info, command, started)  # last: the records are whole
     return online, offline
@@ -316,8 +234,8 @@ def _evaluate(
 
 def _set_instruction(policy, info: PolicyInfo, instruction: str) -> str:
     """Point a trained policy at the instruction mode to show; returns the mode's name."""
-    if instruction in ("train", "decoy"):
-        return info.instruction if instruction == "train" else "decoy"
+    if instruction in ("train", DECOY):
+        return info.instruction if instruction == "train" else DECOY
     if info.model_params:
         policy.instruction = instruction
     return instruction
@@ -327,7 +245,7 @@ def _conditions(cfg: EvalConfig, info: PolicyInfo) -> list[tuple[int, str, str]]
     """Every (k, support, format) to evaluate; ``matched`` only where it differs from common."""
     supports = ["same", "other"] if cfg.support == "both" else [cfg.support]
     mode = MODES.get(info.train_context)
-    formats = [f for f in cfg.formats if f == "common" or (mode is not None and not mode.ordered)]
+    formats = [f for f in cfg.formats if f == COMMON or (mode is not None and not mode.ordered)]
     if not formats:
         raise TrajbenchError(
             f"{cfg.policy}: nothing to evaluate in the matched format only; its training mode "
@@ -338,7 +256,7 @@ def _conditions(cfg: EvalConfig, info: PolicyInfo) -> list[tuple[int, str, str]]
         for k in cfg.ks
         for s in supports
         for f in formats
-        if not (k == 0 and (s == "other" or f == "matched"))
+        if not (k == 0 and (s == "other" or f == MATCHED))
     ]
 
 
@@ -359,7 +277,7 @@ def _roll_out(cfg, policy, info, demos, chunks, about) -> list[dict]:
             contexts, avoid = [], []
             for lv, k, support, fmt in rows:
                 shown = demos(env_id, lv, k, support, cfg.seed)
-                ordered = fmt == "common" or MODES[info.train_context].ordered
+                ordered = fmt == COMMON or MODES[info.train_context].ordered
                 rng = np.random.default_rng([cfg.seed, lv, k, support == "other"])
                 contexts.append(in_structure(shown, ordered, rng))
                 avoid.append(first_observations(demos(env_id, lv, kmax, "same", cfg.seed)))
@@ -375,19 +293,19 @@ def _roll_out(cfg, policy, info, demos, chunks, about) -> list[dict]:
                 envs=pool,
                 avoid_starts=avoid,
                 own_episodes=cfg.own_episodes,
-                decoys=cfg.instruction == "decoy",
+                decoys=cfg.instruction == DECOY,
             )
             for rec in out:
                 _, k, support, fmt = rows[rec.pop("row")]
                 ref = expert_return[rec["level"]]
-                rec["normalized_return"] = (
+                rec[NORMALIZED_RETURN] = (
                     rec["return"] / ref if ref > 0 else float(rec["return"] >= ref)
                 )
                 records.append(
                     {
                         **about,
                         "family": env_id,
-                        "eval_split": cfg.eval_split,
+                        EVAL_SPLIT: cfg.eval_split,
                         "k": k,
                         "support": support,
                         "format": fmt,
@@ -416,11 +334,8 @@ def offline_accuracy(policy, store, cfg: EvalConfig, info: PolicyInfo) -> pd.Dat
         for support in ["same", "other"] if cfg.support == "both" else [cfg.support]:
             if k == 0 and support == "other":
                 continue
-            mode = (
-                "none"
-                if k == 0 or not policy.use_context
-                else ("bursty" if support == "same" else "trajectories")
-            )
+            shown = k > 0 and policy.use_context
+            mode = (ordered_mode(support) if shown else MODES[NONE]).name
             try:
                 builder = ContextBuilder(
                     store,
@@ -444,7 +359,7 @@ def offline_accuracy(policy, store, cfg: EvalConfig, info: PolicyInfo) -> pd.Dat
                 {
                     **asdict(info),
                     "family": ",".join(store.env_ids),
-                    "eval_split": cfg.eval_split,
+                    EVAL_SPLIT: cfg.eval_split,
                     "k": k,
                     "support": support,
                     "seed": info.train_seed,
@@ -457,9 +372,9 @@ def offline_accuracy(policy, store, cfg: EvalConfig, info: PolicyInfo) -> pd.Dat
 
 def summary(online: pd.DataFrame) -> pd.DataFrame:
     """Mean success (95% CI over levels) and normalized-return IQM per condition."""
-    groups = ["policy", "train_context", "family", "k", "support", "format"]
+    groups = ["policy", TRAIN_CONTEXT, "family", "k", "support", "format"]
     succ = aggregate(online, "success", groups, seed_col="eval_seed")
-    ret = aggregate(online, "normalized_return", groups, seed_col="eval_seed", statistic="iqm")
+    ret = aggregate(online, NORMALIZED_RETURN, groups, seed_col="eval_seed", statistic="iqm")
     return succ.merge(ret[[*groups, "normalized_return_iqm"]], on=groups)
 
 
@@ -478,5 +393,5 @@ def main(argv: list[str]) -> int:
             print(
                 offline[["family", "k", "support", "accuracy", "n_targets"]].to_string(index=False)
             )
-    print(f"records written to {Path(cfg.out) / 'records.parquet'}")
+    print(f"records written to {Path(cfg.out) / RECORDS_FILE}")
     return 0

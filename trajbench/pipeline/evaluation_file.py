@@ -19,7 +19,7 @@ import dataclasses
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -27,16 +27,12 @@ from trajbench import __version__
 from trajbench.configs import to_dict
 from trajbench.io import atomic_write_json
 from trajbench.provenance import git_commit, hardware
+from trajbench.records import EVALUATION_FILE, REFERENCES, TRAIN_CONTEXT
 from trajbench.suite import SUITE, SUITE_VERSION
 
-from .policies import REFERENCE_POLICIES, PolicyInfo
-from .train import read_training_record
-
-if TYPE_CHECKING:  # evaluate.py imports this module: the config type only for the checker
-    from .evaluate import EvalConfig
-
-#: The file's name, beside records.parquet.
-EVALUATION_FILE = "evaluation.json"
+from .eval_config import EvalConfig
+from .policies import PolicyInfo
+from .training_record import read_training_record
 
 
 def write_evaluation_file(
@@ -48,7 +44,7 @@ def write_evaluation_file(
     p_bursty = read_training_record(cfg.policy).config.context.p_bursty if trained else None
     # trajbench's models say where they run; its reference policies run on the CPU, and of
     # any other policy only its own device attribute would tell.
-    device = getattr(policy, "device", "cpu" if info.policy in REFERENCE_POLICIES else "unknown")
+    device = getattr(policy, "device", "cpu" if info.policy in REFERENCES else "unknown")
     path = Path(cfg.out) / EVALUATION_FILE
     # a Python caller may give paths where the config holds strings
     paths = {"policy": str(cfg.policy), "data": tuple(map(str, cfg.data)), "out": str(cfg.out)}
@@ -66,7 +62,7 @@ def write_evaluation_file(
         "policy": info.policy,
         "policy_version": info.policy_version,
         "training": {
-            "train_context": info.train_context,
+            TRAIN_CONTEXT: info.train_context,
             "instruction": info.instruction,
             "p_bursty": p_bursty,
         },

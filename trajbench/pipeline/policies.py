@@ -35,13 +35,14 @@ from trajbench import __version__
 from trajbench.baselines import ExpertPolicy, HashmapPolicy, RandomPolicy, ReplayPolicy
 from trajbench.baselines.transformer import TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
+from trajbench.contexts.modes import get_mode
 from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
 from trajbench.policy import Policy
+from trajbench.records import EXPERT, HASHMAP, RANDOM, REFERENCES, REPLAY
 
-from .train import TrainingRecord, read_training_record
+from .training_record import TrainingRecord, read_training_record
 
-REFERENCE_POLICIES = ("random", "expert", "hashmap", "replay")
 #: ``package.module:factory`` (the factory may be a dotted attribute path).
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -95,23 +96,23 @@ def load_policy(
         TrajbenchError: ``spec`` is none of these, the model reads another observation encoding,
             or the factory does not import, raises, or returns something that is not a policy.
     """
-    if policy_kwargs and (spec in REFERENCE_POLICIES or Path(spec).is_dir()):
+    if policy_kwargs and (spec in REFERENCES or Path(spec).is_dir()):
         raise TrajbenchError("--policy-kwargs go to a package.module:factory policy only")
     if not Path(spec).is_dir() and IMPORT_PATH.match(spec):
         return load_factory(spec, encoding, seed, policy_kwargs or {})
     n_actions = int(encoding.n_actions)
-    if spec in REFERENCE_POLICIES:
+    if spec in REFERENCES:
         reference = {
-            "random": lambda: RandomPolicy(n_actions, seed),
-            "expert": ExpertPolicy,
-            "hashmap": lambda: HashmapPolicy(n_actions, seed),
-            "replay": lambda: ReplayPolicy(n_actions, seed),
+            RANDOM: lambda: RandomPolicy(n_actions, seed),
+            EXPERT: ExpertPolicy,
+            HASHMAP: lambda: HashmapPolicy(n_actions, seed),
+            REPLAY: lambda: ReplayPolicy(n_actions, seed),
         }[spec]()
         return reference, PolicyInfo(policy=spec)
     if not Path(spec).is_dir():
         raise TrajbenchError(
             f"policy {spec!r} is not a model directory written by trajbench train, one of the "
-            f"reference policies {', '.join(REFERENCE_POLICIES)}, or an import path "
+            f"reference policies {', '.join(REFERENCES)}, or an import path "
             "package.module:factory"
         )
     policy, record = load_trained_policy(
@@ -218,7 +219,10 @@ def load_trained_policy(
     record = read_training_record(model_dir)
     context = record.config.context
     policy = TransformerPolicy(
-        model, instruction=context.instruction, use_context=context.mode != "none", **kwargs
+        model,
+        instruction=context.instruction,
+        use_context=get_mode(context.mode).has_context,
+        **kwargs,
     )
     return policy, record
 
@@ -236,7 +240,7 @@ def check_compatible(model: ObsEncoding, data: ObsEncoding, where: str) -> None:
 def trained_levels_of(spec: str) -> dict[str, list[int]]:
     """Family -> the levels the policy ``spec`` trained on ({} for reference policies and for
     policies trajbench did not train: it cannot know theirs)."""
-    if spec in REFERENCE_POLICIES or not Path(spec).is_dir():
+    if spec in REFERENCES or not Path(spec).is_dir():
         return {}
     return read_training_record(spec).trained_levels
 

@@ -21,7 +21,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from gymnasium.wrappers import RenderCollection
@@ -37,12 +36,11 @@ from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, resolve_env_id, sample_levels
 from trajbench.io import atomic_write_bytes, atomic_write_text
 from trajbench.policy import EpisodeRecord, Policy
+from trajbench.records import EXPERT
 from trajbench.rollout import first_observations, rollout
 
+from .jobs import Job
 from .policies import load_policy
-
-if TYPE_CHECKING:  # the runner imports this module
-    from .runner import Job
 
 
 @dataclass(kw_only=True)
@@ -208,7 +206,7 @@ def _family_gifs(out: Path, env_id: str, job: Job, spec, device: str) -> tuple[s
         fps = env.unwrapped.metadata.get("render_fps", 4)
         k, encoding = max(job.group.eval.ks), env.unwrapped.encoding
         players = {
-            "expert": load_policy("expert", encoding, 0)[0],
+            EXPERT: load_policy(EXPERT, encoding, 0)[0],
             job.name: load_policy(str(job.directory(out) / "model"), encoding, 0, device)[0],
         }
         episodes = {who: play(p, env, level, k, job.eval_seed) for who, p in players.items()}

@@ -27,10 +27,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -45,96 +44,35 @@ from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, sample_levels
 from trajbench.io import atomic_write_json, remove_stale_temporaries, write_parquet
 from trajbench.provenance import cores, git_commit, hardware
+from trajbench.records import (
+    DECOY_SUCCESS,
+    RECORDS_FILE,
+)
 from trajbench.report import write_report
 
-from .evaluate import EvalConfig, evaluate
+from .ensemble import ensemble_on, ensembles, train_ensemble
+from .evaluate import evaluate
+from .jobs import (
+    Job,
+    RunConfig,
+    condition_context,
+    evaluations,
+    job_eval_config,
+    jobs_of,
+)
 from .launch import (
     Launcher,
-    LauncherName,
     Pool,
     Sequential,
-    SlurmConfig,
     Submitit,
     plan_slots,
     visible_gpus,
 )
-from .presets import PRESETS, Condition, DataSpec, Group, Preset
+from .presets import PRESETS, DataSpec, Group, Preset
 from .render import write_episode_gifs
+from .targets import dry_run
 from .train import train
-
-PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]  (the registered presets)
-
-
-@dataclass
-class RunConfig:
-    """Run a benchmark preset end to end."""
-
-    preset: PresetName
-    """Preset: ci (seconds, for tests), smoke (2-core CPU, <= 15 min), architectures (llama vs
-    mamba2 vs lstm, 2-core CPU, <= 20 min), standard (GPU), gpu (~8 min on one H100)."""
-    out: str = ""
-    """Run directory; rerunning with the same directory resumes."""
-    device: str = ""
-    """Override the preset's device: auto, cpu, cuda or cuda:N."""
-    seeds: tuple[int, ...] = ()
-    """Override the preset's training seeds."""
-    workers: int = 0
-    """Override how many jobs run in parallel on the CPU, and collection processes (0: the preset's choice)."""
-    gpus: str = ""
-    """Spread jobs over GPUs: all, or a count N (the first N visible); empty: the device's GPU."""
-    jobs_per_gpu: int = 0
-    """Jobs run at once on one GPU, each in its own process (0: the preset's choice)."""
-    launcher: LauncherName = "pool"
-    """Where jobs run: pool (this machine; worker processes unless one job at a time), slurm (a Slurm job array through submitit, collection as shards first), local (the slurm path through submitit's local executor, on this machine)."""
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-    """Submission knobs of --launcher slurm (and local)."""
-    progress: bool = True
-    """Show progress bars."""
-    dry_run: bool = False
-    """Run nothing: print each group's jobs, training tokens and FLOPs, evaluation episodes and
-    the estimated training time on this CPU and on a GPU (trajbench.pipeline.sizing)."""
-
-
-# -- jobs -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Job:
-    """One training condition and seed (or one reference policy and seed) of a group."""
-
-    group: Group
-    seed: int
-    condition: Condition | None = None
-    baseline: str = ""
-
-    @property
-    def name(self) -> str:
-        if self.baseline:
-            return f"baseline-{self.baseline}"
-        c = self.condition
-        p = "" if c.p_bursty is None else f"-p{c.p_bursty:g}"
-        return f"{c.mode}-{c.instruction}{p}" + (f"-{c.backbone}" if c.backbone else "")
-
-    @property
-    def eval_seed(self) -> int:
-        """The evaluation seed: apart from the training seed, the same for every condition."""
-        return EVAL_SEED_OFFSET + self.seed
-
-    def directory(self, out: Path) -> Path:
-        return out / "jobs" / self.group.name / self.name / f"seed{self.seed}"
-
-
-#: A job's finished-stage marker: its evaluated episodes.
-RECORDS = "records.parquet"
-#: Evaluation seed = this + training seed (so no evaluation reuses a training seed's stream).
-EVAL_SEED_OFFSET = 1000
-
-
-def jobs_of(preset: Preset, seeds: tuple[int, ...]) -> list[Job]:
-    """Every (condition or reference policy, seed) of every group of ``preset``."""
-    jobs = []
-    for group in preset.groups:
-        jobs += [Job(group, s, condition=c) for c in group.conditions for s in seeds]
-        jobs += [Job(group, s, baseline=b) for b in group.baselines for s in seeds]
-    return jobs
+from .train_config import TrainConfig
 
 
 def data_dir(out: Path, spec: DataSpec) -> Path:
@@ -255,27 +193,13 @@ def _named(env_id: str, actions: set[int]) -> str:
     )
 
 
-def evaluations(job: Job) -> list[tuple[str, tuple[DataSpec, ...], str, tuple[str, ...]]]:
-    """``(eval_split, stores, instruction, formats)`` of every evaluation ``job`` runs: held-out
-    levels and held-out families, as trained, and with decoy missions where the group asks."""
-    g, c = job.group, job.condition
-    instructions = ["train"]
-    if g.decoy_eval and (job.baseline or c.instruction == "full"):
-        instructions.append("decoy")
-    return [
-        (split, specs, instruction, eval_formats(g.eval, instruction))
-        for split, specs in (("test_levels", g.test_data), ("test_families", g.heldout_family_data))
-        for instruction in (instructions if specs else ())
-    ]
-
-
 def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int) -> Path:
     """Train (unless done) and evaluate (unless done) one job; returns its records file."""
     if threads:
         torch.set_num_threads(threads)
     g = job.group
     jdir = job.directory(out)
-    records_path = jdir / RECORDS
+    records_path = jdir / RECORDS_FILE
     if records_path.exists():
         return records_path
     policy = job.baseline or str(_trained(job, out, device, compile_model))
@@ -295,55 +219,45 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
         )
         frames.append(evaluate(ecfg)[0])
     records = pd.concat(frames, ignore_index=True)
-    if "decoy_success" in records:  # NaN where no decoy was shown: a float column, not objects
-        records["decoy_success"] = records["decoy_success"].astype(float)
+    if DECOY_SUCCESS in records:  # NaN where no decoy was shown: a float column, not objects
+        records[DECOY_SUCCESS] = records[DECOY_SUCCESS].astype(float)
     records["seed"] = job.seed
-    records["train_context"] = c.mode if c else "-"
-    records["instruction"] = c.instruction if c else "-"
     records["p_bursty"] = float("nan") if c is None or c.p_bursty is None else float(c.p_bursty)
     records["group"] = g.name
     write_parquet(records_path, records)
     return records_path
 
 
-def job_eval_config(base: EvalConfig, split: str, instruction: str, **fields) -> EvalConfig:
-    """A job's evaluation of one held-out split with one query mission (a decoy mission is
-    shown in the common format only); ``fields`` fill in the policy, data, seed, ..."""
-    formats = eval_formats(base, instruction)
+def _trained(job: Job, out: Path, device: str, compile_model: bool) -> Path:
+    """The job's model directory, trained (or resumed) unless it is there."""
+    model_dir = job.directory(out) / "model"
+    if not model_dir.exists():
+        train(job_train_config(job, out, device, compile_model))
+    return model_dir
+
+
+def job_train_config(job: Job, out: Path, device: str, compile_model: bool) -> TrainConfig:
+    """The ``trajbench train`` config of a training job (resuming its checkpoint)."""
+    g, c = job.group, job.condition
     return replace(
-        base, eval_split=split, instruction=instruction, formats=formats, progress=False, **fields
+        g.train,
+        model=replace(g.train.model, backbone=c.backbone or g.train.model.backbone),
+        data=tuple(str(data_dir(out, s)) for s in g.train_data),
+        out=str(job.directory(out)),
+        context=condition_context(g, c),
+        seed=job.seed,
+        device=device,
+        compile=compile_model,
+        resume=True,
+        progress=False,
     )
 
 
-def eval_formats(base: EvalConfig, instruction: str) -> tuple[str, ...]:
-    """The formats an evaluation shows: the group's as trained, the common one with a decoy."""
-    return base.formats if instruction == "train" else ("common",)
-
-
-def _trained(job: Job, out: Path, device: str, compile_model: bool) -> Path:
-    """The job's model directory, trained (or resumed) unless it is there."""
-    g, c = job.group, job.condition
-    model_dir = job.directory(out) / "model"
-    if not model_dir.exists():
-        context = replace(
-            g.train.context, mode=c.mode, p_bursty=c.p_bursty, instruction=c.instruction
-        )
-        model = replace(g.train.model, backbone=c.backbone or g.train.model.backbone)
-        train(
-            replace(
-                g.train,
-                model=model,
-                data=tuple(str(data_dir(out, s)) for s in g.train_data),
-                out=str(job.directory(out)),
-                context=context,
-                seed=job.seed,
-                device=device,
-                compile=compile_model,
-                resume=True,
-                progress=False,
-            )
-        )
-    return model_dir
+def _ensemble_entry(args) -> None:
+    cfgs, threads = args
+    if threads:
+        torch.set_num_threads(threads)
+    train_ensemble(cfgs)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -361,7 +275,7 @@ def run_jobs(
     desc: str = "train + evaluate",
 ) -> None:
     """Run every job of ``jobs`` without its records file through ``launcher``."""
-    todo = [job for job in jobs if not (job.directory(out) / RECORDS).exists()]
+    todo = [job for job in jobs if not (job.directory(out) / RECORDS_FILE).exists()]
     args = [(job, out, device, compile_model, threads) for job in todo]
     if args:
         launcher.map(_job_entry, args, desc)
@@ -425,12 +339,17 @@ def run(cfg: RunConfig) -> Path:
         check_heldout_solvable(group, out)
 
     jobs = jobs_of(preset, seeds)
+    if ensemble_on(cfg.ensemble, device):
+        untrained = [j for j in jobs if j.condition and not (j.directory(out) / "model").exists()]
+        cfgs = [job_train_config(j, out, job_device, preset.compile) for j in untrained]
+        if groups := ensembles(cfgs):
+            launcher.map(_ensemble_entry, [(g, threads) for g in groups], "train ensembles")
     run_jobs(
         jobs, out, launcher, job_device, preset.compile, threads, f"{preset.name}: train + evaluate"
     )
 
     records = pd.concat(
-        [pd.read_parquet(j.directory(out) / RECORDS) for j in jobs], ignore_index=True
+        [pd.read_parquet(j.directory(out) / RECORDS_FILE) for j in jobs], ignore_index=True
     )
     wall = previous + time.perf_counter() - started
     meta = {
@@ -445,7 +364,7 @@ def run(cfg: RunConfig) -> Path:
         "seeds": list(seeds),
         "config": json.loads(json.dumps(asdict(preset), default=str)),
     }
-    results = write_report(out, records, meta)
+    results = write_report(out, records, meta, {g.name: g.questions for g in preset.groups})
     write_episode_gifs(out, jobs, str(device))
     atomic_write_json(out / "wall_time.json", {"wall_time_s": wall})
     return results
@@ -465,8 +384,6 @@ def main(argv: list[str]) -> int:
     if cfg is None:  # --help
         return 0
     if cfg.dry_run:
-        from .sizing import dry_run  # not at the top: sizing imports this module
-
         print(dry_run(cfg))
         return 0
     results = run(cfg)

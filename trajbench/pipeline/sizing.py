@@ -39,13 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trajbench.baselines.transformer import (
-    ModelConfig,
-    TrajectoryTransformer,
-    training_flops_per_token,
-)
+from trajbench.baselines.model_config import ModelConfig
+from trajbench.baselines.transformer import TrajectoryTransformer, training_flops_per_token
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextBuilder
+from trajbench.coverage import Design
 from trajbench.data import load
 from trajbench.device import autocast, torch_threads
 from trajbench.errors import TrajbenchError
@@ -53,9 +51,9 @@ from trajbench.families import make_env, sample_levels, subset
 from trajbench.provenance import cores
 
 from .evaluate import _conditions
+from .jobs import Job, RunConfig, condition_context, evaluations
 from .policies import PolicyInfo
 from .presets import PRESETS, DataSpec, Group, Preset
-from .runner import Job, RunConfig, evaluations
 from .train import TrainConfig, TrainStep, make_optimizer
 
 #: Dense bf16 tensor-core peak (FLOP/s) by a substring of the CUDA device name (first match).
@@ -183,6 +181,10 @@ class GroupSize:
     gpu_s: float
     gpu_flops_bound: bool
     """Whether FLOPs (not the shortest step) bound most of the GPU time."""
+    collect_episodes_per_cpu_s: float = math.nan
+    """Episodes collected per CPU-second here (the small collection of the training stores)."""
+    episode_steps: float = math.nan
+    """Mean steps of an episode of the small collection."""
 
 
 def _small_stores(group: Group, tmp: Path, n_levels: int) -> list[Path]:
@@ -234,12 +236,24 @@ def n_levels_of(spec: DataSpec) -> int:
     return n
 
 
+def group_designs(group: Group, seeds: int) -> dict[str, Design]:
+    """The design every held-out family of ``group`` is measured at, by env id: ``seeds``
+    training seeds, its evaluated levels, the group's episodes per (seed, level) cell."""
+    cap = group.eval.max_levels
+    return {
+        spec.env: Design(
+            seeds, min(n_levels_of(spec), cap) if cap else n_levels_of(spec), group.eval.episodes
+        )
+        for spec in (*group.test_data, *group.heldout_family_data)
+    }
+
+
 def _eval_episodes(group: Group, seeds: int, jobs) -> int:
     """Episodes the group's evaluations play (every evaluation of every job)."""
     total = 0
     for job in jobs:
         info = PolicyInfo(
-            policy=job.name, train_context=job.condition.mode if job.condition else "-"
+            policy=job.name, train_context=job.condition.train_context if job.condition else "-"
         )
         for _split, specs, instruction, formats in evaluations(job):
             cfg = replace(group.eval, instruction=instruction, formats=formats)
@@ -266,13 +280,12 @@ def size_group(
     jobs = [Job(group, 0, condition=c) for c in group.conditions]
     jobs += [Job(group, 0, baseline=b) for b in group.baselines]
     with tempfile.TemporaryDirectory() as tmp:
+        cpu_start = time.process_time()
         store = load([str(p) for p in _small_stores(group, Path(tmp), n_levels)])
+        collect_cpu_s = time.process_time() - cpu_start
         lengths, flops_per_token, builders = [], [], []
         for c in group.conditions:
-            context = replace(
-                train.context, mode=c.mode, p_bursty=c.p_bursty, instruction=c.instruction
-            )
-            builder = ContextBuilder(store, seed=0, config=context)
+            builder = ContextBuilder(store, seed=0, config=condition_context(group, c))
             n = (~builder.sample(sequences, seed=0).pad).sum(1).astype(np.float64)
             mean_context = float((n * (n - 1) / 2).sum() / n.sum())  # earlier tokens, per token
             lengths.append(float(n.mean()))
@@ -303,6 +316,8 @@ def size_group(
         cpu_s=train.steps * sum(step_tokens) * seeds / cpu_tps if lengths else 0.0,
         gpu_s=train.steps * sum(gpu_steps) * seeds,
         gpu_flops_bound=flops_bound > sum(gpu_steps) / 2,
+        collect_episodes_per_cpu_s=len(store.episodes) / max(collect_cpu_s, 1e-9),
+        episode_steps=float(store.episodes["length"].mean()),
     )
 
 
@@ -395,7 +410,7 @@ def render(size: PresetSize) -> str:
     lines += [
         "",
         f"Training time only: collection ({size.collect_episodes:,} episodes in {size.stores} "
-        "stores) and evaluation are not estimated.",
+        "stores) and evaluation are not estimated here (the targets below estimate them).",
         f"Tokens per sequence: sampled from the prompt builder, per condition, on a {n_levels}-level "
         "collection of each training store.",
         "CPU: tokens per CPU-second of a few training steps measured here (one thread, up to 16 "
@@ -405,13 +420,19 @@ def render(size: PresetSize) -> str:
     return "\n".join(lines)
 
 
-def dry_run(cfg: RunConfig) -> str:
-    """``trajbench run --dry-run``: the report of ``cfg.preset`` with its overrides."""
+def size_of(cfg: RunConfig) -> PresetSize:
+    """The size of ``cfg.preset`` with its overrides (the dry-run's figures)."""
     if cfg.preset not in PRESETS:
         raise TrajbenchError(f"unknown preset {cfg.preset!r}; expected one of {sorted(PRESETS)}")
     if any(s < 0 for s in cfg.seeds) or cfg.workers < 0:
         raise TrajbenchError("seeds and workers must be non-negative")
-    return render(size_preset(PRESETS[cfg.preset], cfg.seeds, cfg.workers))
+    return size_preset(PRESETS[cfg.preset], cfg.seeds, cfg.workers)
+
+
+def dry_run(cfg: RunConfig) -> str:
+    """The report of ``cfg.preset`` with its overrides (``trajbench run --dry-run`` adds
+    :func:`trajbench.pipeline.targets.dry_run`'s targets under it)."""
+    return render(size_of(cfg))
 
 
 def _si(x: float) -> str:

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +29,12 @@ import torch
 from tqdm.auto import tqdm
 
 from trajbench import __version__
-from trajbench.baselines.transformer import ModelConfig, TrajectoryTransformer, action_loss
+from trajbench.baselines.transformer import TrajectoryTransformer, action_loss
 from trajbench.batch import Batch
 from trajbench.cliargs import parse_config
-from trajbench.configs import from_dict, to_dict
-from trajbench.contexts import ContextBuilder, ContextConfig
-from trajbench.data import EpisodeStore, load
+from trajbench.configs import to_dict
+from trajbench.contexts import ContextBuilder
+from trajbench.data import load
 from trajbench.device import (
     Dist,
     autocast,
@@ -49,114 +47,12 @@ from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_write_json, remove_stale_temporaries
 
 from .checkpoints import CHECKPOINT, load_checkpoint, save_checkpoint
-
-#: The training record inside a saved model directory (see :class:`TrainingRecord`).
-TRAINING_FILE = "training.json"
-
-
-@dataclass
-class TrainConfig:
-    """Train a trajectory transformer on episodes of one or more stores."""
-
-    data: tuple[str, ...] = ()
-    """Episode store directories (families must share an observation encoding)."""
-    out: str = ""
-    """Run directory: the model goes to OUT/model, checkpoints and metrics beside it."""
-    context: ContextConfig = field(default_factory=ContextConfig)
-    """How training sequences are built (context mode, k, instruction, ...)."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    """The policy network's architecture."""
-    steps: int = 1500
-    """Optimizer steps."""
-    batch_size: int = 32
-    """Sequences per step (the global batch, split across ranks under torchrun)."""
-    lr: float = 1e-3
-    """Peak learning rate."""
-    min_lr_ratio: float = 0.1
-    """The cosine schedule decays to lr * min_lr_ratio."""
-    warmup_steps: int = 100
-    """Linear warm-up steps."""
-    weight_decay: float = 0.01
-    """AdamW weight decay (matrices only)."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this value (0: off)."""
-    seed: int = 0
-    """Seed of the weights and of the batch stream."""
-    device: str = "auto"
-    """auto (CUDA if available, else CPU), cpu, cuda or cuda:N."""
-    bf16: bool = True
-    """Use bf16 autocast on CUDA (ignored on CPU)."""
-    compile: bool = False
-    """Compile the model with torch.compile."""
-    threads: int = 0
-    """CPU threads for torch (0: torch's default)."""
-    workers: int = 0
-    """DataLoader worker processes that build batches (0: in the training process)."""
-    checkpoint_every: int = 250
-    """Save a resumable checkpoint every N steps (0: only at the end)."""
-    resume: bool = False
-    """Continue from OUT/checkpoint.pt if it exists."""
-    log_every: int = 25
-    """Write a metrics row every N steps."""
-    progress: bool = True
-    """Show a progress bar."""
-
-
-@dataclass
-class TrainingRecord:
-    """What a trained model directory records about how it was trained (``training.json``).
-
-    Evaluation reads it back to show the model its own instruction mode, to know whether it saw
-    any context, and to refuse the levels it trained on.
-    """
-
-    config: TrainConfig
-    """The training config."""
-    data_hash: str
-    """Content hash of the training store(s)."""
-    trained_levels: dict[str, list[int]]
-    """Family -> every level with an episode in the training store(s), sorted."""
-    parameters: int
-    """Number of model parameters."""
-    trajbench_version: str
-    """The trajbench version that trained it."""
-    format_version: int = 1
-    """Version of this record's layout."""
-
-
-def trained_levels(store: EpisodeStore) -> dict[str, list[int]]:
-    """Family -> the sorted levels of every episode in ``store``."""
-    eps = store.episodes
-    return {
-        str(env): sorted(int(x) for x in levels.unique())
-        for env, levels in eps.groupby("env_id", sort=True)["level"]
-    }
-
-
-def save_trained_model(
-    model: TrajectoryTransformer, model_dir: Path, record: TrainingRecord
-) -> None:
-    """Write ``model`` and its :class:`TrainingRecord` into ``model_dir``, atomically, together."""
-    text = json.dumps(to_dict(record), indent=2) + "\n"
-    model.save_pretrained(model_dir, extra_files={TRAINING_FILE: text})
-
-
-def read_training_record(model_dir: str | Path) -> TrainingRecord:
-    """The :class:`TrainingRecord` of a model directory written by ``trajbench train``.
-
-    Raises:
-        TrajbenchError: no such file, or a file that does not hold a training record.
-    """
-    path = Path(model_dir) / TRAINING_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TrajbenchError(
-            f"{model_dir} has no {TRAINING_FILE}; was it written by trajbench train?"
-        ) from None
-    except (OSError, ValueError) as err:
-        raise TrajbenchError(f"cannot read {path}: {err}") from None
-    return from_dict(TrainingRecord, data, str(path))
+from .train_config import TrainConfig, validate
+from .training_record import (
+    TrainingRecord,
+    save_trained_model,
+    trained_levels,
+)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -196,8 +92,14 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 def make_optimizer(
     model: torch.nn.Module, cfg: TrainConfig, device: torch.device
 ) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the matrices only."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return adamw(decay, no_decay, cfg, device)
+
+
+def adamw(decay: list, no_decay: list, cfg: TrainConfig, device: torch.device):
+    """AdamW over ``decay`` (with ``cfg.weight_decay``) and ``no_decay``, in that order."""
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -258,30 +160,6 @@ class TrainStep:
 
 
 # -- the run -----------------------------------------------------------------------------------
-def validate(cfg: TrainConfig) -> None:
-    for name in ("steps", "batch_size", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise TrajbenchError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("warmup_steps", "checkpoint_every", "workers", "threads"):
-        if getattr(cfg, name) < 0:
-            raise TrajbenchError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
-        raise TrajbenchError(f"lr must be > 0, got {cfg.lr}")
-    if not 0 <= cfg.min_lr_ratio <= 1:
-        raise TrajbenchError(f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
-    if cfg.grad_clip < 0 or cfg.weight_decay < 0:
-        raise TrajbenchError("grad_clip and weight_decay must be >= 0")
-    if not cfg.data:
-        raise TrajbenchError("--data needs at least one episode store directory")
-    if not cfg.out:
-        raise TrajbenchError("--out needs a run directory")
-    for d in cfg.data:
-        if not Path(d).is_dir():
-            raise TrajbenchError(f"--data {d}: no such directory")
-    cfg.context.validate()
-    cfg.model.validate()
-
-
 def train(cfg: TrainConfig, on_checkpoint=None) -> Path:
     """Train and save the model to ``cfg.out/model``; returns that directory.
 

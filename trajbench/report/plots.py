@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trajbench.records import COMMON, DECOY, EVAL_INSTRUCTION, EVAL_SPLIT, MATCHED
+
 from ..io import atomic_write_bytes
 from .markdown import _sort_key
 
@@ -28,14 +30,12 @@ def write_plots(directory: Path, table: pd.DataFrame) -> list[str]:
         atomic_write_bytes(directory / name, buf.getvalue())
         written.append(f"plots/{name}")
 
-    headline = table[(table["eval_instruction"] != "decoy") & (table["support"] == "same")]
-    for (group, family, split), ft in headline.groupby(
-        ["group", "family", "eval_split"], sort=False
-    ):
+    headline = table[(table[EVAL_INSTRUCTION] != DECOY) & (table["support"] == "same")]
+    for (group, family, split), ft in headline.groupby(["group", "family", EVAL_SPLIT], sort=False):
         stem = f"{group}-{family.split('/')[-1]}-{split}"
         kmax = int(ft["k"].max())
         at = ft[ft["k"] == kmax].copy()
-        at["name"] = at["label"] + np.where(at["format"] == "matched", " (matched)", "")
+        at["name"] = at["label"] + np.where(at["format"] == MATCHED, " (matched)", "")
         at = at.sort_values("name", key=lambda s: s.map(_sort_key))
         fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(at)), 3.4))
         y = at["success_mean"].to_numpy()
@@ -46,7 +46,7 @@ def write_plots(directory: Path, table: pd.DataFrame) -> list[str]:
         ax.set_title(f"{family.split('/')[-1]}, {split.replace('_', ' ')}: by condition (95% CI)")
         ax.tick_params(axis="x", rotation=30)
         save(fig, f"{stem}-success.png")
-        curves = ft[ft["format"] == "common"]
+        curves = ft[ft["format"] == COMMON]
         if curves["k"].nunique() > 1:
             fig, ax = plt.subplots(figsize=(6, 3.6))
             for label, rows in sorted(curves.groupby("label"), key=lambda x: _sort_key(x[0])):
