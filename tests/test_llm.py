@@ -239,4 +239,10 @@ def test_the_llm_preset_trains_nothing_and_evaluates_the_language_model():
     assert jobs and all(job.condition is None for job in jobs)
     assert {job.baseline for job in jobs} == {"random", "hashmap", "replay", LLM_POLICY}
     assert len(preset.seeds) >= 5
-    assert all(group.eval.ks == (0, 1, 4) for group in preset.groups)
+    for group in preset.groups:
+        assert group.eval.ks == (0, 1, 4) and group.eval.episodes >= 4
+        asked = {(q.name, q.a, q.b, q.support) for q in group.questions}
+        assert ("support", (LLM_POLICY,), (LLM_POLICY,), ("same", "other")) in asked
+        assert {("copying", (LLM_POLICY,), (c,)) for c in ("hashmap", "replay")} <= {
+            a[:3] for a in asked
+        }

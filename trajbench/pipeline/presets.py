@@ -342,6 +342,8 @@ def _gpu_model(**kw) -> TrainConfig:
 
 #: The llm preset: the untrained language model (docs/text-track.md) beside the references.
 _LLM = {"conditions": (), "baselines": (RANDOM, HASHMAP, REPLAY, LLM_POLICY)}
+_LLM["questions"] = (ask("support", LLM_POLICY, LLM_POLICY, support=("same", "other")),)
+_LLM["questions"] += copying(LLM_POLICY)  # the floor: the copy baselines
 _LLM_EVAL = eval_template(ks=(0, 1, 4))
 PRESETS: dict[str, Preset] = {
     "ci": Preset(
