@@ -172,6 +172,13 @@ class DarkGridEnv(DarkRender, LevelMixin, gym.Env):
     def _obs(self) -> np.ndarray:
         return self.pos.copy()
 
+    def _build_level(self, level: int) -> None:
+        self._set_level()
+
+    def _content_parts(self) -> list[bytes | str]:
+        # The hidden cells in the level's initial state, in order (a sequence's order counts).
+        return [repr([(tuple(map(int, m.cell)), m.color, m.label) for m in self._hidden_marks()])]
+
     # -- task hooks -----------------------------------------------------------------------------
     @abstractmethod
     def _set_level(self) -> None:

@@ -33,6 +33,8 @@ class DarkKeyToDoorEnv(DarkGridEnv):
     episode_draws = "the agent's start cell: any cell"
     default_max_steps = 50
     encoding_name = "dark-key-to-door"
+    demo_decoder = "ordered_cells"
+    query_solver = "sweep"
 
     @classmethod
     def count_levels(cls, size: int) -> int:

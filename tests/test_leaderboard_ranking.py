@@ -18,6 +18,7 @@ from leaderboard_support import (
 
 from trajbench.leaderboard import Submission, load, submission_files, tables, validate_files
 from trajbench.leaderboard.ranking import Table, level_set_id, newest_version
+from trajbench.suite import SUITE_VERSION
 
 pytest_plugins = ["leaderboard_support"]
 ORDER = [BURSTY, HASHMAP, ISOLATED, RANDOM]
@@ -124,7 +125,7 @@ def test_entries_on_different_level_sets_are_never_ranked_together(root):
 
 
 def test_suite_version_1_entries_are_archived():
-    assert newest_version() == "2"
+    assert newest_version() == SUITE_VERSION
     subs, _ = validate_files(V1_FILES)
     boards = tables(subs)
     assert boards and all(t.archived and t.ranked == [] and not t.saturated for t in boards)
@@ -136,17 +137,19 @@ def test_suite_version_1_entries_are_archived():
 
 def test_a_newer_suite_version_archives_the_older_entries(root, monkeypatch):
     subs = _subs(root)
-    add_suite_version(monkeypatch, "3")
-    assert newest_version() == "3"
+    newer, older = add_suite_version(monkeypatch), SUITE_VERSION
+    assert newest_version() == newer
     boards = tables(subs)
     assert len(boards) == 2 and all(t.archived and t.ranked == [] for t in boards)
     for table in boards:
         assert [r.sub.name for r in table.rows] == sorted(s.name for s in subs)
         assert {r.rank for r in table.rows} == {0}
     # an entry of the newest version is ranked, and its tables come before the archive
-    current = subs[1].model_copy(update={"name": "current", "suite_version": "3"})
+    current = subs[1].model_copy(update={"name": "current", "suite_version": newer})
     boards = tables([*subs, current])
-    assert [(t.suite_version, t.archived) for t in boards] == [("3", False)] * 2 + [("2", True)] * 2
+    assert [(t.suite_version, t.archived) for t in boards] == [(newer, False)] * 2 + [
+        (older, True)
+    ] * 2
     assert [[(r.sub.name, r.rank) for r in t.rows] for t in boards[:2]] == [[("current", 1)]] * 2
 
 

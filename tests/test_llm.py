@@ -16,7 +16,7 @@ from trajbench.data import load
 from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
 from trajbench.llm import LanguageModelPolicy, load_language_model, make_policy
-from trajbench.policy import EpisodeRecord, RowContext
+from trajbench.policy import RowContext, Steps
 from trajbench.text import TextFormat
 
 pytest_plugins = ["pipeline_support"]
@@ -69,16 +69,14 @@ def tiny_lm(tmp_path_factory):
 
 
 def contexts(rng, n: int) -> list[RowContext]:
-    def segment(length: int) -> EpisodeRecord:
+    def segment(length: int) -> Steps:
         obs = np.stack([rng.integers(0, 9, length), rng.integers(0, 9, length)], 1)
         obs = np.concatenate([obs, rng.integers(0, 2, (length, 1))], 1).astype(np.uint8)
-        return EpisodeRecord(obs, rng.integers(0, 5, length), rng.integers(0, 2, length), level=0)
+        return Steps(obs, rng.integers(0, 5, length), rng.integers(0, 2, length).astype(np.float32))
 
     missions = ["", "go to the red ball"]
     return [
-        RowContext(
-            "x", 0, missions[i % 2], [segment(int(rng.integers(1, 6))) for _ in range(i % 3)]
-        )
+        RowContext(missions[i % 2], [segment(int(rng.integers(1, 6))) for _ in range(i % 3)])
         for i in range(n)
     ]
 

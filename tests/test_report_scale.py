@@ -10,7 +10,7 @@ import pytest
 
 from trajbench.report.classes import ORDER_GAPS, family_role, order_gap
 from trajbench.report.readings import order_sentence
-from trajbench.report.tables import add_normalized, normalized, saturated
+from trajbench.report.tables import add_normalized, decoder_scale, saturated
 
 KEYS = dict(
     group="g", family="f", eval_split="test_levels", support="same", eval_instruction="full"
@@ -28,11 +28,11 @@ def _table(rows: list[tuple[str, str, float]], k: int = 4, fmt: str = "common") 
 
 
 def test_normalized_is_zero_at_random_and_one_at_the_decoder():
-    assert normalized(0.2, 0.2, 0.8) == 0.0
-    assert normalized(0.8, 0.2, 0.8) == 1.0
-    assert normalized(0.5, 0.2, 0.8) == pytest.approx(0.5)
-    assert normalized(0.1, 0.2, 0.8) == pytest.approx(-1 / 6)  # below random: negative
-    assert math.isnan(normalized(0.5, 0.6, 0.6))  # a decoder no better than random: no scale
+    assert decoder_scale(0.2, 0.2, 0.8) == 0.0
+    assert decoder_scale(0.8, 0.2, 0.8) == 1.0
+    assert decoder_scale(0.5, 0.2, 0.8) == pytest.approx(0.5)
+    assert decoder_scale(0.1, 0.2, 0.8) == pytest.approx(-1 / 6)  # below random: negative
+    assert math.isnan(decoder_scale(0.5, 0.6, 0.6))  # a decoder no better than random: no scale
 
 
 def test_add_normalized_uses_each_tables_own_random_and_decoder():
@@ -54,7 +54,7 @@ def test_add_normalized_uses_each_tables_own_random_and_decoder():
         ],
         ignore_index=True,
     )
-    got = add_normalized(t).set_index(["k", "policy"])["success_normalized"]
+    got = add_normalized(t).set_index(["k", "policy"])["normalized"]
     assert got[4, "transformer"] == pytest.approx((0.5 - 0.1) / 0.8)
     assert got[4, "hashmap"] == pytest.approx((0.3 - 0.1) / 0.8)
     assert got[4, "decoder"] == pytest.approx(1.0) and got[4, "random"] == pytest.approx(0.0)

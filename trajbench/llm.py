@@ -138,9 +138,7 @@ class LanguageModelPolicy(Policy):
 
         prompts = []
         for row in rows:
-            shown = getattr(row, "shown_mission", None)  # (older interfaces kept it apart)
-            mission = row.mission if shown is None else shown
-            prompts.append(self.format.context(row.episodes, mission))
+            prompts.append(self.format.context(row.episodes, row.mission))
         self.started = np.zeros(len(prompts), dtype=bool)
         if prompts == self.prompts and self._prompted is not None:
             self.chunks = copy.deepcopy(self._prompted)
@@ -154,8 +152,8 @@ class LanguageModelPolicy(Policy):
                 )
         self._prompted = copy.deepcopy(self.chunks)
 
-    def act(self, obs, prev_action, prev_reward, rows, envs=None) -> np.ndarray:
-        """The most likely action of every running row (``envs`` is never read)."""
+    def act(self, obs, prev_action, prev_reward, rows) -> np.ndarray:
+        """The most likely action of every running row."""
         return self.action_scores(obs, prev_action, prev_reward, rows).argmax(axis=1)
 
     def action_scores(self, obs, prev_action, prev_reward, rows) -> np.ndarray:

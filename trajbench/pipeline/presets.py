@@ -22,7 +22,7 @@ from trajbench.baselines.model_config import ModelConfig
 from trajbench.contexts import MODE_NAMES, ContextConfig
 from trajbench.contexts.modes import BURSTY, ISOLATED, NONE, SHUFFLED, TRAJECTORIES
 from trajbench.llm import POLICY_SPEC as LLM_POLICY
-from trajbench.records import HASHMAP, MATCHED, RANDOM, REFERENCES, REPLAY
+from trajbench.records import DECODER, EXPERT, HASHMAP, MATCHED, RANDOM, REPLAY
 from trajbench.report.questions import Question, ask, copying, two_by_two
 
 from .eval_config import EvalConfig
@@ -123,7 +123,7 @@ class Group:
     decoy_eval: bool = False
     """Also evaluate every full-instruction model and reference policy with decoy missions on
     the query (the instruction ablation's conflict test; BabyAI families)."""
-    baselines: tuple[str, ...] = REFERENCES
+    baselines: tuple[str, ...] = (RANDOM, HASHMAP, REPLAY, DECODER, EXPERT)
     questions: tuple[Question, ...] = ()
     """The comparisons the report answers, declared before the run (labels of this group's
     conditions and reference policies)."""
@@ -253,7 +253,8 @@ def _babyai(
     ablation_families: tuple[str, ...] = (GOTO,),
 ) -> Group:
     """BabyAI with the instruction ablation, its 2x2 asked on ``ablation_families`` (where the
-    mission names the target and the demonstrations show it). By default GoToLocal and
+    mission names the target and the demonstrations show it), the copy baselines on every
+    family. By default GoToLocal and
     PutNextLocal are trained and PickupLoc held out: its expert's actions (pickup, drop) are
     PutNextLocal's targets."""
     return Group(
@@ -271,7 +272,7 @@ def _babyai(
         eval=eval,
         questions=(
             *two_by_two(families=ablation_families),
-            *copying(BURSTY, families=ablation_families),
+            *copying(BURSTY),
         ),
     )
 
@@ -294,7 +295,7 @@ def _architectures(name: str, env: str, n_train: int, n_test: int, steps: int, k
         train=train_template(steps=steps, k=k, **_ARCHITECTURE_MODEL),
         eval=eval_template(ks=(0, 1, k)),
         conditions=cross((BURSTY,), backbones=ARCHITECTURES),
-        baselines=(RANDOM, HASHMAP, REPLAY),
+        baselines=(RANDOM, HASHMAP, REPLAY, DECODER),
         questions=architecture_questions(ARCHITECTURES, in_context_ks=(1, k)),
     )
 
@@ -340,8 +341,7 @@ def _gpu_model(**kw) -> TrainConfig:
     return train_template(batch_size=128, d_model=128, n_layers=4, **kw)
 
 
-#: The llm preset: the untrained language model (docs/text-track.md) beside the references.
-_LLM = {"conditions": (), "baselines": (RANDOM, HASHMAP, REPLAY, LLM_POLICY)}
+_LLM = {"conditions": (), "baselines": (RANDOM, HASHMAP, REPLAY, LLM_POLICY)}  # the llm preset
 _LLM["questions"] = (ask("support", LLM_POLICY, LLM_POLICY, support=("same", "other")),)
 _LLM["questions"] += copying(LLM_POLICY)  # the floor: the copy baselines
 _LLM_EVAL = eval_template(ks=(0, 1, 4))
@@ -361,7 +361,7 @@ PRESETS: dict[str, Preset] = {
                 train=train_template(steps=40, d_model=32),
                 eval=eval_template(ks=(0, 2), episodes=2),
                 conditions=cross((BURSTY, NONE)),
-                baselines=(RANDOM, HASHMAP, REPLAY),
+                baselines=(RANDOM, HASHMAP, REPLAY, DECODER),
                 questions=(ask("context", BURSTY, NONE), *copying(BURSTY)),
             ),
         ),

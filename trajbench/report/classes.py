@@ -4,8 +4,9 @@ Two per-family properties, read from the family's class (no environment is built
 
 - **role** (:func:`family_role`): ``headline`` where the in-context decoder beats the best
   query-only policy by a wide margin (the family's information certificate, issue 21), ``control``
-  otherwise. Read from the class attribute ``role`` (``"headline"`` / ``"control"``); a family
-  that declares none is ``unclassified``. Reports show the role beside every family and never
+  otherwise. Read from the class attribute ``role`` (``"headline"`` / ``"control"``), else from the
+  package's stored certificates (:func:`trajbench.certificates.certificate_class`); a family in
+  neither is ``unclassified``. Reports show the role beside every family and never
   pool families.
 - **order gap** (:func:`order_gap`): what a gap between ordered (``bursty``) and ``shuffled``
   contexts measures on the family: ``learnability`` where shuffled steps can be chained back into
@@ -22,6 +23,8 @@ import functools
 
 import gymnasium as gym
 from gymnasium.envs.registration import load_env_creator
+
+from ..certificates import certificate_class
 
 ROLES = ("headline", "control")
 ORDER_GAPS = {
@@ -46,8 +49,9 @@ def _family_class(env_id: str) -> type | None:
 def family_role(env_id: str) -> str:
     """``headline``, ``control`` or ``unclassified`` (the family declares no ``role``)."""
     role = getattr(_family_class(env_id), "role", None)
-    if role is None:
-        return "unclassified"
+    if role is None:  # the stored certificate (trajbench analyze certificates)
+        found = certificate_class(env_id)
+        return found if found in ROLES else "unclassified"
     if role not in ROLES:
         raise ValueError(f"{env_id} declares role {role!r}; expected one of {ROLES}")
     return role

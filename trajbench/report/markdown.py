@@ -34,7 +34,7 @@ def render_markdown(
     unanswered: list[Unanswered] = (),
 ) -> str:
     """The whole report (``records`` labelled; ``table`` from ``conditions_table`` with
-    ``success_normalized``; ``questions`` declared per group)."""
+    ``normalized``; ``questions`` declared per group)."""
     episodes = records.groupby(["seed", "family", "level", "label", "k", "support", "format"])
     lines = [
         f"# trajbench report: preset `{meta['preset']}`",
@@ -107,7 +107,7 @@ def _flag(ft: pd.DataFrame) -> str:
 
 def _ci(row, metric: str = "success") -> str:
     text = f"{row[f'{metric}_mean']:.2f} [{row[f'{metric}_ci_low']:.2f}, {row[f'{metric}_ci_high']:.2f}]"
-    norm = row.get("success_normalized") if metric == "success" else None
+    norm = row.get("normalized") if metric == "success" else None
     return text if norm is None or pd.isna(norm) else f"{text} ({norm:.2f})"
 
 

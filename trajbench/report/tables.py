@@ -19,14 +19,15 @@ import pandas as pd
 
 from trajbench.records import (
     COMMON,
+    DECODER,
     DECOY,
     DECOY_SUCCESS,
     EVAL_INSTRUCTION,
     EVAL_SPLIT,
     NORMALIZED_RETURN,
+    REFERENCES,
     TRAIN_CONTEXT,
 )
-from trajbench.records import REFERENCES as RECORD_REFERENCES
 
 from ..bootstrap import minimum_detectable_effect, paired_difference
 from ..metrics import aggregate, score_frame
@@ -45,11 +46,6 @@ CONDITION = [
     "format",
     EVAL_INSTRUCTION,
 ]
-#: The bar: the family's best non-learning in-context algorithm (issue 21). Scores are also shown
-#: normalized to it, ``(score - random) / (decoder - random)``.
-DECODER = "decoder"
-#: Reference policies (no training condition): the records contract's and the decoder.
-REFERENCES = (*RECORD_REFERENCES, DECODER)
 #: A table whose best trained condition reaches this on the decoder scale is saturated.
 SATURATION = 0.95
 #: The columns that name one table of a report: references and models in it share them.
@@ -226,12 +222,12 @@ def _frame(records: pd.DataFrame, where: dict) -> pd.DataFrame | None:
     return None if sel.empty else score_frame(sel, "success")
 
 
-def normalized(score: float, floor: float, ceiling: float) -> float:
+def decoder_scale(score: float, floor: float, ceiling: float) -> float:
     """``(score - floor) / (ceiling - floor)``: 0 at ``floor`` (random), 1 at ``ceiling`` (the
     decoder); NaN where the ceiling does not clear the floor.
 
     Example:
-        >>> normalized(0.6, 0.2, 1.0)
+        >>> decoder_scale(0.6, 0.2, 1.0)
         0.5
     """
     span = ceiling - floor
@@ -250,16 +246,16 @@ def scale_of(rows: pd.DataFrame) -> tuple[float, float, str]:
 
 
 def add_normalized(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with ``success_normalized``: each row's mean success on its table's decoder scale
+    """``table`` with ``normalized``: each row's mean success on its table's decoder scale
     (:func:`scale_of` over the rows that share its :data:`TABLE` columns and decoy or not)."""
     decoy = table[EVAL_INSTRUCTION] == DECOY
-    out = table.assign(success_normalized=np.nan)
+    out = table.assign(normalized=np.nan)
     for _, rows in table.groupby([*TABLE, decoy], sort=False):
         floor, ceiling, name = scale_of(rows[rows["format"] == COMMON])
         if name != DECODER:
             continue
-        out.loc[rows.index, "success_normalized"] = [
-            normalized(v, floor, ceiling) for v in rows["success_mean"]
+        out.loc[rows.index, "normalized"] = [
+            decoder_scale(v, floor, ceiling) for v in rows["success_mean"]
         ]
     return out
 
@@ -276,4 +272,4 @@ def saturated(rows: pd.DataFrame) -> bool:
         return False
     floor, ceiling, _ = scale_of(rows)
     best = float(rows.loc[trained, "success_mean"].max())
-    return bool(normalized(best, floor, ceiling) >= SATURATION)
+    return bool(decoder_scale(best, floor, ceiling) >= SATURATION)
