@@ -216,6 +216,7 @@ class DarkSequenceEnv(DarkGridEnv):
     level_fixes = f"the ordered sequence of {DEFAULT_WAYPOINTS} hidden waypoint cells"
     episode_draws = "the start cell (off the waypoints, one the sequence is solvable from)"
     interaction_actions: tuple[int, ...] = ()
+    encoding_name = "dark-sequence"
     demo_decoder = "ordered_cells"
     query_solver = "sweep"
     #: Positions are deterministic and unaliased, so each shuffled step (o, a) names the next
@@ -249,7 +250,7 @@ class DarkSequenceEnv(DarkGridEnv):
             sticky_p,
             render_mode,
             render_hidden,
-            "dark-sequence",
+            self.encoding_name,
             (size, size),
         )
 

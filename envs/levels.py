@@ -149,6 +149,8 @@ class LevelMixin(ABC):
     version_note: str = ""
     #: Actions that interact with objects (pickup, drop, toggle); the others move or turn.
     interaction_actions: tuple[int, ...] = ()
+    #: Every action in words, by action id (the text track's actions).
+    action_words: tuple[str, ...] = ()
     #: How the family's in-context decoder (``trajbench.baselines.DecoderPolicy``) reads the
     #: demonstrations: ``"goal_cell"`` (walk to the cell where a demonstration succeeded),
     #: ``"ordered_cells"`` (visit the rewarded cells in the demonstrated order) or
@@ -239,6 +241,12 @@ class LevelMixin(ABC):
     @abstractmethod
     def expert_action(self) -> int:
         """The expert's next action from the current (privileged) state; closed loop."""
+
+    @classmethod
+    @abstractmethod
+    def obs_text(cls, obs: np.ndarray) -> str:
+        """One encoded observation (:meth:`encode_obs`'s output) in words, for the text track:
+        short and deterministic; families that share an encoding read it alike."""
 
     def content_hash(self, level: int) -> str:
         """Hash of everything ``level`` fixes (its content); the start pose is not part of it.

@@ -60,6 +60,7 @@ from minigrid.envs.babyai.core.verifier import ObjDesc
 from .levels import LevelMixin, LevelsArg, ObsEncoding, content_digest, content_is_test
 from .minigrid_decoys import DecoyTracker, mission_chance
 from .minigrid_strict import wrong_touch
+from .minigrid_text import MINIGRID_ACTION_WORDS, minigrid_obs_text
 from .mission_space import mission_space
 
 #: Cells in MiniGrid's partial view (7x7).
@@ -203,6 +204,8 @@ class MiniGridLevelMixin(LevelMixin):
     n_test_levels = 1_000
     encoding = MINIGRID_ENCODING
     interaction_actions = (_PICKUP, _DROP, _TOGGLE)
+    action_words = MINIGRID_ACTION_WORDS
+    obs_text = staticmethod(minigrid_obs_text)  # the text track's reading of the shared encoding
     demo_decoder = "goal_cell"
     query_solver = "explore"
     #: Episode cap used when ``max_steps`` is not given (random start).

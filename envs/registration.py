@@ -101,6 +101,30 @@ def family_class(env_id: str) -> type:
     return getattr(import_module(module), attr)
 
 
+def encoding_family(encoding_name: str) -> type:
+    """The first registered family class whose observations use the encoding ``encoding_name``.
+
+    Families that share an encoding read it alike (e.g. their ``obs_text`` and ``action_words``),
+    so a policy that knows only the encoding (:class:`~trajbench.envs.levels.ObsEncoding`) reads
+    observations through this class.
+
+    Raises:
+        KeyError: no registered family uses that encoding.
+
+    Example:
+        >>> encoding_family("minigrid").action_words[:3]
+        ('turn left', 'turn right', 'forward')
+    """
+    for name in FAMILIES:
+        cls = family_class(name)
+        encoding = getattr(cls, "encoding", None)
+        if (getattr(cls, "encoding_name", "") or getattr(encoding, "name", "")) == encoding_name:
+            return cls
+    raise KeyError(
+        f"no registered trajbench family uses the observation encoding {encoding_name!r}"
+    )
+
+
 def register_all() -> None:
     """Register every family once (idempotent)."""
     for name, spec in FAMILIES.items():

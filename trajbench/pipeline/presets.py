@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from trajbench.baselines.model_config import ModelConfig
 from trajbench.contexts import MODE_NAMES, ContextConfig
 from trajbench.contexts.modes import BURSTY, ISOLATED, NONE, SHUFFLED, TRAJECTORIES
+from trajbench.llm import POLICY_SPEC as LLM_POLICY
 from trajbench.records import DECODER, EXPERT, HASHMAP, MATCHED, RANDOM, REPLAY
 from trajbench.report.questions import Question, ask, copying, two_by_two
 
@@ -340,6 +341,10 @@ def _gpu_model(**kw) -> TrainConfig:
     return train_template(batch_size=128, d_model=128, n_layers=4, **kw)
 
 
+_LLM = {"conditions": (), "baselines": (RANDOM, HASHMAP, REPLAY, LLM_POLICY)}  # the llm preset
+_LLM["questions"] = (ask("support", LLM_POLICY, LLM_POLICY, support=("same", "other")),)
+_LLM["questions"] += copying(LLM_POLICY)  # the floor: the copy baselines
+_LLM_EVAL = eval_template(ks=(0, 1, 4))
 PRESETS: dict[str, Preset] = {
     "ci": Preset(
         name="ci",
@@ -459,6 +464,15 @@ PRESETS: dict[str, Preset] = {
                 questions=MODE_QUESTIONS,
             ),
             _babyai(3000, 200, _LARGE_MINIGRID, eval_template(), demonstrators=("expert", "noisy")),
+        ),
+        workers=1,
+    ),
+    "llm": Preset(
+        name="llm",
+        description="The text track: SmolLM2-135M-Instruct in context, untrained, at K = 0, 1, 4.",
+        groups=(
+            _group("dark-room", DR, 16, 0, train_template(), _LLM_EVAL, **_LLM),
+            _group("dark-sequence", DSEQ, 16, 16, train_template(), _LLM_EVAL, **_LLM),
         ),
         workers=1,
     ),

@@ -293,8 +293,10 @@ def size_group(
                 training_flops_per_token(model, store.encoding.n_actions, mean_context)
             )
             builders.append(builder)
-        longest = int(np.argmax(lengths))
-        cpu_tps = _cpu_tokens_per_s(builders[longest], store, train, min(train.batch_size, 16))
+        cpu_tps = float("nan")  # a group that trains nothing (the llm preset) has no rate
+        if lengths:
+            longest = int(np.argmax(lengths))
+            cpu_tps = _cpu_tokens_per_s(builders[longest], store, train, min(train.batch_size, 16))
     step_tokens = [train.batch_size * n for n in lengths]
     step_flops = [t * f for t, f in zip(step_tokens, flops_per_token, strict=True)]
     gpu_steps = [basis.step_s(f) for f in step_flops]
@@ -306,12 +308,12 @@ def size_group(
         eval_jobs=len(jobs) * seeds,
         steps=train.steps,
         batch_size=train.batch_size,
-        tokens_per_sequence=float(np.mean(lengths)),
+        tokens_per_sequence=float(np.mean(lengths)) if lengths else 0.0,
         training_tokens=train.steps * sum(step_tokens) * seeds,
         training_flops=train.steps * sum(step_flops) * seeds,
         eval_episodes=_eval_episodes(group, seeds, jobs),
         cpu_tokens_per_s=cpu_tps,
-        cpu_s=train.steps * sum(step_tokens) * seeds / cpu_tps,
+        cpu_s=train.steps * sum(step_tokens) * seeds / cpu_tps if lengths else 0.0,
         gpu_s=train.steps * sum(gpu_steps) * seeds,
         gpu_flops_bound=flops_bound > sum(gpu_steps) / 2,
         collect_episodes_per_cpu_s=len(store.episodes) / max(collect_cpu_s, 1e-9),
