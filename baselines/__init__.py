@@ -4,6 +4,14 @@ The interface itself (:class:`~trajbench.policy.Policy`) lives in the core packa
 evaluation and any outside agent depend on it without depending on these baselines.
 """
 
+from .decoder import DecoderPolicy, QueryOnlyPolicy
 from .reference import ExpertPolicy, HashmapPolicy, RandomPolicy, ReplayPolicy
 
-__all__ = ["ExpertPolicy", "HashmapPolicy", "RandomPolicy", "ReplayPolicy"]
+__all__ = [
+    "DecoderPolicy",
+    "ExpertPolicy",
+    "HashmapPolicy",
+    "QueryOnlyPolicy",
+    "RandomPolicy",
+    "ReplayPolicy",
+]

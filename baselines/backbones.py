@@ -104,6 +104,9 @@ class Backbone(ABC):
     cache, rollouts re-encode the sequence every step."""
     attention: bool
     """Attends over positions: ``max_positions`` bounds it, and it has attention weights."""
+    ensemble: bool = True
+    """Trains as a batched ensemble (``torch.func.vmap`` over stacked weights, see
+    :mod:`trajbench.pipeline.ensemble`); False: one model per process."""
 
     @abstractmethod
     def build(self, cfg: BackboneConfig) -> nn.Module:
@@ -300,6 +303,7 @@ class LSTM(Backbone):
 
     cache: CacheKind | None = "state"
     attention: bool = False
+    ensemble: bool = False  # torch has no vmap batching rule for aten::lstm
 
     def build(self, cfg: BackboneConfig) -> nn.Module:
         return LSTMBackbone(cfg.d_model, cfg.n_layers, cfg.dropout)

@@ -1,5 +1,8 @@
 """Reference policies: random (the floor), expert (the ceiling), and the two copy baselines.
 
+``random``, ``hashmap`` and ``replay`` see what any outside agent sees (:mod:`trajbench.policy`);
+``expert`` is privileged (:mod:`trajbench.privileged`): it asks the level's planner.
+
 The copy baselines are the bar a model must clear before it can claim in-context generalization
 (they need no training and see the same contexts as the transformer):
 
@@ -17,6 +20,7 @@ from collections import Counter
 import numpy as np
 
 from trajbench.policy import Policy, RowContext
+from trajbench.privileged import PrivilegedPolicy, PrivilegedRow
 from trajbench.records import EXPERT, HASHMAP, RANDOM, REPLAY
 
 
@@ -32,16 +36,16 @@ class RandomPolicy(Policy):
     def begin(self, rows: list[RowContext]) -> None:
         pass
 
-    def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
+    def act(self, obs, prev_action, prev_reward, rows) -> np.ndarray:
         return self.rng.integers(self.n_actions, size=len(rows))
 
 
-class ExpertPolicy(Policy):
+class ExpertPolicy(PrivilegedPolicy):
     """The family's privileged expert: the upper bound."""
 
     name = EXPERT
 
-    def begin(self, rows: list[RowContext]) -> None:
+    def begin(self, rows: list[PrivilegedRow]) -> None:
         pass
 
     def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
@@ -68,7 +72,7 @@ class HashmapPolicy(Policy):
                     table.setdefault(o.tobytes(), Counter())[int(a)] += 1
             self.tables.append(table)
 
-    def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
+    def act(self, obs, prev_action, prev_reward, rows) -> np.ndarray:
         out = self.rng.integers(self.n_actions, size=len(rows))
         for j, i in enumerate(rows):
             seen = self.tables[i].get(np.ascontiguousarray(obs[j], dtype=np.uint8).tobytes())
@@ -96,7 +100,7 @@ class ReplayPolicy(Policy):
             self.plans.append(np.zeros(0, np.int64) if pick is None else np.asarray(pick.actions))
         self.t = np.zeros(len(rows), dtype=np.int64)
 
-    def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
+    def act(self, obs, prev_action, prev_reward, rows) -> np.ndarray:
         out = self.rng.integers(self.n_actions, size=len(rows))
         for j, i in enumerate(rows):
             plan, t = self.plans[i], self.t[i]

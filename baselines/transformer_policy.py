@@ -34,7 +34,8 @@ import torch
 
 from trajbench.batch import STEP, Batch, hidden_action
 from trajbench.contexts.tokens import RowPlan, StepTable, assemble
-from trajbench.policy import EpisodeRecord, Policy, RowContext
+from trajbench.policy import EpisodeRecord
+from trajbench.privileged import PrivilegedPolicy, PrivilegedRow
 from trajbench.vocab import shown_mission
 
 from .transformer import TrajectoryTransformer, positions_from_mask
@@ -43,8 +44,11 @@ _KEYS = Batch.MODEL_INPUTS
 log = logging.getLogger(__name__)
 
 
-class TransformerPolicy(Policy):
+class TransformerPolicy(PrivilegedPolicy):
     """Acts with a trained :class:`TrajectoryTransformer`.
+
+    Privileged (:mod:`trajbench.privileged`): it is shown the true mission, to show it as it
+    was trained (full, template, empty or a wrong one); it reads no level or environment.
 
     Args:
         model: The trained model (it carries its mission vocabulary).
@@ -103,7 +107,7 @@ class TransformerPolicy(Policy):
         return cls(TrajectoryTransformer.from_pretrained(directory), **kwargs)
 
     # -- context ---------------------------------------------------------------------------------
-    def _words(self, row: int, context: RowContext) -> list[int]:
+    def _words(self, row: int, context: PrivilegedRow) -> list[int]:
         """The query's mission ids, drawn once per row and true mission (see the module doc)."""
         if context.shown_mission is not None:
             return self.vocab.encode(context.shown_mission)
@@ -115,7 +119,7 @@ class TransformerPolicy(Policy):
         return shown[context.mission]
 
     def _left_padded(
-        self, rows: list[RowContext], episodes: list[list[EpisodeRecord]], query: bool
+        self, rows: list[PrivilegedRow], episodes: list[list[EpisodeRecord]], query: bool
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
         """Tokens of every row's ``episodes`` (context segments), then, if ``query``, its query
         words. Returns left-padded token tensors and their mask, or None when there is no token."""
@@ -149,7 +153,7 @@ class TransformerPolicy(Policy):
         return tokens, mask.to(self.device)
 
     def _extension(
-        self, rows: list[RowContext], episodes: list[list[EpisodeRecord]]
+        self, rows: list[PrivilegedRow], episodes: list[list[EpisodeRecord]]
     ) -> list[list[EpisodeRecord]] | None:
         """What every row's context adds to its previous one: nothing (the same context) or one
         episode (the one just played); None when it is anything else."""
@@ -186,7 +190,7 @@ class TransformerPolicy(Policy):
         return cache, mask
 
     @torch.no_grad()
-    def begin(self, rows: list[RowContext]) -> None:
+    def begin(self, rows: list[PrivilegedRow]) -> None:
         episodes = [list(row.episodes) if self.use_context else [] for row in rows]
         added = self._extension(rows, episodes)
         if added is None or (self.cached and self._prefix is None):

@@ -1,4 +1,4 @@
-"""Expert coverage: the expert on every level of every MiniGrid/BabyAI ``-v1`` family.
+"""Expert coverage: the expert on every level of every MiniGrid/BabyAI family of the suite.
 
 For each family, one expert episode per level (all 10,000 levels by default) from a random start
 (the episode seed of level ``L`` is :func:`trajbench.collect.episode_seeds` ``(seed, L, 0)``, as a
@@ -36,17 +36,21 @@ from machine import describe
 
 import trajbench
 from trajbench.collect import episode_seeds, make_env, rollout
-from trajbench.envs import FAMILIES, NAMESPACE
+from trajbench.envs import NAMESPACE
 from trajbench.envs.demonstrators import Demonstrator, copy_shares
+from trajbench.suite import SUITE_VERSION, SUITE_VERSIONS
 
+#: The suite's families that are not MiniGrid/BabyAI.
+DARK = ("DarkRoom-v0", "DarkKeyToDoor-v0", "DarkSequence-v0")
 #: Episodes per copy-measure level: a query and its 4-demonstration context.
 COPY_EPISODES = 5
 _ENVS: dict[str, gym.Env] = {}
 
 
-def v1_minigrid_ids() -> list[str]:
-    """Every registered MiniGrid/BabyAI ``-v1`` id."""
-    return [f"{NAMESPACE}/{name}" for name in FAMILIES if name.endswith("-v1")]
+def suite_minigrid_ids() -> list[str]:
+    """Every MiniGrid/BabyAI id of the current suite version (the ``-v2`` ids and the families
+    new in suite 3); ``--families`` names older ones (``-v1``)."""
+    return [i for i in SUITE_VERSIONS[SUITE_VERSION]["families"] if i.split("/")[1] not in DARK]
 
 
 def _episodes(task: tuple[str, int, int, int]) -> tuple[str, int, list[tuple[bool, tuple, tuple]]]:
@@ -73,7 +77,9 @@ def _episodes(task: tuple[str, int, int, int]) -> tuple[str, int, list[tuple[boo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", default=None, help="ids (default: every -v1)")
+    parser.add_argument(
+        "--families", nargs="+", default=None, help="ids (default: the suite's MiniGrid/BabyAI ids)"
+    )
     parser.add_argument("--levels", type=int, default=10_000, help="first N levels per family")
     parser.add_argument("--copy-levels", type=int, default=1_000, help="sampled levels per family")
     parser.add_argument("--seed", type=int, default=0)
@@ -82,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.levels, args.copy_levels = 300, 100
-    ids = [i if "/" in i else f"{NAMESPACE}/{i}" for i in args.families or v1_minigrid_ids()]
+    ids = [i if "/" in i else f"{NAMESPACE}/{i}" for i in args.families or suite_minigrid_ids()]
     print(describe(f"trajbench {trajbench.__version__}, minigrid {minigrid.__version__}"))
 
     # Copy-measure levels get all 5 episodes; episode 0 is also the level's coverage episode.

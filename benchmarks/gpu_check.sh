@@ -2,11 +2,14 @@
 # The GPU check (issue 12): everything the CUDA path needs measured, in one run of at most
 # 9 minutes on one GPU machine:
 #
-#   install -> probe the device -> the CUDA-marked tests -> training throughput of the standard
-#   preset's largest model and of the gpu preset's model (tokens/s against a plain PyTorch loop,
-#   MFU in bf16) -> rollout throughput (KV cache against re-encoding) -> the measured GPU basis
-#   and the dry-runs of the gpu and standard presets on it -> compiled training throughput ->
-#   `trajbench run --preset gpu` with the time that is left (a rerun resumes it) -> summary.
+#   install -> probe the device -> the CUDA-marked tests -> the standard model trained as a
+#   batched ensemble (issue 23: tokens/s against one model per job, MFU in bf16; eager, then
+#   compiled with CUDA graphs) -> training throughput of the standard preset's largest model and
+#   of the gpu preset's model (tokens/s against a plain PyTorch loop, MFU in bf16) -> rollout
+#   throughput (KV cache against re-encoding) -> the measured GPU basis and the dry-runs of the
+#   gpu and standard presets on it -> `trajbench run --preset gpu --ensemble on`, timed end to
+#   end -> `trajbench run --preset standard --ensemble on` with the time that is left (a rerun,
+#   on the next lease, resumes both: keep GPU_CHECK_WORK) -> summary.
 #
 # Every log, figure and report goes to one folder: $OUT when set (as the device tool sets it),
 # else runs/gpu-check. Each step runs under `timeout` with its own budget and never past the
@@ -17,6 +20,10 @@
 # Usage:
 #   bash benchmarks/gpu_check.sh               # on the GPU machine
 #   bash benchmarks/gpu_check.sh --cpu-smoke   # every step shrunk, on a CPU (~2 min): tests this script
+#
+# On the device tool: `bash benchmarks/gpu_check.sh` with timeout_s 600 (the default budget of
+# 540 s leaves a minute for install and copying back); the preset runs live in GPU_CHECK_WORK, so
+# a later lease resumes them only if that folder travels (carry it, or point it at shared/).
 #
 # Environment: OUT (output folder), PYTHON (default: python), GPU_CHECK_BUDGET_S (the whole run;
 # default 540), GPU_CHECK_WORK (where the preset runs; default runs/gpu-check-work).
@@ -46,6 +53,9 @@ WORK=$(cd "$WORK" && pwd)
 rm -rf "$OUT_DIR"/*.log "$OUT_DIR"/*.json "$OUT_DIR"/cuda-tests.xml "$OUT_DIR"/summary.md \
     "$OUT_DIR"/steps.tsv "$OUT_DIR"/preset
 : > "$OUT_DIR/steps.tsv"
+# Today's figures, before a GPU run replaces them: the rollout target is a speed-up over them.
+[ -f benchmarks/results/gpu_check.json ] \
+    && cp benchmarks/results/gpu_check.json "$OUT_DIR/previous_gpu_check.json"
 
 if [ "$MODE" = gpu ]; then
     PRESET=gpu SEEDS=""
@@ -159,8 +169,8 @@ step probe 60 bash -c probe
 if [ "$MODE" = gpu ] && ! grep -q '"cuda": true' "$OUT_DIR/device.json" 2> /dev/null; then
     echo "no CUDA device: nothing more to measure" >&2
     NO_CUDA=1
-    for s in cuda-tests train-standard train-gpu rollout basis dry-run train-compiled \
-        preset-data preset; do
+    for s in cuda-tests ensemble-eager ensemble-compiled train-standard train-gpu rollout basis \
+        dry-run train-compiled preset-data preset standard; do
         skip "$s" "no CUDA device"
     done
 else
@@ -168,7 +178,14 @@ else
     # (minari) on the card's machine.
     step cuda-tests 180 "$PYTHON" -m pytest -q -m cuda -rs -p no:cacheprovider \
         --junitxml="$OUT_DIR/cuda-tests.xml" tests/test_cuda.py
+    ensemble_bench=("$PYTHON" benchmarks/ensemble_throughput.py)
     if [ "$MODE" = gpu ]; then
+        # The standard preset's largest model trains 5 conditions x 5 seeds: 25 members.
+        step ensemble-eager 90 "${ensemble_bench[@]}" --preset-model standard --members 25 \
+            --steps 10 --rounds 2 --json "$OUT_DIR/ensemble-eager.json"
+        step ensemble-compiled 150 "${ensemble_bench[@]}" --preset-model standard --members 25 \
+            --steps 10 --rounds 1 --alone 1 --compile-mode reduce-overhead \
+            --json "$OUT_DIR/ensemble.json"
         step train-standard 120 "${train_bench[@]}" --preset-model standard --rounds 4 \
             --json "$OUT_DIR/train-standard.json"
         step train-gpu 90 "${train_bench[@]}" --preset-model gpu --rounds 4 \
@@ -179,12 +196,16 @@ else
             mkdir -p benchmarks/results && cp "$OUT_DIR/gpu_check.json" benchmarks/results/
         fi
         step dry-run 90 bash -c 'dry_runs gpu standard'
-        step train-compiled 180 "${train_bench[@]}" --preset-model standard --compile \
-            --rounds 1 --json "$OUT_DIR/train-compiled.json"
+        skip train-compiled "one model compiled was measured before (benchmarks/results)"
         step preset-data 120 bash -c "preset_data $PRESET"
         step preset 3600 "${trajbench[@]}" run --preset "$PRESET" --out "$WORK/$PRESET" \
-            --no-progress
+            --ensemble on --no-progress
+        step standard 3600 "${trajbench[@]}" run --preset standard --out "$WORK/standard" \
+            --ensemble on --no-progress
     else
+        step ensemble-eager 60 "${ensemble_bench[@]}" --quick --members 2 --batch-size 8 \
+            --json "$OUT_DIR/ensemble-eager.json"
+        skip ensemble-compiled "cpu smoke: compiling is measured on the GPU"
         step train-standard 60 "${train_bench[@]}" --preset-model ci --steps 6 --rounds 1 \
             --batch-size 8 --json "$OUT_DIR/train-standard.json"
         step train-gpu 60 "${train_bench[@]}" --preset-model ci:dark-room --steps 6 --rounds 1 \
@@ -196,7 +217,11 @@ else
         skip train-compiled "cpu smoke: compiling is measured on the GPU"
         step preset-data 60 bash -c "preset_data $PRESET"
         step preset 180 "${trajbench[@]}" run --preset ci --seeds 0 --out "$WORK/$PRESET" \
-            --no-progress
+            --ensemble on --no-progress
+        # The standard step's resume path, tiny: the finished ci run again, which resumes to
+        # nothing left to do.
+        step standard 60 "${trajbench[@]}" run --preset ci --seeds 0 --out "$WORK/$PRESET" \
+            --ensemble on --no-progress
     fi
 fi
 

@@ -37,7 +37,10 @@ TARGETS = (
     ("trajbench train / plain loop (tokens/s)", "train_ratio", ">=", 0.9),
     ("MFU of the standard model (bf16, eager)", "mfu", ">=", 0.30),
     ("cached / re-encoding rollouts (env steps/s)", "rollout_ratio", ">=", 10.0),
-    ("preset wall time (s)", "preset_wall_s", "<=", 600.0),
+    ("gpu preset wall time, as ensembles (s)", "preset_wall_s", "<=", 300.0),
+    ("MFU of the standard model's ensemble (bf16, compiled)", "ensemble_mfu", ">=", 0.30),
+    ("ensemble / one model per job (tokens/s, eager)", "ensemble_ratio", ">=", 1.0),
+    ("cached rollouts / the previous measurement's (env steps/s)", "rollout_speedup", ">=", 10.0),
 )
 
 
@@ -132,19 +135,44 @@ def copy_preset(work: Path, dest: Path, name: str, seeds: tuple[int, ...]) -> di
     }
 
 
+def progress(work: Path, name: str) -> dict:
+    """How far the run of preset ``name`` (its own seeds) in ``work`` got."""
+    jobs = jobs_of(PRESETS[name], PRESETS[name].seeds)
+    trained = sum((j.directory(work) / "model").exists() for j in jobs if j.condition)
+    return {
+        "preset": name,
+        "models_trained": trained,
+        "models_total": sum(j.condition is not None for j in jobs),
+        "jobs_done": sum((j.directory(work) / "records.parquet").exists() for j in jobs),
+        "jobs_total": len(jobs),
+        "finished": (work / "results.json").exists(),
+    }
+
+
 def summary(out: Path, work: Path) -> dict:
     """Gather everything into ``OUT/summary.json`` and ``OUT/summary.md``."""
     run = read_json(out / "run.json") or {}
     train = read_json(out / "train-standard.json") or {}
     rollout = read_json(out / "rollout.json") or {}
-    preset = None
+    preset = standard = None
     if work.exists() and run.get("preset") in PRESETS:
         preset = copy_preset(work, out / "preset", run["preset"], tuple(run.get("seeds", ())))
+    if run.get("mode") == "gpu" and (work.parent / "standard").exists():
+        standard = progress(work.parent / "standard", "standard")
+    ensemble = read_json(out / "ensemble.json") or {}
+    eager = read_json(out / "ensemble-eager.json") or {}
+    previous = (read_json(out / "previous_gpu_check.json") or {}).get("rollout") or {}
+    speedup = None
+    if rollout.get("device") == "cuda" and previous.get("cached_steps_per_s"):
+        speedup = rollout["cached_steps_per_s"] / previous["cached_steps_per_s"]
     figures = {
         "train_ratio": train.get("ratio"),
         "mfu": train.get("mfu"),
         "rollout_ratio": rollout.get("ratio"),
         "preset_wall_s": preset["wall_time_s"] if preset else None,
+        "ensemble_mfu": ensemble.get("mfu"),
+        "ensemble_ratio": eager.get("ratio"),
+        "rollout_speedup": speedup,
     }
     targets = []
     for label, key, op, target in TARGETS:
@@ -163,7 +191,10 @@ def summary(out: Path, work: Path) -> dict:
         "train_standard_compiled": read_json(out / "train-compiled.json"),
         "rollout": rollout or None,
         "gpu_basis": read_json(out / "gpu_check.json"),
+        "ensemble_eager": eager or None,
+        "ensemble_compiled": ensemble or None,
         "preset": preset,
+        "standard": standard,
         "targets": targets,
     }
     atomic_write_json(out / "summary.json", result)
@@ -210,6 +241,16 @@ def render(s: dict) -> str:
                 f"- training, {label}: {t['tokens_per_s']:,.0f} tokens/s (plain loop "
                 f"{t['reference_tokens_per_s']:,.0f}), {t['step_s'] * 1e3:.1f} ms/step, MFU {mfu}"
             )
+    for key, label in (("ensemble_eager", "eager"), ("ensemble_compiled", "compiled")):
+        e = s[key]
+        if e:
+            mfu = "n/a" if e["mfu"] is None else f"{e['mfu']:.2%}"
+            lines.append(
+                f"- ensemble of {e['members']} ({label}, {e['compile_mode']}): "
+                f"{e['ensemble_tokens_per_s']:,.0f} tokens/s against "
+                f"{e['separate_tokens_per_s']:,.0f} one model per job, ratio {e['ratio']:.2f}, "
+                f"MFU {mfu}"
+            )
     if s["rollout"]:
         r = s["rollout"]
         lines.append(
@@ -229,6 +270,13 @@ def render(s: dict) -> str:
                 f"  - {c['family']} k={c['k']}: bursty - {c['b']} = {c['diff']:+.3f} "
                 f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], separated: {c['separated']}"
             )
+    st = s["standard"]
+    if st:
+        lines.append(
+            f"- preset standard: {st['models_trained']}/{st['models_total']} models trained, "
+            f"{st['jobs_done']}/{st['jobs_total']} jobs done"
+            + (", finished" if st["finished"] else " (a rerun resumes it)")
+        )
     return "\n".join(lines) + "\n"
 
 

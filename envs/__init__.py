@@ -1,7 +1,14 @@
 """trajbench environment families (installed as ``trajbench.envs``)."""
 
 from .levels import SPLIT_VERSION, LevelMixin, ObsEncoding, split_levels
-from .registration import FAMILIES, NAMESPACE, env_ids, family_class, register_all
+from .registration import (
+    FAMILIES,
+    NAMESPACE,
+    encoding_family,
+    env_ids,
+    family_class,
+    register_all,
+)
 
 __all__ = [
     "FAMILIES",
@@ -9,6 +16,7 @@ __all__ = [
     "SPLIT_VERSION",
     "LevelMixin",
     "ObsEncoding",
+    "encoding_family",
     "env_ids",
     "family_class",
     "register_all",

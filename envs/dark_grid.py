@@ -23,6 +23,8 @@ from .levels import LevelMixin, LevelsArg, ObsEncoding
 #: Action ids: stay, up (y-1), down (y+1), left (x-1), right (x+1).
 NOOP, UP, DOWN, LEFT, RIGHT = range(5)
 N_ACTIONS = 5
+#: The actions in words, by action id (the text track's actions).
+ACTION_WORDS = ("stay", "up", "down", "left", "right")
 _DELTAS = np.array([[0, 0], [0, -1], [0, 1], [-1, 0], [1, 0]], dtype=np.int64)
 
 
@@ -66,6 +68,7 @@ class DarkGridEnv(DarkRender, LevelMixin, gym.Env):
     default_size: int = 9
     #: Name of the observation encoding.
     encoding_name: str = ""
+    action_words = ACTION_WORDS
 
     def __init__(
         self,
@@ -152,12 +155,29 @@ class DarkGridEnv(DarkRender, LevelMixin, gym.Env):
     def encode_obs(self, obs) -> np.ndarray:
         return np.asarray(obs, dtype=np.uint8)
 
+    @classmethod
+    def obs_text(cls, obs: np.ndarray) -> str:
+        """The agent's cell as coordinates, ``at (x, y)`` (x grows rightwards, y downwards).
+
+        Example:
+            >>> DarkGridEnv.obs_text(np.array([3, 4], np.uint8))
+            'at (3, 4)'
+        """
+        return f"at ({int(obs[0])}, {int(obs[1])})"
+
     def _draw_start(self) -> np.ndarray:
         """A uniformly random cell of the grid (families with constraints override this)."""
         return self.np_random.integers(self.size, size=2).astype(np.int64)
 
     def _obs(self) -> np.ndarray:
         return self.pos.copy()
+
+    def _build_level(self, level: int) -> None:
+        self._set_level()
+
+    def _content_parts(self) -> list[bytes | str]:
+        # The hidden cells in the level's initial state, in order (a sequence's order counts).
+        return [repr([(tuple(map(int, m.cell)), m.color, m.label) for m in self._hidden_marks()])]
 
     # -- task hooks -----------------------------------------------------------------------------
     @abstractmethod

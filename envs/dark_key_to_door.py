@@ -33,6 +33,8 @@ class DarkKeyToDoorEnv(DarkGridEnv):
     episode_draws = "the agent's start cell: any cell"
     default_max_steps = 50
     encoding_name = "dark-key-to-door"
+    demo_decoder = "ordered_cells"
+    query_solver = "sweep"
 
     @classmethod
     def count_levels(cls, size: int) -> int:
@@ -41,6 +43,17 @@ class DarkKeyToDoorEnv(DarkGridEnv):
     @classmethod
     def feature_sizes(cls, size: int) -> tuple[int, ...]:
         return (size, size, 2)  # (x, y, has_key)
+
+    @classmethod
+    def obs_text(cls, obs: np.ndarray) -> str:
+        """The agent's cell and whether it holds the key.
+
+        Example:
+            >>> DarkKeyToDoorEnv.obs_text(np.array([3, 4, 1], np.uint8))
+            'at (3, 4), holding the key'
+        """
+        held = "holding the key" if int(obs[2]) else "no key"
+        return f"{super().obs_text(obs)}, {held}"
 
     def _set_level(self) -> None:
         key_cell, door_cell = divmod(int(self.level), self.size**2)

@@ -33,6 +33,8 @@ class DarkRoomEnv(DarkGridEnv):
     episode_draws = "the agent's start cell: any cell"
     default_max_steps = 20
     encoding_name = "dark-room"
+    demo_decoder = "goal_cell"
+    query_solver = "sweep"
 
     @classmethod
     def count_levels(cls, size: int) -> int:

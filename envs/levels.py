@@ -9,12 +9,20 @@ episode achieved (:meth:`LevelMixin.step_events`). Each family splits its levels
 and ``test`` with :func:`split_levels`: a seeded permutation, versioned by :data:`SPLIT_VERSION`,
 so the split never changes silently.
 
+A level *is* its content: :meth:`LevelMixin.content_hash` hashes everything a level fixes (grid,
+objects, doors, mission, hidden targets; never the start pose). A family whose level numbers
+could name one content twice draws its levels so that a content's side of the split is a
+function of the content itself (:func:`content_is_test`): no test level is a training level
+under another number (see ``docs/levels.md``).
+
 Every family class mixes in :class:`LevelMixin`, which gives it the ``levels=`` constructor
 argument, ``reset(options={"level": L})``, ``env.unwrapped.level`` and sticky actions.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +35,37 @@ SPLIT_VERSION = 1
 _SPLIT_SALT = 0x7B5E  # fixed salt so splits do not depend on any user seed
 
 LevelsArg = str | Sequence[int]
+#: The in-context decoders a family may name in ``demo_decoder``.
+DEMO_DECODERS = ("goal_cell", "ordered_cells", "final_object")
+#: The query-only solvers a family may name in ``query_solver``.
+QUERY_SOLVERS = ("sweep", "explore", "mission")
+
+
+def content_digest(parts: Sequence[bytes | str]) -> str:
+    """MD5 hex digest of a level's content parts (each length-prefixed, so parts cannot blur).
+
+    Example:
+        >>> content_digest(["ab", "c"]) != content_digest(["a", "bc"])
+        True
+    """
+    h = hashlib.md5()
+    for part in parts:
+        raw = part.encode() if isinstance(part, str) else bytes(part)
+        h.update(len(raw).to_bytes(8, "little"))
+        h.update(raw)
+    return h.hexdigest()
+
+
+def content_is_test(digest: str, n_levels: int, n_test: int) -> bool:
+    """Whether a content belongs to the test side: its hash modulo ``n_levels`` is below
+    ``n_test``, so the test side holds that share of all contents and every level number of
+    one content lands on the same side.
+
+    Example:
+        >>> content_is_test("0" * 32, 10_000, 1_000), content_is_test("f" * 32, 10_000, 1_000)
+        (True, False)
+    """
+    return int(digest[:15], 16) % n_levels < n_test
 
 
 @dataclass(frozen=True)
@@ -110,6 +149,19 @@ class LevelMixin(ABC):
     version_note: str = ""
     #: Actions that interact with objects (pickup, drop, toggle); the others move or turn.
     interaction_actions: tuple[int, ...] = ()
+    #: Every action in words, by action id (the text track's actions).
+    action_words: tuple[str, ...] = ()
+    #: How the family's in-context decoder (``trajbench.baselines.DecoderPolicy``) reads the
+    #: demonstrations: ``"goal_cell"`` (walk to the cell where a demonstration succeeded),
+    #: ``"ordered_cells"`` (visit the rewarded cells in the demonstrated order) or
+    #: ``"final_object"`` (go to and act on the object the demonstrations ended at). Every family
+    #: names one (:data:`DEMO_DECODERS`).
+    demo_decoder: str = ""
+    #: The family's best policy without context (``trajbench.baselines.QueryOnlyPolicy``):
+    #: ``"sweep"`` (visit the nearest unvisited cell), ``"explore"`` (explore the view until the
+    #: goal is seen, then go to it) or ``"mission"`` (the expert: the mission and view name the
+    #: target). One of :data:`QUERY_SOLVERS`.
+    query_solver: str = ""
 
     level: int
 
@@ -189,6 +241,35 @@ class LevelMixin(ABC):
     @abstractmethod
     def expert_action(self) -> int:
         """The expert's next action from the current (privileged) state; closed loop."""
+
+    @classmethod
+    @abstractmethod
+    def obs_text(cls, obs: np.ndarray) -> str:
+        """One encoded observation (:meth:`encode_obs`'s output) in words, for the text track:
+        short and deterministic; families that share an encoding read it alike."""
+
+    def content_hash(self, level: int) -> str:
+        """Hash of everything ``level`` fixes (its content); the start pose is not part of it.
+
+        Builds the level on a shallow copy, so the current episode is untouched. Two level
+        numbers with the same hash are the same level.
+
+        Raises:
+            ValueError: ``level`` is outside ``range(n_levels)``.
+        """
+        self.resolve_levels([level])
+        scratch = copy.copy(self)
+        scratch.level = int(level)
+        scratch._build_level(int(level))
+        return content_digest(scratch._content_parts())
+
+    @abstractmethod
+    def _build_level(self, level: int) -> None:
+        """Build ``level``'s fixed content on this object (the episode's start is not drawn)."""
+
+    @abstractmethod
+    def _content_parts(self) -> list[bytes | str]:
+        """What the built level fixes, as bytes or text (hashed by :meth:`content_hash`)."""
 
     @property
     def mission_text(self) -> str:

@@ -11,10 +11,13 @@ actions, and ``info["level"]`` / ``info["success"]``. They span
 - language with distractors, where the mission matters: ``GoToLocal``, ``PickupLoc``,
   ``PutNextLocal`` (BabyAI bot expert).
 
-Each is registered twice: ``-v1`` draws the agent's start pose per episode, under the family's
-own constraint (its class says which); ``-v0`` (``random_start=False``) keeps the start that the
-level fixes, as suite version 1 measured. A level fixes the rest; ``level_fixes`` and
-``episode_draws`` say what, in words.
+Each is registered three times: ``-v1`` draws the agent's start pose per episode, under the
+family's own constraint (its class says which); ``-v0`` (``random_start=False``) keeps the start
+that the level fixes, as suite version 1 measured; ``-v2`` (``content_split=True``, suite 3) draws
+the levels over distinct contents (see :mod:`trajbench.envs.minigrid_levels`), draws the goal cell
+per level where MiniGrid's generator fixes it (DoorKey, Simple/LavaCrossing) and verifies BabyAI
+missions strictly (:mod:`trajbench.envs.minigrid_strict`). A level fixes the rest; ``level_fixes``
+and ``episode_draws`` say what, in words.
 
 The expert succeeds on all 10,000 levels of every family, from a random start too (measured by
 ``benchmarks/expert_coverage.py``), and each ``max_steps`` default is at least 1.5x the expert's
@@ -36,15 +39,17 @@ Example:
 from __future__ import annotations
 
 from minigrid.core.actions import Actions
-from minigrid.core.world_object import Lava, Wall
+from minigrid.core.world_object import Goal, Lava, Wall
 from minigrid.envs import CrossingEnv, DoorKeyEnv, FourRoomsEnv, MultiRoomEnv, UnlockEnv
 from minigrid.envs.babyai import GoToLocal, PickupLoc, PutNextLocal
 
 from .minigrid_bot import FALLBACK_ACTION, BotTracker
 from .minigrid_levels import BabyAILevelMixin, MiniGridLevelMixin
 from .minigrid_planner import GridPlanner
+from .minigrid_strict import StrictPath, cells_next_to_fixed
 
 _FORWARD, _PICKUP, _TOGGLE = int(Actions.forward), int(Actions.pickup), int(Actions.toggle)
+_DROP = int(Actions.drop)
 
 
 class _PlannerFamily(MiniGridLevelMixin):
@@ -75,9 +80,36 @@ class _PlannerFamily(MiniGridLevelMixin):
         action = self._expert_step(self._plan())
         return FALLBACK_ACTION if action is None else action
 
+    def _redraw_goal(self, cells: list[tuple[int, int]]) -> None:
+        """Move the goal onto one of ``cells``, drawn from the level's generator (``-v2``)."""
+        (old,) = _cells_holding(self.grid, "goal")
+        self.grid.set(*old, None)
+        cells = sorted(set(cells) | {old})
+        cell = cells[self._rand_int(0, len(cells))]
+        self.grid.set(*cell, Goal())
+        self.goal_pos = cell
+
     def _expert_step(self, planner: GridPlanner) -> int | None:
         """Shortest path onto the goal, opening closed doors on the way."""
         return planner.next_action(self._goals, _FORWARD)
+
+
+def _cells_holding(grid, kind: str) -> list[tuple[int, int]]:
+    """Cells of ``grid`` holding an object of type ``kind``."""
+    w = grid.width
+    return [(i % w, i // w) for i, o in enumerate(grid.grid) if o is not None and o.type == kind]
+
+
+def _reachable(grid, start: tuple[int, int]) -> list[tuple[int, int]]:
+    """Empty cells connected to ``start`` through empty cells (4-neighbourhood)."""
+    seen, todo = {start}, [start]
+    while todo:
+        x, y = todo.pop()
+        for nxt in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)):
+            if nxt not in seen and grid.get(*nxt) is None:
+                seen.add(nxt)
+                todo.append(nxt)
+    return sorted(seen)
 
 
 class _BotFamily(BabyAILevelMixin):
@@ -158,6 +190,11 @@ class SimpleCrossingLevels(_PlannerFamily, CrossingEnv):
     fixed_start_max_steps = 40
     env_kwargs = {"size": 9, "num_crossings": 3, "obstacle_type": Wall}
 
+    def _gen_grid(self, width: int, height: int) -> None:
+        super()._gen_grid(width, height)
+        if self.content_split:  # -v2: the goal is any cell the generator's start reaches
+            self._redraw_goal(_reachable(self.grid, tuple(self.agent_pos)))
+
 
 class LavaCrossingLevels(_PlannerFamily, CrossingEnv):
     """``LavaCrossing-v1``: 9x9 room crossed by three lava rivers with gaps (S9N3).
@@ -180,6 +217,11 @@ class LavaCrossingLevels(_PlannerFamily, CrossingEnv):
     fixed_start_max_steps = 40
     env_kwargs = {"size": 9, "num_crossings": 3, "obstacle_type": Lava}
 
+    def _gen_grid(self, width: int, height: int) -> None:
+        super()._gen_grid(width, height)
+        if self.content_split:  # -v2: the goal is any cell the generator's start reaches
+            self._redraw_goal(_reachable(self.grid, tuple(self.agent_pos)))
+
 
 class DoorKeyLevels(_PlannerFamily, DoorKeyEnv):
     """``DoorKey-v1``: 8x8 room split by a wall with a locked door; the key is on the agent's side.
@@ -200,6 +242,12 @@ class DoorKeyLevels(_PlannerFamily, DoorKeyEnv):
     )
     default_max_steps = 64
     env_kwargs = {"size": 8}
+
+    def _gen_grid(self, width: int, height: int) -> None:
+        super()._gen_grid(width, height)
+        if self.content_split:  # -v2: the goal is any empty cell beyond the wall
+            ((wall_x, _),) = _cells_holding(self.grid, "door")
+            self._redraw_goal(self._empty_cells((wall_x + 1, 0), (width, height)))
 
     def _start_cells(self) -> list[tuple[int, int]]:
         (wall_x, _), *_ = self._plan().find("door")
@@ -224,6 +272,8 @@ class UnlockLevels(_PlannerFamily, UnlockEnv):
     """
 
     family = "Unlock-v1"
+    demo_decoder = "final_object"
+    query_solver = "mission"
     expert_name = "shortest-path planner: key, then door"
     level_fixes = "the rooms, the locked door and its key"
     episode_draws = (
@@ -249,13 +299,53 @@ class UnlockLevels(_PlannerFamily, UnlockEnv):
         return None
 
 
-class GoToLocalLevels(_BotFamily, GoToLocal):
+class _StrictPathFamily(_BotFamily):
+    """A BabyAI family whose strict ids (``-v2``) use :class:`StrictPath` as the expert instead of
+    the bot, and start only where such a path exists; :attr:`final_action` ends it."""
+
+    #: The action taken once the path faces the target (None: facing it is the success).
+    final_action: int | None = None
+    _strict_path: StrictPath | None = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.strict:
+            rule = "facing another object" if self.final_action is None else "moving another"
+            self.episode_draws = (
+                f"{self.episode_draws}, from which the target can be reached without {rule}"
+            )
+
+    def _draw_start(self) -> tuple[tuple[int, int], int]:
+        avoid = self.final_action is None
+        self._strict_path = StrictPath(self, avoid) if self.strict else None
+        return super()._draw_start()
+
+    def _start_pose_ok(self, cell: tuple[int, int], direction: int) -> bool:
+        ok = super()._start_pose_ok(cell, direction)
+        return ok and (self._strict_path is None or self._strict_path.reaches(cell, direction))
+
+    def expert_action(self) -> int:
+        if self._strict_path is None:
+            return super().expert_action()
+        action = self._strict_expert()
+        return FALLBACK_ACTION if action is None else action
+
+    def _strict_expert(self) -> int | None:
+        """The strict expert's next action (None: none found)."""
+        action = self._strict_path.action()
+        if action is None and self.final_action is not None and self.carrying is None:
+            return self.final_action
+        return action
+
+
+class GoToLocalLevels(_StrictPathFamily, GoToLocal):
     """``GoToLocal-v1``: BabyAI GoToLocal, one 8x8 room with 8 objects; go to the one named.
 
     Tests grounding the mission among distractors (several objects may match, e.g. "go to a red
     ball"). ``max_steps`` 48 (expert with random starts: mean 5.3, longest 31); ``-v0``:
-    ``max_steps`` 40 (mean 5.3, longest 24). Expert: BabyAI bot.
-    Mission e.g. "go to the green key".
+    ``max_steps`` 40 (mean 5.3, longest 24). Expert: BabyAI bot; on ``-v2`` (strict: facing
+    another object first fails) a shortest path that faces no other object, and an episode starts
+    only where one exists. Mission e.g. "go to the green key".
     """
 
     family = "GoToLocal-v1"
@@ -264,17 +354,20 @@ class GoToLocalLevels(_BotFamily, GoToLocal):
     env_kwargs = {"room_size": 8, "num_dists": 8}
 
 
-class PickupLocLevels(_BotFamily, PickupLoc):
+class PickupLocLevels(_StrictPathFamily, PickupLoc):
     """``PickupLoc-v1``: BabyAI PickupLoc, one 8x8 room with 8 objects; pick up the one named.
 
     Objects may be named by their location relative to the agent's start ("on your left", "in
     front of you", "behind you"): an episode starts only on poses from which the mission names
     the same objects as from the level's own start. ``max_steps`` 40 (expert with random starts:
-    mean 6.0, longest 24; ``-v0``: mean 6.1, longest 24). Expert: BabyAI bot.
+    mean 6.0, longest 24; ``-v0``: mean 6.1, longest 24). Expert: BabyAI bot; on ``-v2``
+    (strict: picking up another object first fails; the bot picks up objects in its way) a
+    shortest path that moves no other object, then ``pickup``.
     Mission e.g. "pick up the blue ball on your left".
     """
 
     family = "PickupLoc-v1"
+    final_action = _PICKUP
     episode_draws = (
         f"{_BotFamily.episode_draws}, from which the mission names the same objects "
         "(its locations are relative to the start)"
@@ -282,16 +375,36 @@ class PickupLocLevels(_BotFamily, PickupLoc):
     default_max_steps = 40
 
 
-class PutNextLocalLevels(_BotFamily, PutNextLocal):
+class PutNextLocalLevels(_StrictPathFamily, PutNextLocal):
     """``PutNextLocal-v1``: BabyAI PutNextLocal, one 8x8 room with 8 distinct objects.
 
     Tests a two-object mission: carry one named object next to another. ``max_steps`` 72
     (expert with random starts: mean 12.0, longest 45); ``-v0``: ``max_steps`` 64 (mean 12.0,
-    longest 42). Expert: BabyAI bot.
-    Mission e.g. "put the red box next to the grey ball".
+    longest 42). Expert: BabyAI bot; on ``-v2`` (strict: picking up an object the mission does not
+    move fails; the bot picks up objects in its way) a shortest path to the object to move that
+    moves no other, ``pickup``, a shortest path to face an empty cell beside the fixed object,
+    ``drop``. Mission e.g. "put the red box next to the grey ball".
     """
 
     family = "PutNextLocal-v1"
     default_max_steps = 72
     fixed_start_max_steps = 64
     env_kwargs = {"room_size": 8, "num_objs": 8}
+    final_action = _PICKUP
+    _drop_path: StrictPath | None = None
+
+    def _on_reset(self) -> None:
+        super()._on_reset()
+        self._drop_path = None
+
+    def _strict_expert(self) -> int | None:
+        if self.carrying is None:
+            return super()._strict_expert()
+        if self._drop_path is None:  # carrying the object to move: face a cell beside the fixed one
+            self._drop_path = StrictPath(self, avoid_others=False, targets=cells_next_to_fixed)
+        action = self._drop_path.action()
+        return (
+            _DROP
+            if action is None and self._drop_path.reaches(self.agent_pos, self.agent_dir)
+            else action
+        )

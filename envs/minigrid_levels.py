@@ -16,6 +16,14 @@ draws generation took.
 Every family has ``n_levels = 10_000`` levels, split into 9,000 ``train`` and 1,000 ``test``
 levels by :func:`trajbench.envs.levels.split_levels` (split version 1).
 
+The ``-v2`` ids (suite version 3) and the families new in suite 3 (``content_split=True``) draw
+their levels over distinct contents: level ``L`` is the first generation from
+``level_rng(F, L, attempt)``, ``attempt = 0, 1, ...``, whose content hash
+(:meth:`~trajbench.envs.levels.LevelMixin.content_hash`) falls on ``L``'s own side of the split
+(:func:`~trajbench.envs.levels.content_is_test`). So every level number of one content lies on one
+side, and no test level's content is a training level's. The ``-v0`` / ``-v1`` ids keep their
+levels (and their repeats across the split) for the entries that measured them.
+
 Observations stay MiniGrid's ``Dict`` (``image``: 7x7x3 partial egocentric view, ``direction``,
 ``mission``), except that the mission is a standard Gymnasium ``Text`` space
 (:func:`~trajbench.envs.mission_space.mission_space`): MiniGrid's ``MissionSpace`` cannot live in
@@ -49,8 +57,10 @@ from minigrid.core.roomgrid import RoomGrid
 from minigrid.envs.babyai.core.roomgrid_level import RejectSampling
 from minigrid.envs.babyai.core.verifier import ObjDesc
 
-from .levels import LevelMixin, LevelsArg, ObsEncoding
+from .levels import LevelMixin, LevelsArg, ObsEncoding, content_digest, content_is_test
 from .minigrid_decoys import DecoyTracker, mission_chance
+from .minigrid_strict import wrong_touch
+from .minigrid_text import MINIGRID_ACTION_WORDS, minigrid_obs_text
 from .mission_space import mission_space
 
 #: Cells in MiniGrid's partial view (7x7).
@@ -91,9 +101,24 @@ def encode_minigrid_obs(obs: dict[str, Any]) -> np.ndarray:
     return out
 
 
-def level_rng(family: str, level: int) -> np.random.Generator:
-    """The generator that builds ``level`` of ``family`` (independent of any episode seed)."""
-    return np.random.default_rng([zlib.crc32(family.encode()), int(level)])
+def level_rng(family: str, level: int, attempt: int | None = None) -> np.random.Generator:
+    """The generator that builds ``level`` of ``family`` (independent of any episode seed);
+    ``attempt`` numbers the draws of a content-split family (``None``: the ``-v0``/``-v1`` key)."""
+    key = [zlib.crc32(family.encode()), int(level)]
+    return np.random.default_rng(key if attempt is None else [*key, int(attempt)])
+
+
+#: Generations tried for one content-split level before giving up (a side with no content).
+MAX_CONTENT_ATTEMPTS = 10_000
+#: (family, level) -> the attempt that gave its content, shared by every instance of a process.
+_CONTENT_ATTEMPTS: dict[tuple[str, int], int] = {}
+
+
+def content_split_id(family: str) -> str:
+    """The content-split id of a ``-v1`` family id: ``"DoorKey-v1"`` -> ``"DoorKey-v2"``
+    (ids of other versions, as a family new in suite 3, are their own)."""
+    base, version = family.rsplit("-v", 1)
+    return f"{base}-v2" if version == "1" else family
 
 
 def fixed_start_id(family: str) -> str:
@@ -171,12 +196,18 @@ class MiniGridLevelMixin(LevelMixin):
         render_mode: Passed to MiniGrid (``None``, ``"rgb_array"`` or ``"human"``).
         random_start: Draw the start pose per episode (``-v1``); ``False`` keeps the level's own
             start (``-v0``, suite version 1).
+        content_split: Draw the levels over distinct contents (``-v2`` and the families new in
+            suite 3); ``None`` keeps the class's :attr:`content_split`.
     """
 
     n_levels = 10_000
     n_test_levels = 1_000
     encoding = MINIGRID_ENCODING
     interaction_actions = (_PICKUP, _DROP, _TOGGLE)
+    action_words = MINIGRID_ACTION_WORDS
+    obs_text = staticmethod(minigrid_obs_text)  # the text track's reading of the shared encoding
+    demo_decoder = "goal_cell"
+    query_solver = "explore"
     #: Episode cap used when ``max_steps`` is not given (random start).
     default_max_steps: int = 64
     #: Episode cap of the fixed-start ``-v0`` id when ``max_steps`` is not given (None: the same).
@@ -185,6 +216,8 @@ class MiniGridLevelMixin(LevelMixin):
     env_kwargs: dict[str, Any] = {}
     #: Object that must be told every executed action (set by families whose expert is stateful).
     _tracker: Any = None
+    #: Whether levels are drawn over distinct contents (see the module docstring).
+    content_split: bool = False
 
     def __init__(
         self,
@@ -193,9 +226,18 @@ class MiniGridLevelMixin(LevelMixin):
         max_steps: int | None = None,
         render_mode: str | None = None,
         random_start: bool = True,
+        content_split: bool | None = None,
     ):
         if not isinstance(random_start, bool | np.bool_):
             raise ValueError(f"random_start must be a bool, got {random_start!r}")
+        if content_split is not None:
+            if not isinstance(content_split, bool | np.bool_):
+                raise ValueError(f"content_split must be a bool, got {content_split!r}")
+            self.content_split = bool(content_split)
+        if self.content_split and not random_start:
+            raise ValueError("content_split levels draw the start per episode (random_start=True)")
+        if self.content_split:
+            self.family = content_split_id(self.family)
         self.random_start = bool(random_start)
         if not self.random_start:
             self.family = fixed_start_id(self.family)
@@ -230,12 +272,45 @@ class MiniGridLevelMixin(LevelMixin):
     def _generate(self, level: int) -> None:
         """Build ``level`` with the level's own generator; the episode generator is untouched."""
         episode_rng = self.np_random
-        # -v1 builds the -v0 levels: one generator key per family, whatever the version.
-        self._np_random = level_rng(fixed_start_id(self.family), level)
         try:
-            super().reset()
+            if self.content_split:
+                self._generate_on_side(level)
+            else:
+                # -v1 builds the -v0 levels: one generator key per family, whatever the version.
+                self._np_random = level_rng(fixed_start_id(self.family), level)
+                super().reset()
         finally:
             self._np_random = episode_rng
+
+    def _generate_on_side(self, level: int) -> None:
+        """The first generation of ``level`` whose content lies on the level's side of the split."""
+        key = (self.family, int(level))
+        known = _CONTENT_ATTEMPTS.get(key)
+        attempts = range(MAX_CONTENT_ATTEMPTS) if known is None else (known,)
+        test = bool(np.isin(level, self.splits()["test"]))
+        for attempt in attempts:
+            self._np_random = level_rng(self.family, level, attempt)
+            super().reset()
+            if known is not None or self._content_is_test() == test:
+                _CONTENT_ATTEMPTS[key] = attempt
+                return
+        side = "test" if test else "train"
+        raise RuntimeError(f"{self.family}: no content on the {side} side for level {level}")
+
+    def _content_is_test(self) -> bool:
+        digest = content_digest(self._content_parts())
+        return content_is_test(digest, self.n_levels, self.n_test_levels)
+
+    def _build_level(self, level: int) -> None:
+        self._generate(level)
+
+    def _content_parts(self) -> list[bytes | str]:
+        grid = self.grid.encode()  # every cell's object, color and state; the agent is not a cell
+        return [repr(grid.shape), grid.tobytes(), self._true_mission()]
+
+    def _true_mission(self) -> str:
+        """The mission the level fixes (what a family that withholds it still hashes)."""
+        return str(self.mission)
 
     def _draw_start(self) -> tuple[tuple[int, int], int]:
         """One draw from the episode's RNG, uniform over the family's valid start poses."""
@@ -317,9 +392,15 @@ class BabyAILevelMixin(MiniGridLevelMixin):
     (RoomGrid's rule), from which the mission denotes the same objects as from the level's own
     start: "the ball on your left" is relative to the agent's start pose, and BabyAI's verifier
     reads it from there.
+
+    With :attr:`content_split` (the ``-v2`` ids and the families new in suite 3) verification is
+    strict (:mod:`trajbench.envs.minigrid_strict`): the first object the success rule touches
+    ends the episode, a success only if the mission accepts it.
     """
 
     has_mission = True
+    demo_decoder = "final_object"
+    query_solver = "mission"
     _decoy: DecoyTracker
 
     def __init__(self, *args, **kwargs):
@@ -374,6 +455,14 @@ class BabyAILevelMixin(MiniGridLevelMixin):
             self.instrs.reset_verifier(self)  # the verifier reads the mission from the start pose
         return obs
 
+    @property
+    def strict(self) -> bool:
+        """Whether a wrong object ends the episode as a failure (strict verification)."""
+        return self.content_split
+
+    def _true_mission(self) -> str:
+        return str(self.surface)
+
     def _on_reset(self) -> None:
         super()._on_reset()
         self._decoy.reset(self)
@@ -395,6 +484,8 @@ class BabyAILevelMixin(MiniGridLevelMixin):
         reached = self._decoy.step(self._prev_action)
         if reached is not None:
             info["decoy_success"] = reached
+        if self.strict and not terminated and wrong_touch(self, self.instrs):
+            terminated, reward = True, 0.0
         return obs, reward, terminated, truncated, info
 
     def _restart_level(self) -> None:

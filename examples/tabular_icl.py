@@ -8,8 +8,9 @@ most frequent action (``majority``), or to a random action (``random``, which ma
 ``hashmap`` copy baseline). With an empty context it acts at random.
 
 Copy this file to start your own policy: trajbench needs ``begin(rows)`` and
-``act(obs, prev_action, prev_reward, rows, envs)`` (see ``trajbench.policy.Policy``) and a factory
-that returns the policy. From the repository root:
+``act(obs, prev_action, prev_reward, rows)`` (see ``trajbench.policy.Policy``) and a factory
+that returns the policy. Each row's context holds the mission as shown and the context's
+encoded steps, nothing else (see docs/agent-view.md). From the repository root:
 
     trajbench collect --env trajbench/DarkRoom-v0 --levels test --episodes-per-level 6 --seed 1 --out data/dr-test
     trajbench evaluate --policy examples.tabular_icl:make_policy --data data/dr-test --out runs/tabular
@@ -35,7 +36,7 @@ import numpy as np
 
 from trajbench.policy import Policy, RowContext
 
-__version__ = "1.0"
+__version__ = "2.0"  # 2.0: the trajbench 0.2 interface (act takes no envs)
 
 FALLBACKS = ("nearest", "majority", "random")
 
@@ -75,7 +76,7 @@ class TabularICL(Policy):
             majority = overall.most_common(1)[0][0] if overall else None
             self.tables.append((obs, actions, majority))
 
-    def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
+    def act(self, obs, prev_action, prev_reward, rows) -> np.ndarray:
         out = self.rng.integers(self.n_actions, size=len(rows))
         for j, i in enumerate(rows):
             seen, actions, majority = self.tables[i]

@@ -116,7 +116,7 @@ def make_run(path: Path, seeds=(0, 1, 2), episodes=EPISODES) -> Path:
         "git_commit": "0123456789abcdef",
         "preset": "ci",
         "suite": suite.SUITE,
-        "suite_version": "2",
+        "suite_version": suite.SUITE_VERSION,
         "hardware": "2x CPU (test)",
         "wall_time_s": 12.5,
         "date": "2025-11-25T17:00:00+00:00",
@@ -228,6 +228,11 @@ def relabel_levels(family: str):
     return change
 
 
-def add_suite_version(monkeypatch, version: str = "3") -> None:
-    """Register a newer suite version with the families and splits of version 2."""
-    monkeypatch.setitem(suite.SUITE_VERSIONS, version, dict(suite.SUITE_VERSIONS["2"]))
+def add_suite_version(monkeypatch) -> str:
+    """Register a suite version newer than the current one, with the current one's families and
+    splits; returns it."""
+    newer = str(int(suite.SUITE_VERSION) + 1)
+    monkeypatch.setitem(
+        suite.SUITE_VERSIONS, newer, dict(suite.SUITE_VERSIONS[suite.SUITE_VERSION])
+    )
+    return newer

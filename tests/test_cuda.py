@@ -1,5 +1,6 @@
-"""The CUDA path on a card: bf16 autocast, fused AdamW and ``torch.compile`` train as the fp32
-CPU loop does; KV-cached rollouts act as re-encoding; models and checkpoints round-trip.
+"""The CUDA path on a card: bf16 autocast, fused AdamW, ``torch.compile`` and a batched ensemble
+train as the fp32 CPU loop does; KV-cached rollouts act as re-encoding; models and checkpoints
+round-trip.
 
 Every test here is marked ``cuda`` (``pytest -m cuda`` runs just these) and skips where there is
 no GPU; ``benchmarks/gpu_check.sh`` runs them on one.
@@ -22,6 +23,7 @@ from trajbench.contexts import ContextBuilder, ContextConfig
 from trajbench.data import load
 from trajbench.device import autocast
 from trajbench.pipeline import train as train_module
+from trajbench.pipeline.ensemble import train_ensemble
 from trajbench.pipeline.train import TrainConfig, batch_tensors, make_optimizer, train
 from trajbench.rollout import rollout
 
@@ -117,6 +119,18 @@ def test_bf16_training_follows_the_fp32_cpu_loss(dark_room, cpu_losses, tmp_path
     assert cpu_losses[-1] < 0.3 * cpu_losses[0]  # both learn: not two flat lines that agree
     gaps = [abs(a - b) for a, b in zip(cuda, cpu_losses, strict=True)]
     assert max(gaps) <= LOSS_ATOL, f"CUDA {cuda} vs CPU {cpu_losses}"
+
+
+def test_a_bf16_ensemble_member_follows_the_fp32_cpu_loss(dark_room, cpu_losses, tmp_path):
+    """trajbench run --ensemble auto's path on the card: the member with the CPU run's seed and
+    context follows its loss; a second member (another seed) trains beside it."""
+    first = config(dark_room, tmp_path / "a", device="cuda", bf16=True)
+    second = config(dark_room, tmp_path / "b", device="cuda", bf16=True, seed=1)
+    train_ensemble([first, second])
+    cuda = losses(tmp_path / "a")
+    gaps = [abs(a - b) for a, b in zip(cuda, cpu_losses, strict=True)]
+    assert len(cuda) == 8 and max(gaps) <= LOSS_ATOL, f"CUDA {cuda} vs CPU {cpu_losses}"
+    assert losses(tmp_path / "b")[-1] < 0.3 * losses(tmp_path / "b")[0]
 
 
 # -- rollouts -------------------------------------------------------------------------------------

@@ -56,10 +56,15 @@ def test_a_family_without_its_expert_or_encoding_fails_when_made():
     class NoStartCells(FourRoomsLevels):
         _start_cells = MiniGridLevelMixin._start_cells
 
+    class NoText(DarkRoomEnv):
+        obs_text = LevelMixin.obs_text
+
     with pytest.raises(TypeError, match="expert_action"):
         NoExpert()
     with pytest.raises(TypeError, match="_start_cells"):
         NoStartCells()
+    with pytest.raises(TypeError, match="obs_text"):
+        NoText()
 
 
 def test_family_class_of_an_unknown_id():

@@ -39,6 +39,11 @@ from trajbench.envs.minigrid_levels import (  # _AGENT, _FRONT: the view's two d
 MINIGRID = [i for i in env_ids() if issubclass(family_class(i), MiniGridLevelMixin)]
 V1 = [i for i in MINIGRID if i.endswith("-v1")]
 BABYAI = [i for i in MINIGRID if issubclass(family_class(i), BabyAILevelMixin)]
+#: Strict families whose expert follows a StrictPath rather than the BabyAI bot.
+STRICT_PATH = [
+    *(f"trajbench/{name}-v2" for name in ("GoToLocal", "PickupLoc", "PutNextLocal")),
+    "trajbench/HiddenGoToLocal-v0",
+]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is out of date:DeprecationWarning")
 
 
@@ -74,13 +79,16 @@ def run_episode(env: gym.Env, level: int, seed: int, kind: str = "expert", epsil
     return np.stack(observations), actions, rewards, info
 
 
-def test_every_family_has_a_fixed_start_v0_and_a_random_start_v1():
-    assert len(V1) >= 9 and len(MINIGRID) == 2 * len(V1)
+def test_every_family_has_a_fixed_start_v0_a_random_start_v1_and_a_content_split_v2():
+    hidden = [i for i in MINIGRID if "/Hidden" in i]
+    assert len(V1) >= 9 and len(MINIGRID) == 3 * len(V1) + len(hidden)
     for v1 in V1:
-        v0 = v1.replace("-v1", "-v0")
-        assert family_class(v0) is family_class(v1)
-        old, new = make(v0).unwrapped, make(v1).unwrapped
-        assert (old.random_start, new.random_start) == (False, True)
+        v0, v2 = v1.replace("-v1", "-v0"), v1.replace("-v1", "-v2")
+        assert family_class(v0) is family_class(v1) is family_class(v2)
+        old, new, split = make(v0).unwrapped, make(v1).unwrapped, make(v2).unwrapped
+        assert (old.random_start, new.random_start, split.random_start) == (False, True, True)
+        assert (old.content_split, new.content_split, split.content_split) == (False, False, True)
+        assert split.family == v2.split("/")[1] and split.max_steps == new.max_steps
         assert old.version_note == "suite 1 (fixed start)" and new.version_note == ""
         assert old.episode_draws.startswith("nothing") and "start" in new.episode_draws
         for u in (old, new):
@@ -97,6 +105,8 @@ def test_every_family_has_a_fixed_start_v0_and_a_random_start_v1():
     assert MINIGRID_ENCODING.feature_sizes[-1] == 4
     with pytest.raises(ValueError, match="random_start"):
         make(V1[0], random_start="no")
+    with pytest.raises(ValueError, match="content_split"):
+        make(V1[0], content_split="yes")
 
 
 @pytest.mark.parametrize("env_id", V1)
@@ -269,7 +279,7 @@ def test_lava_death_is_not_success():
     assert terminated and reward == 0 and info["success"] is False
 
 
-@pytest.mark.parametrize("env_id", BABYAI)
+@pytest.mark.parametrize("env_id", [i for i in BABYAI if i not in STRICT_PATH])
 def test_babyai_bot_tracking_matches_the_bot_replanned_every_step(env_id):
     """Interleaved random actions: the lazily fed bot suggests what the canonical loop would."""
     compared = 0

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from pipeline_support import DARK_ROOM
 from test_collect_cli import _console_script
 
 import trajbench
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
-from trajbench.policy import EpisodeRecord, RowContext
+from trajbench.policy import RowContext, Steps
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pipeline_support"]  # dr_test
@@ -42,7 +41,7 @@ def test_the_readme_command_scores_it_from_the_repository_root(dr_test, tmp_path
     assert done.returncode == 0, done.stderr
     records = pd.read_parquet(out / "records.parquet")
     assert set(records["policy"]) == {"examples.tabular_icl:make_policy"}
-    assert set(records["policy_version"]) == {"1.0"}
+    assert set(records["policy_version"]) == {"2.0"}
     assert len(records) == 16 * 2 * 2 and "examples.tabular_icl:make_policy" in done.stdout
 
 
@@ -52,7 +51,7 @@ def test_with_a_random_fallback_it_is_the_hashmap_baseline(tabular, dr_test, tmp
     policy = tabular.make_policy(trajbench.data.load(dr_test).encoding, fallback="random")
     mine = trajbench.evaluate(policy, dr_test, ks=(0, 1, 4), support="same", episodes=2)
     assert set(mine.records["policy"]) == {"examples.tabular_icl:TabularICL"}
-    assert set(mine.records["policy_version"]) == {"1.0"}
+    assert set(mine.records["policy_version"]) == {"2.0"}
     theirs, _ = evaluate(
         EvalConfig(
             policy="hashmap",
@@ -70,26 +69,25 @@ def test_with_a_random_fallback_it_is_the_hashmap_baseline(tabular, dr_test, tmp
 
 
 def test_lookup_and_fallbacks(tabular):
-    demo = EpisodeRecord(
+    demo = Steps(
         obs=np.array([[0, 0], [0, 0], [0, 1], [0, 1], [4, 4]], np.uint8),
         actions=np.array([1, 1, 2, 3, 0]),
         rewards=np.zeros(5, np.float32),
-        level=0,
     )
-    row = RowContext(DARK_ROOM, level=0, mission="", episodes=[demo])
+    row = RowContext(mission="", episodes=[demo])
     obs = np.array([[0, 1], [3, 4], [8, 8]], np.uint8)  # seen, then unseen (nearest: [4, 4])
     acts = {}
     for fallback in tabular.FALLBACKS:
         policy = tabular.TabularICL(5, fallback=fallback, seed=0)
         policy.begin([row, row, row])
-        acts[fallback] = policy.act(obs, None, None, np.arange(3), envs=[None] * 3).tolist()
+        acts[fallback] = policy.act(obs, None, None, np.arange(3)).tolist()
     # At [0, 1] actions 2 and 3 tie: the first taken wins. The context's majority action is 1.
     assert acts["nearest"] == [2, 0, 0]
     assert acts["majority"] == [2, 1, 1]
     assert acts["random"][0] == 2
     empty = tabular.TabularICL(5, seed=0)
-    empty.begin([RowContext(DARK_ROOM, level=0, mission="")] * 50)
-    random = empty.act(np.zeros((50, 2), np.uint8), None, None, np.arange(50), [None] * 50)
+    empty.begin([RowContext(mission="")] * 50)
+    random = empty.act(np.zeros((50, 2), np.uint8), None, None, np.arange(50))
     assert set(random.tolist()) == set(range(5))
     with pytest.raises(ValueError, match="fallback"):
         tabular.TabularICL(5, fallback="psychic")

@@ -22,6 +22,8 @@ STEPS = [
     "install",
     "probe",
     "cuda-tests",
+    "ensemble-eager",
+    "ensemble-compiled",
     "train-standard",
     "train-gpu",
     "rollout",
@@ -30,6 +32,7 @@ STEPS = [
     "train-compiled",
     "preset-data",
     "preset",
+    "standard",
 ]
 
 
@@ -62,8 +65,9 @@ def test_cpu_smoke_runs_every_step_and_summarises(tmp_path):
     steps = {s["step"]: s["status"] for s in summary["steps"]}
     assert code == 0, (out / "summary.md").read_text()
     assert list(steps) == STEPS
-    assert steps["install"].startswith("skipped") and steps["train-compiled"].startswith("skipped")
-    assert all(v == "ok" for k, v in steps.items() if k not in ("install", "train-compiled"))
+    skipped = ("install", "train-compiled", "ensemble-compiled")
+    assert all(steps[k].startswith("skipped") for k in skipped)
+    assert all(v == "ok" for k, v in steps.items() if k not in skipped)
     assert summary["mode"] == "cpu-smoke" and summary["device"]["name"] == "cpu"
     tests = summary["cuda_tests"]
     assert tests["tests"] >= 5 and tests["skipped"] == tests["tests"]  # collected; skip on a CPU
@@ -75,6 +79,13 @@ def test_cpu_smoke_runs_every_step_and_summarises(tmp_path):
     assert (out / "preset" / "report.md").is_file() and (out / "preset" / "results.json").is_file()
     assert list((out / "preset" / "jobs").rglob("metrics.csv"))
     assert [t["met"] for t in summary["targets"]][1] is None  # no MFU on a CPU
+    ensemble = summary["ensemble_eager"]
+    assert ensemble["members"] == 2 and ensemble["ratio"] > 0 and ensemble["mfu"] is None
+    assert summary["standard"] is None  # the standard preset runs on a GPU only
+    # The ci preset trained its two conditions of seed 0 as one ensemble, models alone
+    # beside them as trajbench train writes them.
+    models = list((tmp_path / "work" / "ci" / "jobs").rglob("model/training.json"))
+    assert len(models) == 2
     assert "| preset | ok |" in (out / "summary.md").read_text()
     assert committed_basis() == basis_before  # a smoke run never touches the committed basis
 

@@ -62,8 +62,8 @@ def test_evaluation_json_records_where_the_records_came_from(outputs, dr_test):
     cli, api, hashmap = (_meta(outputs / n) for n in ("cli", "api", "hashmap"))
     args = ["--policy", FACTORY, "--data", dr_test, "--out", str(outputs / "cli"), *FLAGS]
     assert cli["command"] == shlex.join(["trajbench", "evaluate", *args])
-    assert (cli["policy"], cli["policy_version"]) == (FACTORY, "1.0")
-    assert (api["policy"], api["policy_version"]) == ("examples.tabular_icl:TabularICL", "1.0")
+    assert (cli["policy"], cli["policy_version"]) == (FACTORY, "2.0")
+    assert (api["policy"], api["policy_version"]) == ("examples.tabular_icl:TabularICL", "2.0")
     assert api["command"] == (
         f"trajbench.evaluate(<examples.tabular_icl:TabularICL>, [{dr_test!r}], "
         f"out={str(outputs / 'api')!r}, ks=(0, 4), episodes=2)"
@@ -97,11 +97,17 @@ def test_an_agent_trajbench_did_not_train_is_submitted_and_ranked(outputs, tmp_p
     api = _submit(capsys, outputs / "api", "tabular-api", root)
     _submit(capsys, outputs / "hashmap", "hashmap", root)
     meta = _meta(outputs / "cli")
-    assert cli["model"] == {"name": FACTORY, "policy": FACTORY, "parameters": 0, "version": "1.0"}
+    assert cli["model"] == {"name": FACTORY, "policy": FACTORY, "parameters": 0, "version": "2.0"}
     assert cli["training"] == {"train_context": "-", "instruction": "-", "p_bursty": None}
     assert (cli["command"], cli["config"], cli["seeds"]) == (meta["command"], meta["config"], [0])
     assert (cli["git_commit"], cli["date"]) == (meta["git_commit"], meta["date"])
-    assert cli["preset"] is None and "reproduce" not in cli  # nothing recorded re-runs it
+    assert cli["preset"] is None and "verified" not in cli
+    # what re-runs it: the evaluation store's collection and content, read from its meta.json
+    store = json.loads((Path(meta["config"]["data"][0]) / "meta.json").read_text())
+    (data,) = cli["reproduce"]["data"]
+    assert cli["reproduce"]["group"] is None and cli["reproduce"]["models"] == {}
+    assert data["content_hash"] == store["content_hash"] and data["eval_split"] == "test_levels"
+    assert data["spec"] == {k: store["config"][k] for k in data["spec"]}
     assert api["model"]["policy"] == "examples.tabular_icl:TabularICL"
     # the CLI and the API played the same episodes: the same records and aggregates
     assert (cli["records"], cli["aggregates"]) == (api["records"], api["aggregates"])
@@ -122,8 +128,43 @@ def test_an_agent_trajbench_did_not_train_is_submitted_and_ranked(outputs, tmp_p
     rows = {line.split(" | ")[1]: line for line in readme.splitlines() if line.startswith("| ")}
     assert rows["tabular-cli"].split(" | ")[0] == rows["tabular-api"].split(" | ")[0]  # a tie
     # the model column names the import path and the version its module declares
-    assert f"| {FACTORY} 1.0 |" in rows["tabular-cli"] and "copy baseline" in rows["hashmap"]
+    assert f"| {FACTORY} 2.0 |" in rows["tabular-cli"] and "copy baseline" in rows["hashmap"]
     assert "tabular-cli" in (root / "index.html").read_text()
+
+
+def _verify(capsys, entry: Path, *argv: str) -> tuple[int, str, str]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)  # the recorded import path imports from the repository root
+        return run_cli(capsys, "verify", str(entry), *argv)
+
+
+def test_an_outside_entry_is_rerun_from_its_import_path_and_marked_verified(
+    outputs, tmp_path, capsys
+):
+    root = tmp_path / "leaderboard"
+    _submit(capsys, outputs / "cli", "tabular-cli", root)
+    entry = root / "submissions" / "tabular-cli.json"
+    rc, out, err = _verify(capsys, entry, "--write")  # the store is collected again from its spec
+    assert rc == 0, err
+    assert "verified tabular-cli: 8 sampled cells, 1 evaluation(s) re-run" in out
+    mark = json.loads(entry.read_text())["verified"]
+    assert run_cli(capsys, "build", "--root", str(root))[0] == 0
+    row = next(x for x in (root / "README.md").read_text().splitlines() if "| tabular-cli |" in x)
+    assert f"| verified {mark['date'][:10]}, 8 cells re-run |" in row
+
+
+def test_an_outside_entry_of_another_version_or_path_is_not_rerun(outputs, tmp_path, capsys):
+    root = tmp_path / "leaderboard"
+    sub = _submit(capsys, outputs / "cli", "tabular-cli", root)
+    entry = root / "submissions" / "tabular-cli.json"
+    entry.write_text(json.dumps({**sub, "model": {**sub["model"], "version": "1.0"}}))
+    rc, _, err = _verify(capsys, entry)
+    assert rc == 2 and "imports here at version 2.0, the entry's is 1.0" in err
+    moved = {**sub["model"], "policy": "examples.gone:make_policy"}
+    entry.write_text(json.dumps({**sub, "model": moved}))
+    rc, _, err = _verify(capsys, entry)
+    assert rc == 2 and "examples.gone:make_policy does not import here" in err
+    assert "verified" not in json.loads(entry.read_text())
 
 
 @pytest.fixture(scope="module")

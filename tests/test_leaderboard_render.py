@@ -38,6 +38,7 @@ from trajbench.leaderboard import (
     submission_files,
     validate_files,
 )
+from trajbench.suite import SUITE_VERSION
 
 pytest_plugins = ["leaderboard_support"]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,19 +64,27 @@ def test_build_ranks_the_entries_by_mean_success(built):
     readme = (built / "README.md").read_text()
     assert board_order(readme, DARK_TITLE) == ORDER
     assert f"### {KEY_DOOR} — held-out family (k = 4)" in readme
-    assert "## Suite trajbench v2" in readme and "Archived" not in readme
+    assert f"## Suite trajbench v{SUITE_VERSION}" in readme and "Archived" not in readme
     assert "`trajbench run --preset ci --out runs/ci`" in readme
     assert "52,000" in readme and "2x CPU (test)" in readme and "2025-11-25" in readme
     header = (
-        "| # | Entry | Model | Training | Mean success [95% CI] | No-support success | "
+        "| # | Entry | Checked | Model | Training | Mean success [95% CI] | Normalized | "
+        "No-support success | "
         "Matched-format success [95% CI] | Norm. return IQM [95% CI] |"
     )
     assert header in readme and "IQM [95% CI] | Seeds" in readme and "Success IQM" not in readme
     top = _top(entry_path(built))
-    row = f"| 1 | {BURSTY} | transformer | bursty / full / p_bursty=1 | {_ci(top)} | "
+    row = (
+        f"| 1 | {BURSTY} | self-reported | transformer | bursty / full / p_bursty=1 | {_ci(top)} | "
+    )
     assert row in readme
     assert f" | — | {_ci(top, 'normalized_return', 'iqm')} | 3 × 4 | 52,000 |" in readme
     assert (built / "schema.json").read_text() == schema_text()
+    # nobody re-ran these entries: each says so, and the page says what that means
+    rows = [line for line in readme.splitlines() if line.startswith("| ") and " | " in line]
+    ranked = [line for line in rows if line.split(" | ")[0].lstrip("| ").isdigit()]
+    assert ranked and all(line.split(" | ")[2] == "self-reported" for line in ranked)
+    assert "Self-reported: the numbers are the submitter's" in readme
 
 
 def test_readme_names_the_matched_format_and_marks_the_copy_baselines(built):
@@ -87,7 +96,10 @@ def test_readme_names_the_matched_format_and_marks_the_copy_baselines(built):
     assert f" | {matched} | " in line and f"| {_ci(_top(isolated))} |" in line
     assert f"{other:.3f}" in line
     assert "Matched-format success scores a model trained on an unordered mode" in readme
-    assert f"| 2 | {HASHMAP} | hashmap — copy baseline, the bar to clear | — |" in readme
+    assert (
+        f"| 2 | {HASHMAP} | self-reported | hashmap — copy baseline, the floor to clear | — |"
+        in readme
+    )
     assert "copy baseline" not in next(x for x in readme.splitlines() if f"| {RANDOM} |" in x)
     page = (built / "index.html").read_text()
     assert f'<tr class="bar" data-entry="{HASHMAP}">' in page
@@ -95,12 +107,13 @@ def test_readme_names_the_matched_format_and_marks_the_copy_baselines(built):
 
 
 def _saturate(root: Path, value: float) -> list:
-    """The run's entries with every mean success (and CI) at ``value``."""
+    """The run's entries with every mean success (and CI) at ``value``, random's at 0.1."""
     subs = [load(p)[0] for p in submission_files(root)]
     out = []
     for sub in subs:
+        v = 0.1 if sub.model.policy == "random" else value
         aggs = [
-            a.model_copy(update={"success_mean": value, "success_ci_low": value - 0.01})
+            a.model_copy(update={"success_mean": v, "success_ci_low": v - 0.01})
             for a in sub.aggregates
         ]
         out.append(sub.model_copy(update={"aggregates": aggs}))
@@ -108,7 +121,7 @@ def _saturate(root: Path, value: float) -> list:
 
 
 def test_a_saturated_table_is_marked_in_readme_and_html(root):
-    note = "Saturated at this preset (ci): the best three entries other than the expert all reach"
+    note = "Saturated at this preset (ci): the best entry other than the reference policies reaches"
     readme, page = render_markdown(_saturate(root, 0.98)), render_html(_saturate(root, 0.98))
     assert readme.count(f"**{note}") == 2  # both tables
     assert readme.split(f"### {DARK_TITLE}\n\n", 1)[1].startswith(f"**{note}")
@@ -191,9 +204,9 @@ def test_suite_version_1_entries_are_listed_as_archived_with_their_statistic():
     subs, _ = validate_files(V1_FILES)
     readme = render_markdown(subs)
     ranked, archived = readme.split("\n## Archived (suite version 1)\n", 1)
-    assert "## Suite trajbench v2\n\nNo entries yet on this suite version." in ranked
+    assert f"## Suite trajbench v{SUITE_VERSION}\n\nNo entries yet on this suite version." in ranked
     assert "Their success is the IQM over training seeds × levels" in archived
-    assert "| Success IQM [95% CI] | No-support success | Norm. return IQM" in archived
+    assert "| Success IQM [95% CI] | Normalized | No-support success | Norm. return IQM" in archived
     assert "Matched-format" not in archived and "| 1 |" not in archived
     assert "<svg" not in render_html(subs)  # nothing ranked, nothing plotted
 
@@ -211,22 +224,22 @@ def test_build_gives_each_level_set_its_own_table(root, capsys):
 
 
 def test_build_lists_older_suite_versions_as_archived(root, capsys, monkeypatch):
-    add_suite_version(monkeypatch, "3")
+    newer, older = add_suite_version(monkeypatch), SUITE_VERSION
     current = entry_path(root, "current")
     current.write_text(entry_path(root).read_text())
     edit(current, set_value("name", "current"))
-    edit(current, set_value("suite_version", "3"))
+    edit(current, set_value("suite_version", newer))
     assert run_cli(capsys, "build", "--root", str(root))[0] == 0
     readme = (root / "README.md").read_text()
-    ranked, archived = readme.split("\n## Archived (suite version 2)\n", 1)
-    assert "## Suite trajbench v3" in ranked and "## Suite trajbench v2" not in readme
-    assert "which suite version 3 replaces: they are listed, not ranked." in archived
+    ranked, archived = readme.split(f"\n## Archived (suite version {older})\n", 1)
+    assert f"## Suite trajbench v{newer}" in ranked and f"## Suite trajbench v{older}" not in readme
+    assert f"which suite version {newer} replaces: they are listed, not ranked." in archived
     assert "Their success is" not in archived  # the same statistic as the ranked version's
     assert board_order(ranked, DARK_TITLE) == ["current"] and "| 1 | current |" in ranked
     assert board_order(archived, DARK_TITLE) == sorted(ORDER)
     assert "| 1 |" not in archived.split("## How each entry", 1)[0]
     page = (root / "index.html").read_text()
-    assert "<h2>Archived (suite version 2)</h2>" in page and 'class="board archived"' in page
+    assert f"<h2>Archived (suite version {older})</h2>" in page and 'class="board archived"' in page
     assert page.count("<svg") == 1  # the plot shows the ranked version only
 
 

@@ -160,7 +160,7 @@ CASES = {
     "level outside the test split": (
         _move_level(DARK_ROOM)[0],
         f"records: 1 level(s) of {DARK_ROOM} (test_levels) are not in its test split in suite "
-        f"trajbench v2: {_move_level(DARK_ROOM)[1]}",
+        f"trajbench v{suite.SUITE_VERSION}: {_move_level(DARK_ROOM)[1]}",
     ),
     "held-out family level outside its test split": (
         _move_level(KEY_DOOR)[0],
@@ -252,9 +252,10 @@ def test_held_out_levels_are_the_family_test_split():
 
 
 def test_a_suite_family_that_cannot_be_made_is_one_problem_line(root, capsys, monkeypatch):
-    spec = suite.SUITE_VERSIONS["2"]
+    spec = suite.SUITE_VERSIONS[suite.SUITE_VERSION]
     gone = "trajbench/Gone-v0"
-    monkeypatch.setitem(suite.SUITE_VERSIONS, "2", {**spec, "families": (*spec["families"], gone)})
+    families = (*spec["families"], gone)
+    monkeypatch.setitem(suite.SUITE_VERSIONS, suite.SUITE_VERSION, {**spec, "families": families})
     path = entry_path(root)
     edit(path, _rename_family(KEY_DOOR, gone))
     rc, _, err = run_cli(capsys, "validate", str(path))

@@ -75,7 +75,8 @@ def test_a_trained_entry_verifies_and_is_marked(entries, ci_run, capsys, tmp_pat
     assert cli(["leaderboard", "validate", str(path)]) == 0
     assert cli(["leaderboard", "build", "--root", str(tmp_path)]) == 0
     readme = (tmp_path / "README.md").read_text()
-    assert "| ci-transformer-bursty-full ✓ |" in readme
+    row = next(line for line in readme.splitlines() if "| ci-transformer-bursty-full |" in line)
+    assert f"| verified {mark['date'][:10]}, 8 cells re-run |" in row
 
 
 def test_a_reference_policy_verifies_from_regenerated_data(entries, capsys, tmp_path):

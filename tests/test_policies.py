@@ -16,7 +16,7 @@ import trajbench
 from trajbench import cli
 from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
-from trajbench.pipeline.policies import describe, is_policy, load_policy, package_version
+from trajbench.pipeline.policies import check_outside, describe, load_policy, package_version
 
 ENCODING = ObsEncoding("dark-room", (9, 9), 5)
 
@@ -32,13 +32,13 @@ PACKAGE = {
                 self.action, self.n_actions = action, n_actions
             def begin(self, rows):
                 self.n_rows = len(rows)
-            def act(self, obs, prev_action, prev_reward, rows, envs):
+            def act(self, obs, prev_action, prev_reward, rows):
                 return np.full(len(rows), self.action)
 
         class Duck:  # no base class: begin and act are the whole interface
             def begin(self, rows):
                 pass
-            def act(self, obs, prev_action, prev_reward, rows, envs):
+            def act(self, obs, prev_action, prev_reward, rows):
                 return np.zeros(len(rows), dtype=np.int64)
 
         def make(encoding, action=0):
@@ -90,7 +90,8 @@ def test_factories_resolve_with_their_arguments(userpkg, monkeypatch):
     policy, _ = load_policy("userpkg.agents:Factories.seeded", ENCODING, seed=7)
     assert policy.action == 2  # a dotted attribute, given the seed it takes
     policy, info = load_policy("userpkg.agents:make_duck", ENCODING, seed=0)
-    assert is_policy(policy) and info.policy_version == "2.3.1"
+    check_outside(policy, "duck")  # no base class: begin and act are the interface
+    assert info.policy_version == "2.3.1"
 
 
 def test_the_cli_scores_a_factory_from_the_current_directory(userpkg, capsys, dr_test):
@@ -148,6 +149,8 @@ def test_versions_and_descriptions():
     info = describe(type("Local", (), {"begin": None, "act": None})())
     assert info.policy.endswith(":Local") and info.policy_version == "unknown"
     assert describe(object(), name="mine", version="7").policy_version == "7"
-    assert not is_policy(object()) and not is_policy(np.zeros(3))
+    for thing in (object(), np.zeros(3)):
+        with pytest.raises(TrajbenchError, match="not a policy"):
+            check_outside(thing, "got")
     with pytest.raises(TrajbenchError, match="not a model directory"):
         load_policy("no-such-thing", ENCODING, seed=0)

@@ -18,7 +18,8 @@ from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.contexts.formats import in_structure
 from trajbench.data import load
 from trajbench.errors import TrajbenchError
-from trajbench.policy import Policy, RowContext
+from trajbench.policy import Policy
+from trajbench.privileged import PrivilegedPolicy, PrivilegedRow
 from trajbench.rollout import Demonstrations, demonstrations, first_observations, rollout
 from trajbench.vocab import MissionVocab, mission_key
 
@@ -40,15 +41,15 @@ def untrained_policy(
     return TransformerPolicy(model, use_cache=use_cache, seed=0, **kw)
 
 
-class Twin(Policy):
+class Twin(PrivilegedPolicy):
     """Drives a cached and a re-encoding policy in lockstep and checks every action agrees."""
 
-    def __init__(self, cached: Policy, reencoding: Policy):
+    def __init__(self, cached: PrivilegedPolicy, reencoding: PrivilegedPolicy):
         self.cached, self.reencoding = cached, reencoding
         self.actions: list[np.ndarray] = []
         self.episode_starts = 0
 
-    def begin(self, rows: list[RowContext]) -> None:
+    def begin(self, rows: list[PrivilegedRow]) -> None:
         self.cached.begin(rows)
         self.reencoding.begin(rows)
         self.episode_starts += 1
@@ -168,8 +169,12 @@ def test_shuffled_transition_contexts_match_re_encoding(goto_test):
     rollout(twin, GOTO, levels, shuffled, missions, n_episodes=2, seed=0)
     # The shuffled context is not the whole one: the model sees another token sequence.
     plain = untrained_policy(store, use_cache=True, sharpen=20.0)
-    rows = [RowContext(GOTO, lv, missions[lv], c) for lv, c in zip(levels, contexts, strict=True)]
-    mixed = [RowContext(GOTO, lv, missions[lv], c) for lv, c in zip(levels, shuffled, strict=True)]
+    rows = [
+        PrivilegedRow(GOTO, lv, missions[lv], c) for lv, c in zip(levels, contexts, strict=True)
+    ]
+    mixed = [
+        PrivilegedRow(GOTO, lv, missions[lv], c) for lv, c in zip(levels, shuffled, strict=True)
+    ]
     plain.begin(rows)
     a = plain.model(plain._left_padded(rows, [r.episodes for r in rows], query=True)[0])[0]
     b = plain.model(plain._left_padded(mixed, [r.episodes for r in mixed], query=True)[0])[0]
@@ -189,7 +194,7 @@ def test_episodes_never_start_where_a_demonstration_started(goto_test):
         def begin(self, rows):
             pass
 
-        def act(self, obs, prev_action, prev_reward, rows, envs):
+        def act(self, obs, prev_action, prev_reward, rows):
             for j, i in enumerate(rows):
                 if prev_action[j] == 7:  # the first step of an episode (start_action)
                     seen.append((i, obs[j].tobytes()))

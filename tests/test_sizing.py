@@ -89,7 +89,8 @@ def test_group_counts_follow_the_preset(ci_size):
     group, seeds = PRESETS["ci"].groups[0], 2
     assert ci_size.train_jobs == len(group.conditions) * seeds == 4
     jobs = [j for j in jobs_of(PRESETS["ci"], (0, 1)) if j.group is group]
-    assert ci_size.eval_jobs == len(jobs) == 10
+    # Per seed: the two trained conditions and four references (random, hashmap, replay, decoder).
+    assert ci_size.eval_jobs == len(jobs) == (2 + 4) * seeds
     n_conditions = len(group.conditions)
     assert ci_size.training_tokens == pytest.approx(
         group.train.steps
@@ -111,8 +112,9 @@ def test_group_counts_follow_the_preset(ci_size):
 def test_evaluation_episodes_count_every_evaluation(ci_size):
     """ci: 6 held-out levels x 2 episodes x (k=0; k=2 same; k=2 other), the common format only
     (bursty and none keep whole episodes; the baselines see the common format), for 2 trained
-    conditions and 3 baselines, 2 seeds. A ci run's records.parquet holds 180 rows per seed."""
-    assert ci_size.eval_episodes == 6 * 2 * 3 * (2 + 3) * 2 == 360
+    conditions and 4 baselines (random, hashmap, replay, decoder), 2 seeds. A ci run's
+    records.parquet holds 216 rows per seed."""
+    assert ci_size.eval_episodes == 6 * 2 * 3 * (2 + 4) * 2 == 432
 
 
 def test_evaluations_add_decoys_and_held_out_families_where_the_group_asks():
@@ -172,7 +174,7 @@ def test_dry_run_prints_the_table_and_runs_nothing(tmp_path, capsys, monkeypatch
     assert cli(["run", "--preset", "ci", "--dry-run", "--seeds", "0"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("preset ci:") and "seeds [0]" in out
-    assert "| dark-room | d32 x 2 layers | 2 | 5 | 40 x 32 |" in out
+    assert "| dark-room | d32 x 2 layers | 2 | 6 | 40 x 32 |" in out
     assert "NVIDIA H100 80GB HBM3 (MFU 5%, step >= 4.0 ms)" in out
     assert "collection (426 episodes in 2 stores)" in out  # (65 train + 6 test levels) x 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json"]  # nothing written

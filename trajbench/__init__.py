@@ -17,7 +17,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 from .envs import register_all
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 register_all()
 

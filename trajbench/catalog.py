@@ -16,9 +16,12 @@ from typing import Any
 
 import gymnasium as gym
 
+from .certificates import stored_certificates
 from .cliargs import parse_config
+from .envs.level_contents import distinct_contents
 from .envs.registration import env_ids
 from .families import make_env
+from .records import DECODER
 
 
 @dataclass
@@ -56,6 +59,9 @@ def family_info(env_id: str) -> dict[str, Any]:
             "n_levels": int(u.n_levels),
             "n_train": len(splits["train"]),
             "n_test": len(splits["test"]),
+            # measured over all levels by benchmarks/level_contents.py (None: not measured)
+            "distinct_contents": distinct_contents(u.family),
+            "content_split": bool(getattr(u, "content_split", False)),
             "observation_space": _space_summary(env.observation_space),
             "encoding": u.encoding.name,
             "n_features": u.encoding.n_features,
@@ -67,9 +73,21 @@ def family_info(env_id: str) -> dict[str, Any]:
             "version_note": u.version_note,
             "level_fixes": u.level_fixes,
             "episode_draws": u.episode_draws,
+            "demo_decoder": u.demo_decoder,
+            **certificate_info(env_id),
         }
     finally:
         env.close()
+
+
+def certificate_info(env_id: str) -> dict[str, Any]:
+    """A family's stored certificate (``trajbench analyze certificates``): its class, and the
+    query-only and best decoder (K >= 1) success; class "uncertified" where the table has none."""
+    entry = stored_certificates()["families"].get(env_id)
+    if entry is None:
+        return {"class": "uncertified", "query_only": None, DECODER: None}
+    best = max(v for k, v in entry[DECODER].items() if int(k) >= 1)
+    return {"class": entry["class"], "query_only": entry["query_only"], DECODER: best}
 
 
 def envs_main(argv: list[str] | None = None) -> int:
@@ -88,6 +106,7 @@ def envs_main(argv: list[str] | None = None) -> int:
         "n_levels": "levels",
         "n_train": "train",
         "n_test": "test",
+        "distinct_contents": "distinct contents",
         "max_steps": "max steps",
         "n_actions": "actions",
         "encoding": "encoding",
@@ -97,10 +116,14 @@ def envs_main(argv: list[str] | None = None) -> int:
         "version": "version",
         "level_fixes": "a level fixes",
         "episode_draws": "each episode draws",
+        "class": "class",
+        "certificate": "query-only / decoder",
     }
     cells = [[str(h) for h in headers.values()]]
     for row in rows:
-        shown = {**row, "version": f"v{row['version']}"}
+        shown = {**row, "version": f"v{row['version']}", "certificate": "—"}
+        if row[DECODER] is not None:
+            shown["certificate"] = f"{row['query_only']:.2f} / {row[DECODER]:.2f}"
         if row["version_note"]:
             shown["version"] += f", {row['version_note']}"
         cells.append(

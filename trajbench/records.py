@@ -84,8 +84,12 @@ Format = Literal["common", "matched"]
 FORMATS: tuple[str, ...] = get_args(Format)
 COMMON, MATCHED = FORMATS
 
-#: Reference policies (no training condition): uniform random, the copy baselines, the expert.
+#: Reference policies (no training condition): uniform random, the copy baselines, the in-context
+#: decoder and the query-only solver (``trajbench.baselines.decoder``), the expert.
 RANDOM, HASHMAP, REPLAY, EXPERT = "random", "hashmap", "replay", "expert"
-REFERENCES = (RANDOM, HASHMAP, REPLAY, EXPERT)
+DECODER, QUERY_ONLY = "decoder", "query-only"
+REFERENCES = (RANDOM, HASHMAP, REPLAY, DECODER, QUERY_ONLY, EXPERT)
 #: The copy baselines a model must beat.
 COPY_BASELINES = (HASHMAP, REPLAY)
+#: The bar: the best non-learning reader of the demonstrations; normalized scores put it at 1.
+BAR = DECODER

@@ -22,7 +22,8 @@ import numpy as np
 from trajbench.records import DECOY_SUCCESS
 
 from .errors import TrajbenchError
-from .policy import EpisodeRecord, Policy, RowContext
+from .policy import EpisodeRecord, Policy
+from .privileged import AgentView, PrivilegedPolicy, PrivilegedRow
 
 
 def episode_record(store, row) -> EpisodeRecord:
@@ -116,7 +117,7 @@ def _reset(env, level: int, seed: int, episode: int, avoid: set[bytes]):
 
 
 def rollout(
-    policy: Policy,
+    policy: Policy | PrivilegedPolicy,
     env_id: str,
     levels: list[int],
     contexts: list[list[EpisodeRecord]],
@@ -134,6 +135,9 @@ def rollout(
     contexts) with ``contexts[i]`` in the policy's context. Episodes are independent (each sees only
     the context) unless ``own_episodes``, when the row's earlier episodes follow the context.
     ``envs`` (one per row, of ``env_id``) are reused if given, else made and closed here.
+    A :class:`~trajbench.policy.Policy` is shown the protocol's view with the full mission
+    (wrap it in an :class:`~trajbench.privileged.AgentView` to show another); only a
+    :class:`~trajbench.privileged.PrivilegedPolicy` sees levels and environments.
 
     Args:
         avoid_starts: Per row, first observations an episode must not start from (redrawn until
@@ -144,6 +148,8 @@ def rollout(
     Returns one dict per (row, episode) with ``row``, ``level``, ``episode``, ``return``,
     ``success``, ``length`` (and ``decoy_success``).
     """
+    if not isinstance(policy, PrivilegedPolicy):
+        policy = AgentView(policy)
     own_envs = envs is None
     if own_envs:
         envs = [gym.make(env_id, levels="all") for _ in levels]
@@ -166,7 +172,7 @@ def rollout(
                 shown = [_decoy(raw[i], env_id, seed, lv) for i, lv in enumerate(levels)]
             policy.begin(
                 [
-                    RowContext(env_id, lv, missions[lv], ctx + own[i], shown[i])
+                    PrivilegedRow(env_id, lv, missions[lv], ctx + own[i], shown[i])
                     for i, (lv, ctx) in enumerate(zip(levels, contexts, strict=True))
                 ]
             )
@@ -215,7 +221,7 @@ def _decoy(env, env_id: str, seed: int, level: int) -> str:
     return text
 
 
-def _play(policy: Policy, envs: list, raw: list, obs: list, n_actions: int):
+def _play(policy: PrivilegedPolicy, envs: list, raw: list, obs: list, n_actions: int):
     """One episode in every row, until each terminates or truncates."""
     n = len(envs)
     active = np.arange(n)

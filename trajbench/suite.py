@@ -7,7 +7,7 @@ Add a new version (never edit an old one) when a family is added, removed or cha
 
 Example:
     >>> SUITE, SUITE_VERSION
-    ('trajbench', '2')
+    ('trajbench', '3')
     >>> SUITE_VERSIONS[SUITE_VERSION]["split_version"]
     1
 """
@@ -20,7 +20,7 @@ from typing import Any
 SUITE = "trajbench"
 
 #: The version the runner writes into results.json.
-SUITE_VERSION = "2"
+SUITE_VERSION = "3"
 
 #: Every version the leaderboard accepts -> what it measures (families and level-split version).
 SUITE_VERSIONS: dict[str, dict[str, Any]] = {
@@ -60,6 +60,31 @@ SUITE_VERSIONS: dict[str, dict[str, Any]] = {
             "trajbench/GoToLocal-v1",
             "trajbench/PickupLoc-v1",
             "trajbench/PutNextLocal-v1",
+        ),
+    },
+    "3": {
+        "description": "Suite v3: a level is its content (MiniGrid/BabyAI -v2 draw their levels "
+        "over distinct contents, so no test level repeats a training level; generators with few "
+        "layouts draw the goal per level), strict verification on BabyAI (the first object "
+        "counts), and families where the demonstrations are needed (hidden goal or withheld "
+        "mission); level splits of version 1",
+        "split_version": 1,
+        "families": (
+            "trajbench/DarkRoom-v0",
+            "trajbench/DarkKeyToDoor-v0",
+            "trajbench/DarkSequence-v0",
+            "trajbench/FourRooms-v2",
+            "trajbench/MultiRoom-v2",
+            "trajbench/SimpleCrossing-v2",
+            "trajbench/LavaCrossing-v2",
+            "trajbench/DoorKey-v2",
+            "trajbench/Unlock-v2",
+            "trajbench/GoToLocal-v2",
+            "trajbench/PickupLoc-v2",
+            "trajbench/PutNextLocal-v2",
+            "trajbench/HiddenFourRooms-v0",
+            "trajbench/HiddenMultiRoom-v0",
+            "trajbench/HiddenGoToLocal-v0",
         ),
     },
 }

@@ -13,6 +13,7 @@ importance      which context steps matter: replace/delete effects, attention, c
 failures        successes vs failures in context, per 1,000 context tokens
 phases          routine vs decision steps during training
 instructions    the instruction ablation split by whether the mission is inferable
+certificates    per family: the query-only solver vs the in-context decoder (headline / control)
 =============== =================================================================================
 """
 
@@ -28,6 +29,7 @@ ANALYSES = {
     "failures": "successful vs failed demonstrations in the context",
     "phases": "learning phases: routine vs decision steps during training",
     "instructions": "instruction ablation split by whether the mission can be inferred",
+    "certificates": "per family: the query-only solver vs the in-context decoder (headline/control)",
 }
 
 

@@ -11,7 +11,8 @@ dict, ``render(result, cfg)`` (the Markdown report, its prose generated from the
 - :func:`fmt`, :func:`pct`, :func:`fmt_ci`, :func:`compare`, :func:`markdown_table`: numbers,
   confidence intervals and tables in a report;
 - :func:`kl_divergence`, :func:`entropy`, :func:`top_share`: action distributions and
-  concentration.
+  concentration;
+- :func:`expert_demos`: fresh expert demonstrations of a level (the non-learning solvers').
 
 Example:
     >>> fmt_ci({"success_mean": 0.5, "success_ci_low": 0.25, "success_ci_high": 0.75})
@@ -32,8 +33,15 @@ import torch
 from torch import Tensor
 
 from trajbench.cliargs import parse_config
+from trajbench.collect import episode_seeds
+from trajbench.collect import rollout as play
+from trajbench.envs.demonstrators import Demonstrator
 from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_write_bytes
+from trajbench.policy import EpisodeRecord
+
+#: Seed offset of :func:`expert_demos` (evaluation starts use the seed itself).
+DEMO_SEED = 0xDE30
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -230,3 +238,15 @@ def mission_pool(store) -> dict[str, list[str]]:
     """Family -> its sorted missions in ``store`` (the source of ``wrong`` missions)."""
     eps = store.episodes
     return {env: sorted(eps.loc[eps.env_id == env, "mission"].unique()) for env in store.env_ids}
+
+
+# -- demonstrations ------------------------------------------------------------------------------
+def expert_demos(env, level: int, k: int, seed: int) -> list[EpisodeRecord]:
+    """``k`` expert episodes of ``level``, played now (seeded by ``seed`` and the level)."""
+    demos = []
+    for index in range(k):
+        env_seed, rng = episode_seeds(seed + DEMO_SEED, level, index)
+        r = play(env, Demonstrator("expert", env, rng), level, env_seed)
+        obs = r.obs.astype(np.uint8)
+        demos.append(EpisodeRecord(obs, r.actions, r.rewards.astype(np.float32), level, index))
+    return demos

@@ -8,9 +8,13 @@ support and the mission they trained with, at the largest k that every entry eva
 it a row shows the no-support score and, for a model trained on an unordered mode, its score in
 its own (matched) format, which is shown but not ranked.
 
-The copy baselines (``hashmap``, ``replay``) are rows of the table they were evaluated in, marked
-as the bar to clear. A table whose best three entries other than the expert all reach a mean
-success of 0.97 is *saturated at this preset* (:func:`trajbench.report.tables.saturated`).
+The copy baselines (``hashmap``, ``replay``) and the in-context ``decoder`` are rows of the table
+they were evaluated in, marked: the copy baselines are the floor to clear, the decoder the bar
+(:mod:`trajbench.baselines.decoder`). Where a table holds ``random`` and ``decoder`` entries, every
+entry's success is also shown normalized, (success - random) / (decoder - random). A table whose
+best entry other than the reference policies reaches 0.95 on the decoder scale (the expert's scale
+where the table has no decoder) is *saturated at this preset*
+(:func:`trajbench.report.tables.saturated`).
 
 Only the newest suite version of ``SUITE_VERSIONS`` is ranked: entries of older versions are
 archived, listed in tables of their own without ranks (sorted by name).
@@ -28,7 +32,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from trajbench.records import COMMON, COPY_BASELINES, MATCHED, TEST_FAMILIES, TEST_LEVELS
+from trajbench.records import (
+    BAR,
+    COMMON,
+    COPY_BASELINES,
+    MATCHED,
+    RANDOM,
+    TEST_FAMILIES,
+    TEST_LEVELS,
+)
 from trajbench.report.tables import saturated
 from trajbench.suite import SUITE_VERSIONS
 
@@ -56,6 +68,11 @@ class Row:
     def copy_baseline(self) -> bool:
         """A copy baseline: the bar a model must clear."""
         return self.sub.model.policy in COPY_BASELINES
+
+    @property
+    def bar(self) -> bool:
+        """The in-context decoder: the bar, 1 on the normalized scale."""
+        return self.sub.model.policy == BAR
 
 
 @dataclass
@@ -98,7 +115,8 @@ class Table:
 
     @property
     def saturated(self) -> bool:
-        """Whether the best three ranked entries other than the expert all reach 0.97."""
+        """Whether the best entry other than the references reaches 0.95 of the decoder scale
+        (:func:`trajbench.report.tables.saturated`)."""
         rows = self.ranked
         if not rows:
             return False
@@ -109,6 +127,19 @@ class Table:
             }
         )
         return saturated(frame)
+
+    def normalized(self, row: Row) -> float | None:
+        """``row``'s success as (success - random) / (decoder - random), from the table's own
+        ``random`` and ``decoder`` entries; None without them or when the decoder is not above
+        random."""
+        refs = {
+            r.sub.model.policy: r.same.success
+            for r in self.ranked
+            if r.sub.model.policy in (RANDOM, BAR)
+        }
+        if row.same is None or len(refs) < 2 or refs[BAR] <= refs[RANDOM]:
+            return None
+        return (row.same.success - refs[RANDOM]) / (refs[BAR] - refs[RANDOM])
 
     @property
     def presets(self) -> list[str]:

@@ -23,8 +23,8 @@ from trajbench.suite import SUITE
 from .ranking import Row, Table, newest_version, tables
 from .schema import NO_VALUE, Aggregate, AggregateV1, Entry, Training, schema_text
 
-#: The mark of an entry whose evaluation a re-run confirmed (``verified``).
-VERIFIED = "✓"
+#: The check column of an entry nobody re-ran.
+SELF_REPORTED = "self-reported"
 
 
 def _ci(value: float, low: float, high: float) -> str:
@@ -42,6 +42,15 @@ def _training(t: Training) -> str:
     return " / ".join(parts) or "—"
 
 
+def checked(sub: Entry) -> str:
+    """``verified <date>, <n> cells re-run`` for an entry ``trajbench leaderboard verify``
+    re-ran, else ``self-reported``."""
+    mark = getattr(sub, "verified", None)
+    if mark is None:
+        return SELF_REPORTED
+    return f"verified {mark.date[:10]}, {mark.cells} cells re-run"
+
+
 def _formats(table: Table) -> bool:
     """Whether the table's schema has formats (suite version 1 showed whole episodes only)."""
     return table.schema >= 2
@@ -54,9 +63,11 @@ def headers(table: Table) -> list[str]:
     return [
         "#",
         "Entry",
+        "Checked",
         "Model",
         "Training",
         f"{success} [95% CI]",
+        "Normalized",
         "No-support success",
         *matched,
         "Norm. return IQM [95% CI]",
@@ -70,9 +81,11 @@ def headers(table: Table) -> list[str]:
 def _cells(row: Row, table: Table) -> list[str]:
     """The cells of one row of ``table``, shared by the Markdown and HTML renderings."""
     s, same, other, matched = row.sub, row.same, row.other, row.matched
-    scores = ["—"] * (4 + _formats(table))
+    scores = ["—"] * (5 + _formats(table))
     if same is not None:
-        scores = [_success(same), "—" if other is None else f"{other.success:.3f}"]
+        norm = table.normalized(row)
+        scores = [_success(same), "—" if norm is None else f"{norm:.2f}"]
+        scores += ["—" if other is None else f"{other.success:.3f}"]
         scores += ["—" if matched is None else _success(matched)] if _formats(table) else []
         ret = (same.normalized_return_ci_low, same.normalized_return_ci_high)
         scores += [_ci(same.normalized_return_iqm, *ret), f"{same.n_seeds} × {same.n_levels}"]
@@ -80,10 +93,13 @@ def _cells(row: Row, table: Table) -> list[str]:
     if ":" in s.model.policy and s.model.version:  # a policy trajbench did not train: its version
         model += f" {s.model.version}"
     if row.copy_baseline:
-        model += " — copy baseline, the bar to clear"
+        model += " — copy baseline, the floor to clear"
+    if row.bar:
+        model += " — in-context decoder, the bar"
     return [
         str(row.rank) if row.rank else "—",
-        s.name + (f" {VERIFIED}" if getattr(s, "verified", None) else ""),
+        s.name,
+        checked(s),
         model,
         _training(s.training),
         *scores,
@@ -105,12 +121,24 @@ INTRO = (
     "isolated) with the demonstrations cut into transitions in random order, as it trained; it "
     "is shown, not ranked. Normalized return is return divided by the expert's return on the "
     "level (its IQM over cells). The copy baselines (hashmap: the context's action at an "
-    "identical observation; replay: a demonstration's actions played open-loop) are the bar to "
-    "clear: a model that does not beat them has not shown in-context generalization. A table "
-    f"whose best three entries other than the expert all reach {SATURATION} is marked saturated "
-    "at this preset: it cannot separate them. "
-    f"{VERIFIED} after an entry's name: `trajbench leaderboard verify` re-ran a sample of its "
-    "evaluation from its models and recorded evaluation data and got the submitted records."
+    "identical observation; replay: a demonstration's actions played open-loop) are the floor "
+    "to clear: a model that does not beat them has not shown in-context generalization. The "
+    "decoder (no learning: it walks to where the level's demonstrations were rewarded, in their "
+    "order, or to the object they ended at) is the bar; Normalized is (success - random) / "
+    "(decoder - random) where the table holds both. A table "
+    f"whose best entry other than the reference policies reaches {SATURATION} on the decoder "
+    "scale, (success - random) / (decoder - random), or on the expert's where the table has no "
+    "decoder, is marked saturated at this preset: it cannot separate entries near the bar. "
+    "Checked says whether anyone but the submitter reproduced an entry. Verified: `trajbench "
+    "leaderboard verify` re-ran the evaluations behind a seeded sample of its cells (the date "
+    "and the number of cells are shown) -- from its models, or, for a policy trajbench did not "
+    "train, from its recorded import path at its recorded version -- on evaluation stores "
+    "collected again from their recorded specs to the same content hash, and got exactly the "
+    "submitted records. Self-reported: the numbers are the submitter's, as submitted; they "
+    "passed validation (the aggregates agree with the records) but nobody re-ran them. Every "
+    "policy is scored through the same harness, which shows an outside policy only what the "
+    "protocol shows (observations, previous action and reward, the demonstrations' steps, the "
+    "mission as shown; never the environment or the level)."
 )
 HOW_TO = [
     "# a model trained by trajbench: a preset's run (one entry per condition)",
@@ -135,9 +163,10 @@ def saturation_note(table: Table) -> str:
         return ""
     presets = ", ".join(table.presets)
     return (
-        f"Saturated at this preset{f' ({presets})' if presets else ''}: the best three entries "
-        f"other than the expert all reach a mean success of {SATURATION} or more, so this table "
-        "cannot separate them."
+        f"Saturated at this preset{f' ({presets})' if presets else ''}: the best entry other than "
+        f"the reference policies reaches {SATURATION} or more of the way from random to the "
+        "decoder (the expert where the table has no decoder), so this table cannot separate "
+        "entries near the bar."
     )
 
 
@@ -244,7 +273,14 @@ def plot_svg(boards: Sequence[Table]) -> str:
                 if points:
                     xs, ys = zip(*points, strict=True)
                     ax.plot(xs, ys, marker, mfc="none", color=color, label=label)
-            names = [f"{r.sub.name} (copy)" if r.copy_baseline else r.sub.name for r in rows]
+            names = [
+                f"{r.sub.name} (copy)"
+                if r.copy_baseline
+                else f"{r.sub.name} (bar)"
+                if r.bar
+                else r.sub.name
+                for r in rows
+            ]
             ax.set_yticks(y, names)
             ax.set_ylim(len(rows) - 0.5, -0.5)
             ax.set_xlim(-0.02, 1.02)
@@ -264,7 +300,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; pa
 table { border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; }
 th { background: #f3f3f3; }
-td:nth-child(n+5):nth-child(-n+10), td:nth-child(12) { white-space: nowrap; }
+td:nth-child(n+5):nth-child(-n+11), td:nth-child(13) { white-space: nowrap; }
 tr.unranked { color: #888; }
 tr.bar td { background: #fff6dd; }
 p.saturated { font-weight: bold; }
@@ -314,7 +350,9 @@ def render_html(subs: Sequence[Entry]) -> str:
             )
             parts.append("<tbody>")
             for row in table.rows:
-                kinds = ([] if row.rank else ["unranked"]) + (["bar"] if row.copy_baseline else [])
+                kinds = ([] if row.rank else ["unranked"]) + (
+                    ["bar"] if row.copy_baseline or row.bar else []
+                )
                 cls = f' class="{" ".join(kinds)}"' if kinds else ""
                 cells = "".join(f"<td>{e(c)}</td>" for c in _cells(row, table))
                 parts.append(f'<tr{cls} data-entry="{e(row.sub.name)}">{cells}</tr>')

@@ -355,8 +355,9 @@ class Reproduction(_Strict):
     """What re-runs the entry's evaluation (``trajbench leaderboard verify``), with ``git_commit``
     and the evaluation config in ``config``."""
 
-    group: Text
-    """The preset group (in config.groups) whose models and evaluation the entry holds."""
+    group: Text | None
+    """The preset group (in config.groups) whose models and evaluation the entry holds; null for
+    an entry of ``trajbench evaluate``, whose config is its evaluation config."""
     data: list[EvalStore] = Field(min_length=1)
     models: dict[str, Text]
     """Training seed -> its model directory, relative to the run directory (none for reference

@@ -188,6 +188,47 @@ def _reproduction(run_dir: Path, results: dict, frame: pd.DataFrame, condition: 
     return {"group": group["name"], "data": data, "models": models}
 
 
+def _evaluated_reproduction(meta: dict) -> Any:
+    """What re-runs the evaluation of a ``trajbench evaluate`` output: its evaluation stores'
+    collection specs and content hashes, read from each store's ``meta.json``. None where a store
+    is gone or is not one ``trajbench collect`` that a spec repeats (merged, sticky actions, ...)."""
+    from trajbench.collect import CollectConfig
+    from trajbench.pipeline.presets import DataSpec
+
+    config = meta["config"]
+    data = []
+    for path in config.get("data") or []:
+        try:
+            store = read_meta(Path(path))
+        except TrajbenchError:
+            return None
+        collected = store.get("config")
+        if not isinstance(collected, dict) or store.get("shard"):
+            return None
+        default = CollectConfig(env="", out=Path())
+        if (collected.get("epsilon"), collected.get("sticky_p")) != (
+            default.epsilon,
+            default.sticky_p,
+        ):
+            return None
+        try:
+            spec = from_dict(DataSpec, {f: collected[f] for f in DATA_SPEC_FIELDS}, str(path))
+        except (KeyError, TrajbenchError):
+            return None
+        data.append(
+            {
+                EVAL_SPLIT: config.get(EVAL_SPLIT, TEST_LEVELS),
+                "spec": {f: getattr(spec, f) for f in DATA_SPEC_FIELDS},
+                "content_hash": store["content_hash"],
+            }
+        )
+    return {"group": None, "data": data, "models": {}} if data else None
+
+
+#: The DataSpec fields a store's collection config gives.
+DATA_SPEC_FIELDS = ("env", "levels", "episodes_per_level", "demonstrator", "seed")
+
+
 def make_submissions(
     run_dir: str | Path,
     name: str,
@@ -203,7 +244,8 @@ def make_submissions(
     A run with a single condition, and an evaluate output, give the entry ``name``; otherwise
     every entry is named ``<name>[-<group>]-<policy>[-<train_context>-<instruction>][-p<p_bursty>]``
     (the group when the run has several, since each group trains its own models). An evaluate
-    output's entry records no ``reproduce`` (verify re-runs entries of trajbench run only).
+    output's entry records its evaluation stores' specs to re-run it (``reproduce``, group null)
+    where they can be collected again.
 
     Raises:
         TrajbenchError: the directory is neither output, or is missing, inconsistent or gives an
@@ -243,7 +285,11 @@ def make_submissions(
         _cross_check(results, condition, aggregates, run_dir / RESULTS_FILE, group)
         entry = name if len(groups) == 1 else f"{prefix}-{_slug(condition)}"
         run = source.kind == "run"
-        reproduce = _reproduction(run_dir, results, frame, condition) if run else None
+        reproduce = (
+            _reproduction(run_dir, results, frame, condition)
+            if run
+            else _evaluated_reproduction(results)
+        )
         obj = {
             "schema_version": SCHEMA_VERSION,
             "name": entry,

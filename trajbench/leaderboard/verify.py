@@ -8,6 +8,11 @@ run across levels, so a level cannot be re-run alone and give the same numbers) 
 the evaluation config and the evaluation stores the entry records (``reproduce``, ``config``), and
 compares every re-run record with the submitted one.
 
+A policy trajbench did not train (an entry of ``trajbench evaluate --policy package.module:factory``)
+is re-run from its recorded import path, which must import (from the current directory, as
+``trajbench evaluate`` does) with the version the entry records, and its ``--policy-kwargs``.
+Its re-run sees what any outside policy sees (``docs/agent-view.md``).
+
 Tolerance: none by default. On a CPU the evaluation is deterministic given the evaluation seed
 each record carries, so the re-run records of trajbench-trained models and reference policies
 are exactly the submitted ones (each cell's success is a mean over a few episodes: any change is
@@ -24,6 +29,8 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -36,6 +43,7 @@ from trajbench.data import load
 from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_write_text
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
+from trajbench.pipeline.policies import IMPORT_PATH, package_version
 from trajbench.pipeline.presets import DataSpec
 from trajbench.pipeline.runner import collect_data, job_eval_config
 from trajbench.pipeline.training_record import read_training_record
@@ -55,6 +63,9 @@ def policies(sub: Submission, models: tuple[Path, ...]) -> dict[int, str]:
     directory (of ``models``: model directories, or the run directory the entry records
     them in) trained with that seed under the entry's training condition."""
     if sub.model.policy in REFERENCES:
+        return {seed: sub.model.policy for seed in sub.seeds}
+    if IMPORT_PATH.match(sub.model.policy):
+        check_importable(sub)
         return {seed: sub.model.policy for seed in sub.seeds}
     dirs = []
     for path in models:
@@ -82,6 +93,27 @@ def policies(sub: Submission, models: tuple[Path, ...]) -> dict[int, str]:
             f"(seeds {', '.join(map(str, sub.seeds))}), or the run directory"
         )
     return usable
+
+
+def check_importable(sub: Submission) -> None:
+    """Refuse an outside policy that does not import here, or imports at another version than
+    the entry's (its records would not be the entry's policy's)."""
+    if os.getcwd() not in sys.path:  # as trajbench evaluate: a module of the current directory
+        sys.path.insert(0, os.getcwd())
+    module = sub.model.policy.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # whatever the entry's module raises on import
+        raise TrajbenchError(
+            f"{sub.name}: its policy {sub.model.policy} does not import here "
+            f"({type(err).__name__}: {err}); verify from where it imports"
+        ) from None
+    version = package_version(module)
+    if version != sub.model.version:
+        raise TrajbenchError(
+            f"{sub.name}: {sub.model.policy} imports here at version {version}, the entry's is "
+            f"{sub.model.version}: verify with that version"
+        )
 
 
 def sample_units(sub: Submission, seeds: set[int], cells: int, seed: int) -> list[Unit]:
@@ -116,7 +148,10 @@ def evaluation_stores(sub: Submission, root: Path, workers: int) -> dict[str, li
 
 
 def eval_config(sub: Submission) -> EvalConfig:
-    """The evaluation config of the entry's group, as its run recorded it."""
+    """The evaluation config of the entry's group, as its run recorded it (an entry of
+    ``trajbench evaluate``: its config)."""
+    if sub.reproduce is not None and sub.reproduce.group is None:
+        return from_dict(EvalConfig, sub.config, f"{sub.name}: config")
     groups = sub.config.get("groups") or []
     group = next(
         (g for g in groups if isinstance(g, dict) and g.get("name") == sub.reproduce.group), None

@@ -22,7 +22,7 @@ class EvalConfig:
 
     policy: str = ""
     """A model directory written by trajbench train, a reference policy (random, expert, hashmap,
-    replay), or package.module:factory: an importable callable that returns a trajbench Policy
+    replay, decoder, query-only), or package.module:factory: an importable callable that returns a trajbench Policy
     (given encoding and seed where it takes them)."""
     policy_kwargs: str = ""
     """Keyword arguments for a package.module:factory policy, as a JSON object, e.g.

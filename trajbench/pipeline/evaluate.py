@@ -63,6 +63,7 @@ from trajbench.errors import TrajbenchError
 from trajbench.families import subset
 from trajbench.io import write_parquet
 from trajbench.metrics import aggregate
+from trajbench.privileged import AgentView, PrivilegedPolicy
 from trajbench.records import (
     COMMON,
     DECOY,
@@ -79,12 +80,13 @@ from .eval_config import EvalConfig, policy_kwargs, validate
 from .evaluation_file import changed_fields, write_evaluation_file
 from .policies import (
     PolicyInfo,
+    check_outside,
     describe,
-    is_policy,
     load_policy,
     refuse_trained_levels,
     trained_levels_of,
 )
+from .streams import batches
 
 
 def evaluate(cfg: EvalConfig, command: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -134,7 +136,8 @@ def evaluate_policy(
     held-out levels of evaluation stores: ``trajbench.evaluate``.
 
     Args:
-        policy: Implements ``begin(rows)`` and ``act(obs, prev_action, prev_reward, rows, envs)``.
+        policy: Implements ``begin(rows)`` and ``act(obs, prev_action, prev_reward, rows)``
+            (:class:`~trajbench.policy.Policy`); it is shown the protocol's view only.
         data: Evaluation store directories (``trajbench collect`` of a test split).
         name: The policy's name in the records (default: its class as ``module:Class``).
         version: Its version in the records (default: its package's ``__version__``).
@@ -146,7 +149,7 @@ def evaluate_policy(
         The records and their aggregates.
 
     Raises:
-        TrajbenchError: ``policy`` is not a policy, a field is unknown or bad, or a store is
+        TrajbenchError: ``policy`` is not a policy or is a privileged one, a field is unknown or bad, or a store is
             missing or cannot give K distinct demonstrations.
 
     Example:
@@ -155,10 +158,7 @@ def evaluate_policy(
         >>> result = trajbench.evaluate(RandomPolicy(5, seed=0), "data/dr-test", ks=(0, 2))  # doctest: +SKIP
         >>> result.aggregates[["k", "support", "success_mean", "success_ci_low"]]  # doctest: +SKIP
     """
-    if not is_policy(policy):
-        raise TrajbenchError(
-            f"trajbench.evaluate needs a policy (begin and act), got a {type(policy).__name__}"
-        )
+    check_outside(policy, "trajbench.evaluate needs a policy that sees the protocol's view, got")
     started = time.perf_counter()
     known = {f.name for f in dataclasses.fields(EvalConfig)} - {"policy", "data", "policy_kwargs"}
     unknown = sorted(set(config) - known)
@@ -193,6 +193,10 @@ def _evaluate(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The evaluation both entry points run: roll out, score offline, write (if ``cfg.out``)."""
     shown_instruction = _set_instruction(policy, info, cfg.instruction)
+    runner = policy
+    if not isinstance(policy, PrivilegedPolicy):  # an outside policy: the protocol's view only
+        shown = "full" if cfg.instruction in ("train", DECOY) else cfg.instruction
+        runner = AgentView(policy, shown, _missions(store), cfg.seed)
     demos = Demonstrations(store)
     if demos.expert.empty:
         raise TrajbenchError(
@@ -204,12 +208,15 @@ def _evaluate(
         present = demos.expert.loc[demos.expert.env_id == env_id, "level"].unique()
         levels = subset(present, cfg.max_levels, env_id).tolist()
         refuse_trained_levels(cfg.policy, env_id, levels, trained)
-        rows = [(lv, *c) for c in conditions for lv in levels]
+        isolate = runner is not policy  # an outside policy plays isolated streams of rows
         chunks += [
-            (env_id, rows[i : i + cfg.batch_rows]) for i in range(0, len(rows), cfg.batch_rows)
+            (env_id, rows)
+            for rows in batches(
+                levels, conditions, cfg.batch_rows, isolate, cfg.seed, store.content_hash
+            )
         ]
     about = {**asdict(info), EVAL_INSTRUCTION: shown_instruction, "eval_seed": cfg.seed}
-    records = _roll_out(cfg, policy, info, demos, chunks, about)
+    records = _roll_out(cfg, runner, info, demos, chunks, about)
     online = pd.DataFrame.from_records(records)
     order = {c: i for i, c in enumerate(conditions)}
     online["_order"] = [
@@ -233,7 +240,8 @@ def _evaluate(
 
 
 def _set_instruction(policy, info: PolicyInfo, instruction: str) -> str:
-    """Point a trained policy at the instruction mode to show; returns the mode's name."""
+    """Point a trained policy at the instruction mode to show; returns the mode's name (for a
+    policy with no training mode, ``train`` records ``-`` and shows the full mission)."""
     if instruction in ("train", DECOY):
         return info.instruction if instruction == "train" else DECOY
     if info.model_params:

@@ -48,6 +48,10 @@ class RunConfig:
     """Submission knobs of --launcher slurm (and local)."""
     progress: bool = True
     """Show progress bars."""
+    ensemble: Literal["auto", "on", "off"] = "auto"
+    """Train the models of a group that share a model shape (conditions x seeds) in one process
+    as one batched ensemble, each as if alone (trajbench.pipeline.ensemble): on, off, or auto (on
+    CUDA, where one small model leaves the card idle; off on the CPU, where it does not pay)."""
     dry_run: bool = False
     """Run nothing: print each group's jobs, training tokens and FLOPs, evaluation episodes and
     the estimated training time on this CPU and on a GPU (trajbench.pipeline.sizing)."""

@@ -1,6 +1,10 @@
 """What ``--policy`` names: a reference policy, a model directory written by ``trajbench train``, or
 ``package.module:factory``, an importable callable that returns any :class:`~trajbench.policy.Policy`.
 
+A factory's policy is an outside policy: it implements :class:`~trajbench.policy.Policy` and is
+shown only the protocol's view (:mod:`trajbench.policy`); a factory that returns one of trajbench's
+privileged policies (:mod:`trajbench.privileged`) is refused (:func:`check_outside`).
+
 A factory is called with the keyword arguments of ``--policy-kwargs``, plus ``encoding`` (the
 evaluation data's :class:`~trajbench.envs.ObsEncoding`, which holds ``n_actions``) and ``seed``
 where its signature takes them. Its policy is named by the import path in every record, and
@@ -32,14 +36,30 @@ from typing import Any
 import torch
 
 from trajbench import __version__
-from trajbench.baselines import ExpertPolicy, HashmapPolicy, RandomPolicy, ReplayPolicy
+from trajbench.baselines import (
+    DecoderPolicy,
+    ExpertPolicy,
+    HashmapPolicy,
+    QueryOnlyPolicy,
+    RandomPolicy,
+    ReplayPolicy,
+)
 from trajbench.baselines.transformer import TrajectoryTransformer
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.contexts.modes import get_mode
 from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
 from trajbench.policy import Policy
-from trajbench.records import EXPERT, HASHMAP, RANDOM, REFERENCES, REPLAY
+from trajbench.privileged import PrivilegedPolicy
+from trajbench.records import (
+    DECODER,
+    EXPERT,
+    HASHMAP,
+    QUERY_ONLY,
+    RANDOM,
+    REFERENCES,
+    REPLAY,
+)
 
 from .training_record import TrainingRecord, read_training_record
 
@@ -78,7 +98,7 @@ def load_policy(
     use_cache: bool = True,
     greedy: bool = True,
     policy_kwargs: dict[str, Any] | None = None,
-) -> tuple[Policy, PolicyInfo]:
+) -> tuple[Policy | PrivilegedPolicy, PolicyInfo]:
     """The policy ``spec`` names, ready to act on families with ``encoding``.
 
     Args:
@@ -107,6 +127,8 @@ def load_policy(
             EXPERT: ExpertPolicy,
             HASHMAP: lambda: HashmapPolicy(n_actions, seed),
             REPLAY: lambda: ReplayPolicy(n_actions, seed),
+            DECODER: DecoderPolicy,
+            QUERY_ONLY: QueryOnlyPolicy,
         }[spec]()
         return reference, PolicyInfo(policy=spec)
     if not Path(spec).is_dir():
@@ -168,21 +190,41 @@ def load_factory(
         raise TrajbenchError(
             f"--policy {spec}: the factory raised {type(err).__name__}: {err}"
         ) from err
-    if not is_policy(policy):
-        raise TrajbenchError(
-            f"--policy {spec}: the factory returned a {type(policy).__name__}, not a policy (an "
-            "object with begin(rows) and act(obs, prev_action, prev_reward, rows, envs); see "
-            "trajbench.policy.Policy)"
-        )
+    check_outside(policy, f"--policy {spec}: the factory returned")
     return policy, PolicyInfo(policy=spec, policy_version=package_version(module_name))
 
 
-def is_policy(obj: object) -> bool:
-    """Whether ``obj`` implements the :class:`~trajbench.policy.Policy` interface (``begin`` and
-    ``act``), subclassing it or not."""
-    return isinstance(obj, Policy) or all(
-        callable(getattr(obj, name, None)) for name in ("begin", "act")
-    )
+def check_outside(policy: object, where: str) -> None:
+    """Raise :class:`TrajbenchError` unless ``policy`` is an outside policy: it implements the
+    :class:`~trajbench.policy.Policy` interface (``begin(rows)`` and
+    ``act(obs, prev_action, prev_reward, rows)``, subclassing it or not) and is not one of
+    trajbench's privileged policies. ``where`` starts the message."""
+    if isinstance(policy, PrivilegedPolicy):
+        raise TrajbenchError(
+            f"{where} {type(policy).__name__}, a privileged trajbench policy (it reads levels and "
+            "environments): outside paths run only policies that see the protocol's view; name a "
+            f"reference policy with --policy {' / '.join(REFERENCES)}"
+        )
+    if not all(callable(getattr(policy, name, None)) for name in ("begin", "act")):
+        raise TrajbenchError(
+            f"{where} a {type(policy).__name__}, not a policy (an object with begin(rows) and "
+            "act(obs, prev_action, prev_reward, rows); see trajbench.policy.Policy)"
+        )
+    try:
+        params = list(inspect.signature(policy.act).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: the call will tell
+        return
+    required = [
+        p
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(required) > 4:
+        raise TrajbenchError(
+            f"{where} a {type(policy).__name__} whose act requires {len(required)} arguments "
+            f"({', '.join(p.name for p in required)}); since trajbench 0.2 act(obs, prev_action, "
+            "prev_reward, rows) gets four: no envs (see docs/changelog.md)"
+        )
 
 
 def describe(policy: object, name: str | None = None, version: str | None = None) -> PolicyInfo:

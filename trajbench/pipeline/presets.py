@@ -6,6 +6,12 @@ encoding and is evaluated on their held-out levels (``test_levels``) and on held
 Every condition of a group gets the same data, model size and number of steps, so conditions
 differ only in what their training contexts look like -- or, in the ``architectures`` preset, in
 their backbone (sized to about the same number of parameters).
+
+Each group **declares its questions** (:class:`~trajbench.report.questions.Question`: which
+conditions, at which K, on which families) before anything runs; the report answers exactly
+those, at every K of the sweep a question does not restrict, and picks no condition after the
+results. Every preset but ``ci`` (a seconds-scale check of the pipeline, not a result) trains at
+least :data:`MIN_SEEDS` seeds per condition.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from dataclasses import dataclass, field
 from trajbench.baselines.model_config import ModelConfig
 from trajbench.contexts import MODE_NAMES, ContextConfig
 from trajbench.contexts.modes import BURSTY, ISOLATED, NONE, SHUFFLED, TRAJECTORIES
-from trajbench.records import HASHMAP, RANDOM, REFERENCES, REPLAY
+from trajbench.llm import POLICY_SPEC as LLM_POLICY
+from trajbench.records import DECODER, EXPERT, HASHMAP, MATCHED, RANDOM, REPLAY
+from trajbench.report.questions import Question, ask, copying, two_by_two
 
 from .eval_config import EvalConfig
 from .train_config import TrainConfig
@@ -59,10 +67,13 @@ def train_template(
 
 
 def eval_template(
-    ks: tuple[int, ...] = (0, 1, 2, 4), episodes: int = 4, max_levels: int = 0
+    ks: tuple[int, ...] = (0, 1, 2, 4),
+    episodes: int = 4,
+    max_levels: int = 0,
+    support: str = "both",
 ) -> EvalConfig:
     """A group's evaluation config: every job fills in its policy, data, directory and seed."""
-    return EvalConfig(ks=ks, episodes=episodes, max_levels=max_levels)
+    return EvalConfig(ks=ks, episodes=episodes, max_levels=max_levels, support=support)
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,33 @@ class Group:
     decoy_eval: bool = False
     """Also evaluate every full-instruction model and reference policy with decoy missions on
     the query (the instruction ablation's conflict test; BabyAI families)."""
-    baselines: tuple[str, ...] = REFERENCES
+    baselines: tuple[str, ...] = (RANDOM, HASHMAP, REPLAY, DECODER, EXPERT)
+    questions: tuple[Question, ...] = ()
+    """The comparisons the report answers, declared before the run (labels of this group's
+    conditions and reference policies)."""
+
+    def __post_init__(self):
+        labels = {*self.baselines, *(_label(c, self.conditions) for c in self.conditions)}
+        for q in self.questions:
+            unknown = sorted({*q.a, *q.b} - labels)
+            if unknown:
+                raise ValueError(
+                    f"group {self.name!r}: question {q.name!r} names {unknown}, which the group "
+                    f"neither trains nor evaluates (it has {sorted(labels)})"
+                )
+
+
+def _label(c: Condition, conditions: tuple[Condition, ...]) -> str:
+    """The report's label of ``c`` among ``conditions`` (:func:`trajbench.report.tables.labelled`)."""
+    label = c.train_context + ("" if c.instruction == "full" else f"/{c.instruction}")
+    label += "" if c.p_bursty is None else f" p={c.p_bursty:g}"
+    several = len({x.backbone for x in conditions}) > 1
+    return label + (f" [{c.backbone or '-'}]" if several else "")
+
+
+#: Training seeds every condition of every preset but ``ci`` gets (issue 25: fewer cannot carry
+#: the intervals).
+MIN_SEEDS = 5
 
 
 @dataclass(frozen=True)
@@ -120,7 +157,7 @@ class Preset:
     name: str
     description: str
     groups: tuple[Group, ...]
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     device: str = "auto"
     compile: bool = False
     workers: int = 2
@@ -140,21 +177,31 @@ class Preset:
 DR = "trajbench/DarkRoom-v0"
 DKTD = "trajbench/DarkKeyToDoor-v0"
 DSEQ = "trajbench/DarkSequence-v0"
-GOTO = "trajbench/GoToLocal-v1"
-PICKUP = "trajbench/PickupLoc-v1"
-PUTNEXT = "trajbench/PutNextLocal-v1"
-FOUR_ROOMS = "trajbench/FourRooms-v1"
-MULTI_ROOM = "trajbench/MultiRoom-v1"
-SIMPLE_CROSSING = "trajbench/SimpleCrossing-v1"
-LAVA_CROSSING = "trajbench/LavaCrossing-v1"
-DOOR_KEY = "trajbench/DoorKey-v1"
-UNLOCK = "trajbench/Unlock-v1"
+GOTO = "trajbench/GoToLocal-v2"
+PICKUP = "trajbench/PickupLoc-v2"
+PUTNEXT = "trajbench/PutNextLocal-v2"
+FOUR_ROOMS = "trajbench/FourRooms-v2"
+MULTI_ROOM = "trajbench/MultiRoom-v2"
+SIMPLE_CROSSING = "trajbench/SimpleCrossing-v2"
+LAVA_CROSSING = "trajbench/LavaCrossing-v2"
+DOOR_KEY = "trajbench/DoorKey-v2"
+UNLOCK = "trajbench/Unlock-v2"
 
-#: The instruction ablation: full / empty / template with context, and the grounding check
-#: (full vs empty without context, where the mission is the only information).
-INSTRUCTION_ABLATION = (
-    *cross((BURSTY,), ("full", "empty", "template")),
-    *cross((NONE,), ("full", "empty")),
+#: The instruction ablation's 2x2: context (bursty / none) x mission (full / empty).
+INSTRUCTION_2X2 = cross((BURSTY, NONE), ("full", "empty"))
+#: The 2x2 and its further rows: content words masked (template), another object named (wrong).
+INSTRUCTION_ABLATION = (*INSTRUCTION_2X2, *cross((BURSTY,), ("template", "wrong")))
+
+#: The questions of a group that trains every context mode: support, order and context, each at
+#: every K, and the copy baselines as the floor of the bursty model.
+MODE_QUESTIONS = (
+    ask("support", BURSTY, TRAJECTORIES),
+    ask("support and order", BURSTY, ISOLATED),
+    ask("order", BURSTY, SHUFFLED),
+    ask("order (matched format)", BURSTY, SHUFFLED, b_format=MATCHED),
+    ask("order", TRAJECTORIES, ISOLATED),
+    ask("context", BURSTY, NONE),
+    *copying(BURSTY),
 )
 
 
@@ -178,11 +225,19 @@ def _group(
     )
 
 
-def _dark_room(train: TrainConfig, **kw) -> Group:
-    """Dark Room on every level (65 train, 16 held out), K = 0, 1, 4 and E = 8: its 16 held-out
-    levels need more episodes per level for the same precision."""
+def _dark_room(
+    train: TrainConfig, ks: tuple[int, ...] = (0, 1, 4), support: str = "both", **kw
+) -> Group:
+    """Dark Room on every level (65 train, 16 held out), E = 8: its 16 held-out levels need more
+    episodes per level for the same precision."""
     return _group(
-        "dark-room", DR, 0, 0, train=train, eval=eval_template(ks=(0, 1, 4), episodes=8), **kw
+        "dark-room",
+        DR,
+        0,
+        0,
+        train=train,
+        eval=eval_template(ks=ks, episodes=8, support=support),
+        **kw,
     )
 
 
@@ -194,9 +249,14 @@ def _babyai(
     families: tuple[str, ...] = (GOTO, PUTNEXT),
     heldout: tuple[str, ...] = (PICKUP,),
     demonstrators: tuple[str, ...] = ("expert",),
+    conditions: tuple[Condition, ...] = INSTRUCTION_ABLATION,
+    ablation_families: tuple[str, ...] = (GOTO,),
 ) -> Group:
-    """BabyAI with the instruction ablation. By default GoToLocal and PutNextLocal are trained
-    and PickupLoc held out: its expert's actions (pickup, drop) are PutNextLocal's targets."""
+    """BabyAI with the instruction ablation, its 2x2 asked on ``ablation_families`` (where the
+    mission names the target and the demonstrations show it), the copy baselines on every
+    family. By default GoToLocal and
+    PutNextLocal are trained and PickupLoc held out: its expert's actions (pickup, drop) are
+    PutNextLocal's targets."""
     return Group(
         name="babyai",
         train_data=tuple(
@@ -206,10 +266,14 @@ def _babyai(
         heldout_family_data=tuple(
             DataSpec(e, "test", 6, seed=1, max_levels=n_test) for e in heldout
         ),
-        conditions=INSTRUCTION_ABLATION,
+        conditions=conditions,
         decoy_eval=True,
         train=train,
         eval=eval,
+        questions=(
+            *two_by_two(families=ablation_families),
+            *copying(BURSTY),
+        ),
     )
 
 
@@ -231,7 +295,34 @@ def _architectures(name: str, env: str, n_train: int, n_test: int, steps: int, k
         train=train_template(steps=steps, k=k, **_ARCHITECTURE_MODEL),
         eval=eval_template(ks=(0, 1, k)),
         conditions=cross((BURSTY,), backbones=ARCHITECTURES),
-        baselines=(RANDOM, HASHMAP, REPLAY),
+        baselines=(RANDOM, HASHMAP, REPLAY, DECODER),
+        questions=architecture_questions(ARCHITECTURES, in_context_ks=(1, k)),
+    )
+
+
+def architecture_questions(
+    backbones: tuple[str, ...],
+    copies: tuple[str, ...] = (HASHMAP, REPLAY),
+    in_context_ks: tuple[int, ...] = (),
+) -> tuple[Question, ...]:
+    """Each bursty model's *in context* gain (demonstrations of the level vs of other levels, at
+    ``in_context_ks``: K = 0 shows none), each pair of models (*architecture*), and each model
+    against the copy baselines ``copies``."""
+    labels = [f"bursty [{b}]" for b in backbones]
+    return (
+        *(
+            ask(
+                "in context",
+                x,
+                x,
+                support=("same", "other"),
+                ks=in_context_ks,
+                text=f"{x}: same level - other levels",
+            )
+            for x in labels
+        ),
+        *(ask("architecture", x, y) for i, x in enumerate(labels) for y in labels[i + 1 :]),
+        *(q for x in labels for q in copying(x, copies)),
     )
 
 
@@ -250,10 +341,17 @@ def _gpu_model(**kw) -> TrainConfig:
     return train_template(batch_size=128, d_model=128, n_layers=4, **kw)
 
 
+_LLM = {"conditions": (), "baselines": (RANDOM, HASHMAP, REPLAY, LLM_POLICY)}  # the llm preset
+_LLM["questions"] = (ask("support", LLM_POLICY, LLM_POLICY, support=("same", "other")),)
+_LLM["questions"] += copying(LLM_POLICY)  # the floor: the copy baselines
+_LLM_EVAL = eval_template(ks=(0, 1, 4))
 PRESETS: dict[str, Preset] = {
     "ci": Preset(
         name="ci",
-        description="Seconds-scale check of the whole pipeline (used by the tests).",
+        description=(
+            "Seconds-scale check of the whole pipeline (used by the tests); 2 seeds, so its "
+            "numbers are not results."
+        ),
         groups=(
             _group(
                 "dark-room",
@@ -263,7 +361,8 @@ PRESETS: dict[str, Preset] = {
                 train=train_template(steps=40, d_model=32),
                 eval=eval_template(ks=(0, 2), episodes=2),
                 conditions=cross((BURSTY, NONE)),
-                baselines=(RANDOM, HASHMAP, REPLAY),
+                baselines=(RANDOM, HASHMAP, REPLAY, DECODER),
+                questions=(ask("context", BURSTY, NONE), *copying(BURSTY)),
             ),
         ),
         seeds=(0, 1),
@@ -271,48 +370,67 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description=(
-            "The README's main job on a 2-core CPU: support on Dark Room, support and order on "
-            "the order family, and BabyAI GoToLocal against the copy baselines with the "
-            "instruction ablation and its grounding check."
+            "The README's main job on a 2-core CPU, 5 seeds, a few declared questions (with "
+            "demonstrations of the level only): support and order on Dark Room (bursty vs "
+            "isolated), order on the order family at K = 2 and 4 (bursty vs shuffled), and "
+            "BabyAI's instruction 2x2 (context x mission), each against the copy baselines."
         ),
         groups=(
-            _dark_room(train_template(steps=300), conditions=cross((BURSTY, ISOLATED, NONE))),
+            _dark_room(
+                train_template(steps=300),
+                ks=(1, 4),
+                support="same",
+                conditions=cross((BURSTY, ISOLATED)),
+                questions=(ask("support and order", BURSTY, ISOLATED), *copying(BURSTY)),
+            ),
             _group(
                 "dark-sequence",
                 DSEQ,
                 1000,
                 100,
-                # Two demonstrations: with four, chaining the shuffled transitions recovers most
-                # of the order (measured: bursty 0.77 vs shuffled 0.71 at K=4, 0.78 vs 0.61 at K=2).
-                train=train_template(steps=1200, k=2),
-                eval=eval_template(ks=(0, 1, 2)),
-                # Support (vs trajectories) and order (vs shuffled); Dark Room asks about no
-                # context, and gpu / standard cross all five modes (each DarkSequence job is
-                # about 100 s of this CPU).
-                conditions=cross((BURSTY, TRAJECTORIES, SHUFFLED)),
+                # Trained on four demonstrations and asked at K = 2 and 4: the order gap
+                # shrinks with K on this family (shuffled steps chain back into paths), and the
+                # report shows every K it evaluated.
+                train=train_template(steps=500, k=4),
+                eval=eval_template(ks=(2, 4), support="same"),
+                conditions=cross((BURSTY, SHUFFLED)),
+                questions=(
+                    ask("order", BURSTY, SHUFFLED),
+                    ask("order (matched format)", BURSTY, SHUFFLED, b_format=MATCHED),
+                    *copying(BURSTY),
+                ),
             ),
             # GoToLocal alone: the held-out family needs PutNextLocal's actions, which the
             # standard preset trains (BabyAI's bot makes these collections the slowest part).
-            _babyai(300, 32, train_template(steps=500), eval_template(ks=(0, 4)), (GOTO,), ()),
+            _babyai(
+                300,
+                100,
+                train_template(steps=500),
+                eval_template(ks=(4,), support="same"),
+                (GOTO,),
+                (),
+                conditions=INSTRUCTION_2X2,
+            ),
         ),
-        seeds=(0, 1),
     ),
     "architectures": Preset(
         name="architectures",
         description=(
             "Does recurrence learn in context (Chan et al. 2022, asked of trajectories)? Llama, "
             "Mamba-2 and LSTM policies of about equal size, bursty training on Dark Room and the "
-            "order family, 2 seeds, on a 2-core CPU."
+            "order family, 5 seeds, on a 2-core CPU."
         ),
         groups=(
             _architectures("dark-room", DR, 0, 0, steps=300, k=4),
             _architectures("dark-sequence", DSEQ, 1000, 100, steps=600, k=2),
         ),
-        seeds=(0, 1),
     ),
     "standard": Preset(
         name="standard",
-        description="The whole suite on a GPU: larger models, every mode and instruction, held-out families.",
+        description=(
+            "The whole suite on a GPU: larger models, every mode at every K, the instruction "
+            "2x2 with template and wrong rows on 200 held-out levels, held-out families."
+        ),
         groups=(
             *(
                 _group(
@@ -322,6 +440,7 @@ PRESETS: dict[str, Preset] = {
                     n_test,
                     train=train_template(steps=steps, batch_size=64, d_model=128, n_layers=4),
                     eval=eval_template(),
+                    questions=MODE_QUESTIONS,
                 )
                 for name, env, n_train, n_test, steps in (
                     ("dark-room", DR, 0, 0, 3000),
@@ -342,10 +461,19 @@ PRESETS: dict[str, Preset] = {
                 ),
                 heldout_family_data=(DataSpec(LAVA_CROSSING, "test", 6, seed=1, max_levels=100),),
                 train=_LARGE_MINIGRID,
+                questions=MODE_QUESTIONS,
             ),
-            _babyai(3000, 100, _LARGE_MINIGRID, eval_template(), demonstrators=("expert", "noisy")),
+            _babyai(3000, 200, _LARGE_MINIGRID, eval_template(), demonstrators=("expert", "noisy")),
         ),
-        seeds=(0, 1, 2, 3, 4),
+        workers=1,
+    ),
+    "llm": Preset(
+        name="llm",
+        description="The text track: SmolLM2-135M-Instruct in context, untrained, at K = 0, 1, 4.",
+        groups=(
+            _group("dark-room", DR, 16, 0, train_template(), _LLM_EVAL, **_LLM),
+            _group("dark-sequence", DSEQ, 16, 16, train_template(), _LLM_EVAL, **_LLM),
+        ),
         workers=1,
     ),
     "gpu": Preset(
@@ -353,10 +481,10 @@ PRESETS: dict[str, Preset] = {
         description=(
             "Sized for one H100 (about 8 minutes at 10 ms a training step, an estimate until "
             "benchmarks/gpu_check.sh measures it): Dark Room and the order family, five modes "
-            "each, 3 seeds, a larger model; the order family at K=2 and K=4."
+            "each, 5 seeds, a larger model; the order family at K = 1, 2 and 4."
         ),
         groups=(
-            _dark_room(_gpu_model(steps=600)),
+            _dark_room(_gpu_model(steps=600), questions=MODE_QUESTIONS),
             _group(
                 "dark-sequence",
                 DSEQ,
@@ -364,6 +492,7 @@ PRESETS: dict[str, Preset] = {
                 200,
                 train=_gpu_model(steps=1500, k=2),
                 eval=eval_template(ks=(0, 1, 2, 4)),
+                questions=MODE_QUESTIONS,
             ),
         ),
         workers=1,

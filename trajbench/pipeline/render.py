@@ -36,6 +36,7 @@ from trajbench.errors import TrajbenchError
 from trajbench.families import make_env, resolve_env_id, sample_levels
 from trajbench.io import atomic_write_bytes, atomic_write_text
 from trajbench.policy import EpisodeRecord, Policy
+from trajbench.privileged import PrivilegedPolicy
 from trajbench.records import EXPERT
 from trajbench.rollout import first_observations, rollout
 
@@ -56,7 +57,8 @@ class RenderConfig:
     model: str = ""
     """A model directory written by trajbench train."""
     policy: str = ""
-    """Instead of --model: a reference policy (random, expert, hashmap, replay)."""
+    """Instead of --model: a reference policy (random, expert, hashmap, replay, decoder,
+    query-only)."""
     k: int = 4
     """Expert demonstrations of the level in the policy's context before it plays."""
     show_demos: bool = False
@@ -80,7 +82,7 @@ def make_recording_env(env_id: str, hidden: bool = True) -> RenderCollection:
 
 
 def play(
-    policy: Policy,
+    policy: Policy | PrivilegedPolicy,
     env: RenderCollection,
     level: int,
     k: int,

@@ -50,6 +50,7 @@ from trajbench.records import (
 )
 from trajbench.report import write_report
 
+from .ensemble import ensemble_on, ensembles, train_ensemble
 from .evaluate import evaluate
 from .jobs import (
     Job,
@@ -69,8 +70,9 @@ from .launch import (
 )
 from .presets import PRESETS, DataSpec, Group, Preset
 from .render import write_episode_gifs
-from .sizing import dry_run
+from .targets import dry_run
 from .train import train
+from .train_config import TrainConfig
 
 
 def data_dir(out: Path, spec: DataSpec) -> Path:
@@ -228,26 +230,34 @@ def run_job(job: Job, out: Path, device: str, compile_model: bool, threads: int)
 
 def _trained(job: Job, out: Path, device: str, compile_model: bool) -> Path:
     """The job's model directory, trained (or resumed) unless it is there."""
-    g, c = job.group, job.condition
     model_dir = job.directory(out) / "model"
     if not model_dir.exists():
-        context = condition_context(g, c)
-        model = replace(g.train.model, backbone=c.backbone or g.train.model.backbone)
-        train(
-            replace(
-                g.train,
-                model=model,
-                data=tuple(str(data_dir(out, s)) for s in g.train_data),
-                out=str(job.directory(out)),
-                context=context,
-                seed=job.seed,
-                device=device,
-                compile=compile_model,
-                resume=True,
-                progress=False,
-            )
-        )
+        train(job_train_config(job, out, device, compile_model))
     return model_dir
+
+
+def job_train_config(job: Job, out: Path, device: str, compile_model: bool) -> TrainConfig:
+    """The ``trajbench train`` config of a training job (resuming its checkpoint)."""
+    g, c = job.group, job.condition
+    return replace(
+        g.train,
+        model=replace(g.train.model, backbone=c.backbone or g.train.model.backbone),
+        data=tuple(str(data_dir(out, s)) for s in g.train_data),
+        out=str(job.directory(out)),
+        context=condition_context(g, c),
+        seed=job.seed,
+        device=device,
+        compile=compile_model,
+        resume=True,
+        progress=False,
+    )
+
+
+def _ensemble_entry(args) -> None:
+    cfgs, threads = args
+    if threads:
+        torch.set_num_threads(threads)
+    train_ensemble(cfgs)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -329,6 +339,11 @@ def run(cfg: RunConfig) -> Path:
         check_heldout_solvable(group, out)
 
     jobs = jobs_of(preset, seeds)
+    if ensemble_on(cfg.ensemble, device):
+        untrained = [j for j in jobs if j.condition and not (j.directory(out) / "model").exists()]
+        cfgs = [job_train_config(j, out, job_device, preset.compile) for j in untrained]
+        if groups := ensembles(cfgs):
+            launcher.map(_ensemble_entry, [(g, threads) for g in groups], "train ensembles")
     run_jobs(
         jobs, out, launcher, job_device, preset.compile, threads, f"{preset.name}: train + evaluate"
     )
@@ -349,7 +364,7 @@ def run(cfg: RunConfig) -> Path:
         "seeds": list(seeds),
         "config": json.loads(json.dumps(asdict(preset), default=str)),
     }
-    results = write_report(out, records, meta)
+    results = write_report(out, records, meta, {g.name: g.questions for g in preset.groups})
     write_episode_gifs(out, jobs, str(device))
     atomic_write_json(out / "wall_time.json", {"wall_time_s": wall})
     return results

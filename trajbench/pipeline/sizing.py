@@ -43,6 +43,7 @@ from trajbench.baselines.model_config import ModelConfig
 from trajbench.baselines.transformer import TrajectoryTransformer, training_flops_per_token
 from trajbench.collect import CollectConfig, collect
 from trajbench.contexts import ContextBuilder
+from trajbench.coverage import Design
 from trajbench.data import load
 from trajbench.device import autocast, torch_threads
 from trajbench.errors import TrajbenchError
@@ -180,6 +181,10 @@ class GroupSize:
     gpu_s: float
     gpu_flops_bound: bool
     """Whether FLOPs (not the shortest step) bound most of the GPU time."""
+    collect_episodes_per_cpu_s: float = math.nan
+    """Episodes collected per CPU-second here (the small collection of the training stores)."""
+    episode_steps: float = math.nan
+    """Mean steps of an episode of the small collection."""
 
 
 def _small_stores(group: Group, tmp: Path, n_levels: int) -> list[Path]:
@@ -231,6 +236,18 @@ def n_levels_of(spec: DataSpec) -> int:
     return n
 
 
+def group_designs(group: Group, seeds: int) -> dict[str, Design]:
+    """The design every held-out family of ``group`` is measured at, by env id: ``seeds``
+    training seeds, its evaluated levels, the group's episodes per (seed, level) cell."""
+    cap = group.eval.max_levels
+    return {
+        spec.env: Design(
+            seeds, min(n_levels_of(spec), cap) if cap else n_levels_of(spec), group.eval.episodes
+        )
+        for spec in (*group.test_data, *group.heldout_family_data)
+    }
+
+
 def _eval_episodes(group: Group, seeds: int, jobs) -> int:
     """Episodes the group's evaluations play (every evaluation of every job)."""
     total = 0
@@ -263,7 +280,9 @@ def size_group(
     jobs = [Job(group, 0, condition=c) for c in group.conditions]
     jobs += [Job(group, 0, baseline=b) for b in group.baselines]
     with tempfile.TemporaryDirectory() as tmp:
+        cpu_start = time.process_time()
         store = load([str(p) for p in _small_stores(group, Path(tmp), n_levels)])
+        collect_cpu_s = time.process_time() - cpu_start
         lengths, flops_per_token, builders = [], [], []
         for c in group.conditions:
             builder = ContextBuilder(store, seed=0, config=condition_context(group, c))
@@ -274,8 +293,10 @@ def size_group(
                 training_flops_per_token(model, store.encoding.n_actions, mean_context)
             )
             builders.append(builder)
-        longest = int(np.argmax(lengths))
-        cpu_tps = _cpu_tokens_per_s(builders[longest], store, train, min(train.batch_size, 16))
+        cpu_tps = float("nan")  # a group that trains nothing (the llm preset) has no rate
+        if lengths:
+            longest = int(np.argmax(lengths))
+            cpu_tps = _cpu_tokens_per_s(builders[longest], store, train, min(train.batch_size, 16))
     step_tokens = [train.batch_size * n for n in lengths]
     step_flops = [t * f for t, f in zip(step_tokens, flops_per_token, strict=True)]
     gpu_steps = [basis.step_s(f) for f in step_flops]
@@ -287,14 +308,16 @@ def size_group(
         eval_jobs=len(jobs) * seeds,
         steps=train.steps,
         batch_size=train.batch_size,
-        tokens_per_sequence=float(np.mean(lengths)),
+        tokens_per_sequence=float(np.mean(lengths)) if lengths else 0.0,
         training_tokens=train.steps * sum(step_tokens) * seeds,
         training_flops=train.steps * sum(step_flops) * seeds,
         eval_episodes=_eval_episodes(group, seeds, jobs),
         cpu_tokens_per_s=cpu_tps,
-        cpu_s=train.steps * sum(step_tokens) * seeds / cpu_tps,
+        cpu_s=train.steps * sum(step_tokens) * seeds / cpu_tps if lengths else 0.0,
         gpu_s=train.steps * sum(gpu_steps) * seeds,
         gpu_flops_bound=flops_bound > sum(gpu_steps) / 2,
+        collect_episodes_per_cpu_s=len(store.episodes) / max(collect_cpu_s, 1e-9),
+        episode_steps=float(store.episodes["length"].mean()),
     )
 
 
@@ -387,7 +410,7 @@ def render(size: PresetSize) -> str:
     lines += [
         "",
         f"Training time only: collection ({size.collect_episodes:,} episodes in {size.stores} "
-        "stores) and evaluation are not estimated.",
+        "stores) and evaluation are not estimated here (the targets below estimate them).",
         f"Tokens per sequence: sampled from the prompt builder, per condition, on a {n_levels}-level "
         "collection of each training store.",
         "CPU: tokens per CPU-second of a few training steps measured here (one thread, up to 16 "
@@ -397,13 +420,19 @@ def render(size: PresetSize) -> str:
     return "\n".join(lines)
 
 
-def dry_run(cfg: RunConfig) -> str:
-    """``trajbench run --dry-run``: the report of ``cfg.preset`` with its overrides."""
+def size_of(cfg: RunConfig) -> PresetSize:
+    """The size of ``cfg.preset`` with its overrides (the dry-run's figures)."""
     if cfg.preset not in PRESETS:
         raise TrajbenchError(f"unknown preset {cfg.preset!r}; expected one of {sorted(PRESETS)}")
     if any(s < 0 for s in cfg.seeds) or cfg.workers < 0:
         raise TrajbenchError("seeds and workers must be non-negative")
-    return render(size_preset(PRESETS[cfg.preset], cfg.seeds, cfg.workers))
+    return size_preset(PRESETS[cfg.preset], cfg.seeds, cfg.workers)
+
+
+def dry_run(cfg: RunConfig) -> str:
+    """The report of ``cfg.preset`` with its overrides (``trajbench run --dry-run`` adds
+    :func:`trajbench.pipeline.targets.dry_run`'s targets under it)."""
+    return render(size_of(cfg))
 
 
 def _si(x: float) -> str:

@@ -92,8 +92,14 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 def make_optimizer(
     model: torch.nn.Module, cfg: TrainConfig, device: torch.device
 ) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the matrices only."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return adamw(decay, no_decay, cfg, device)
+
+
+def adamw(decay: list, no_decay: list, cfg: TrainConfig, device: torch.device):
+    """AdamW over ``decay`` (with ``cfg.weight_decay``) and ``no_decay``, in that order."""
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -1,9 +1,10 @@
 """Reports: ``records.parquet``, ``results.json``, ``report.md`` and plots from a run's records.
 
 Every number comes from the evaluation records (:mod:`trajbench.report.tables`): mean success per
-condition with 95% two-level bootstrap CIs, normalized-return IQM, decoy success, and the paired
-comparisons that answer the benchmark's questions (:mod:`trajbench.report.readings`); the prose of
-``report.md`` is generated from them (:mod:`trajbench.report.markdown`), never written by hand.
+condition with 95% two-level bootstrap CIs and normalized to the decoder, normalized-return IQM,
+decoy success, and the paired comparisons that answer the questions the preset declared before it
+ran (:mod:`trajbench.report.questions`), at every K they are asked at; the prose of ``report.md``
+is generated from them (:mod:`trajbench.report.markdown`), never written by hand.
 """
 
 from __future__ import annotations
@@ -26,28 +27,38 @@ from ..io import atomic_write_json, atomic_write_text, write_parquet
 from ..suite import SUITE, SUITE_VERSION
 from .markdown import render_markdown
 from .plots import write_plots
-from .readings import comparisons
-from .tables import conditions_table, labelled, saturated
+from .questions import Question, answer
+from .tables import add_normalized, conditions_table, labelled, saturated
 
 __all__ = ["conditions_table", "write_report"]
 
 
-def write_report(out: Path, records: pd.DataFrame, meta: dict) -> Path:
-    """Write ``records.parquet``, ``results.json``, ``report.md`` and ``plots/`` into ``out``."""
+def write_report(
+    out: Path, records: pd.DataFrame, meta: dict, questions: dict[str, tuple[Question, ...]]
+) -> Path:
+    """Write ``records.parquet``, ``results.json``, ``report.md`` and ``plots/`` into ``out``;
+    ``questions`` are the questions each group (by name) declared before the run."""
     write_parquet(out / RECORDS_FILE, records)
-    table = conditions_table(records)
+    table = add_normalized(conditions_table(records))
     labels = labelled(records)
-    cs = [c for _, g in labels.groupby("group", sort=False) for c in comparisons(g)]
+    cs, unanswered = [], []
+    for group, g in labels.groupby("group", sort=False):
+        done, missing = answer(g, tuple(questions.get(group, ())))
+        cs += done
+        unanswered += missing
     meta = {**meta, "suite": SUITE, "suite_version": SUITE_VERSION}
     results = {
         **meta,
+        "questions": {g: [q.to_dict() for q in qs] for g, qs in questions.items()},
         "conditions": [_row(r) for r in table.to_dict("records")],
         "comparisons": [c.to_dict() for c in cs],
+        "unanswered": [u.to_dict() for u in unanswered],
         "saturated": _saturation(table),
     }
     atomic_write_json(out / RESULTS_FILE, results)
     plots = write_plots(out / "plots", table)
-    atomic_write_text(out / "report.md", render_markdown(labels, table, cs, meta, plots))
+    report = render_markdown(labels, table, cs, meta, plots, questions, unanswered)
+    atomic_write_text(out / "report.md", report)
     return out / RESULTS_FILE
 
 
@@ -58,14 +69,13 @@ def _row(row: dict) -> dict:
 
 
 def _saturation(table: pd.DataFrame) -> list[dict]:
-    """The (group, family, split) tables whose best entries all reach the ceiling."""
+    """The (group, family, split, K) tables whose best trained condition reaches the bar."""
     out = []
     head = table[(table["support"] == "same") & (table["format"] == COMMON)]
     head = head[head[EVAL_INSTRUCTION] != DECOY]
-    for (group, family, split), rows in head.groupby(["group", "family", EVAL_SPLIT]):
-        at = rows[rows["k"] == rows["k"].max()]
-        if saturated(at):
-            out.append({"group": group, "family": family, EVAL_SPLIT: split})
+    for (group, family, split, k), rows in head.groupby(["group", "family", EVAL_SPLIT, "k"]):
+        if saturated(rows):
+            out.append({"group": group, "family": family, EVAL_SPLIT: split, "k": int(k)})
     return out
 
 

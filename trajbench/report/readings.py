@@ -1,149 +1,35 @@
-"""The benchmark's questions, asked of one group's records as paired comparisons.
+"""How a report words its comparisons: one sentence per declared question's answer.
 
-At the largest K, with demonstrations of the level itself, in the common format and the
-training instruction:
-
-- *support*: ``bursty`` vs ``trajectories`` (same structure, other levels), and ``bursty`` vs
-  ``isolated`` (other levels and no order: the published contrast);
-- *order*: ``bursty`` vs ``shuffled`` (in the common and in shuffled's own format) and
-  ``trajectories`` vs ``isolated``;
-- *context*: ``bursty`` vs ``none``;
-- *copying*: the best trained condition (every backbone's, where a group compares backbones) vs
-  each copy baseline (``hashmap``, ``replay``);
-- *grounding* (groups with an instruction ablation): ``none`` with full vs empty missions;
-- *in context* and *architecture* (groups that train several backbones): each model with
-  demonstrations of the level vs of other levels (the no-support score), and each pair of models.
+The comparisons themselves are the preset's declared questions (:mod:`trajbench.report.questions`),
+answered at every K they are asked at; nothing here chooses a condition. A separated difference is
+written as higher or lower, anything else as not distinguishable next to the smallest difference
+the run could have detected. An ordered-vs-shuffled gap is worded by what it measures on the
+family (:func:`trajbench.report.classes.order_gap`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from itertools import combinations
-
 import numpy as np
-import pandas as pd
-
-from trajbench.contexts.modes import BURSTY, ISOLATED, NONE, SHUFFLED, TRAJECTORIES
-from trajbench.records import COMMON, COPY_BASELINES, DECOY, EVAL_INSTRUCTION, EVAL_SPLIT, MATCHED
 
 from ..families import make_env
-from .tables import Comparison, compare, is_trained
+from .classes import ORDER_GAPS, order_gap
+from .tables import Comparison
 
-QUESTIONS = (
-    ("support", BURSTY, TRAJECTORIES, COMMON),
-    ("support and order", BURSTY, ISOLATED, COMMON),
-    ("order", BURSTY, SHUFFLED, COMMON),
-    ("order", BURSTY, SHUFFLED, MATCHED),
-    ("order", TRAJECTORIES, ISOLATED, COMMON),
-    ("context", BURSTY, NONE, COMMON),
-)
-
-
-def headline(records: pd.DataFrame) -> pd.DataFrame:
-    """The records every question reads: largest K, same-level support, training instruction."""
-    kmax = int(records["k"].max())
-    return records[
-        (records["k"] == kmax)
-        & (records["support"] == "same")
-        & (records[EVAL_INSTRUCTION] != DECOY)
-    ]
-
-
-def comparisons(records: pd.DataFrame) -> list[Comparison]:
-    """Every question's comparison that this group's labelled records can answer."""
-    out = []
-    for (_family, _split), rows in headline(records).groupby(["family", EVAL_SPLIT]):
-        base = {"family": _family, EVAL_SPLIT: _split}
-        for question, a, b, fmt in QUESTIONS:
-            c = compare(
-                rows,
-                question if fmt == COMMON else f"{question} ({fmt} format)",
-                {**base, "label": a, "format": COMMON},
-                {**base, "label": b, "format": fmt},
-            )
-            out.append(c)
-        # Copying is the bar for the best trained condition, and for every backbone's model
-        # where the group compares backbones.
-        common = rows[rows["format"] == COMMON]
-        best = best_trained(common)
-        bar = [best] if best is not None else []
-        if _backbones(rows) > 1:
-            bar = sorted(common.loc[is_trained(common), "label"].unique())
-        for label in bar:
-            for copy in COPY_BASELINES:
-                out.append(
-                    compare(
-                        rows,
-                        "copying",
-                        {**base, "label": label, "format": COMMON},
-                        {**base, "label": copy, "format": COMMON},
-                    )
-                )
-        out.append(
-            compare(
-                rows,
-                "grounding",
-                {**base, "label": NONE, "format": COMMON},
-                {**base, "label": "none/empty", "format": COMMON},
-            )
-        )
-    out += architectures(records)
-    return [c for c in out if c is not None]
-
-
-def architectures(records: pd.DataFrame) -> list[Comparison | None]:
-    """Where the records hold models of several backbones, at the largest K in the common format:
-    each model's *in context* gain (demonstrations of the level vs of other levels) and each pair
-    of models on demonstrations of the level (*architecture*)."""
-    if _backbones(records) < 2:
-        return []
-    trained = is_trained(records)
-    kmax = int(records["k"].max())
-    at = records[
-        (records["k"] == kmax)
-        & (records["format"] == COMMON)
-        & (records[EVAL_INSTRUCTION] != DECOY)
-    ]
-    out: list[Comparison | None] = []
-    for (family, split), rows in at.groupby(["family", EVAL_SPLIT]):
-        base = {"family": family, EVAL_SPLIT: split}
-        labels = sorted(rows.loc[trained.loc[rows.index], "label"].unique())
-        for label in labels:
-            c = compare(
-                rows,
-                "in context",
-                {**base, "label": label, "support": "same"},
-                {**base, "label": label, "support": "other"},
-            )
-            out.append(c and replace(c, a=f"{label}, same level", b=f"{label}, other levels"))
-        for a, b in combinations(labels, 2):
-            out.append(
-                compare(
-                    rows,
-                    "architecture",
-                    {**base, "label": a, "support": "same"},
-                    {**base, "label": b, "support": "same"},
-                )
-            )
-    return out
-
-
-def _backbones(records: pd.DataFrame) -> int:
-    """How many backbones the trained models among ``records`` have."""
-    return records.loc[is_trained(records), "backbone"].nunique()
-
-
-def best_trained(rows: pd.DataFrame) -> str | None:
-    """The trained condition with the highest mean success among ``rows``."""
-    trained = rows[is_trained(rows)]
-    if trained.empty:
-        return None
-    return str(trained.groupby("label")["success"].mean().idxmax())
+#: Questions whose gap is an ordered-vs-unordered contrast (worded by the family's order gap).
+ORDER_QUESTIONS = ("order", "order (matched format)")
 
 
 def sentence(c: Comparison) -> str:
     """One line saying what the comparison shows, with its CI and, for a null, its power."""
     diff = f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
+    if c.contrast:
+        verdict = (
+            ("positive" if c.diff > 0 else "negative") + ", the CI excludes 0"
+            if c.separated
+            else f"not distinguishable from 0; this run would detect {c.mde:.2f} or more "
+            "(80% power)"
+        )
+        return f"{c.contrast} = {diff}: {verdict}."
     means = f"{c.a_mean:.2f} vs {c.b_mean:.2f}"
     if c.separated:
         word = "higher" if c.diff > 0 else "lower"
@@ -152,15 +38,6 @@ def sentence(c: Comparison) -> str:
         f"`{c.a}` and `{c.b}` are not distinguishable: {means}, difference {diff}; this run "
         f"would detect a difference of {c.mde:.2f} or more (80% power)."
     )
-
-
-def grounded(cs: list[Comparison], family: str, split: str) -> bool | None:
-    """Whether ``none`` with full missions beats ``none`` with empty ones (disjoint CIs): the
-    model can read its missions. None where the group has no such pair."""
-    for c in cs:
-        if c.question == "grounding" and (c.family, c.eval_split) == (family, split):
-            return c.separated and c.diff > 0
-    return None
 
 
 def guess_reference(family: str, levels: list[int]) -> float | None:
@@ -178,3 +55,9 @@ def guess_reference(family: str, levels: list[int]) -> float | None:
         return float(np.mean(chances))
     finally:
         env.close()
+
+
+def order_sentence(family: str) -> str:
+    """What an ordered-vs-shuffled gap measures on ``family`` ("" where it declares nothing)."""
+    gap = order_gap(family)
+    return f"On {family.split('/')[-1]} the *order* gap is {ORDER_GAPS[gap]}." if gap else ""

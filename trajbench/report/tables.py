@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 
 from trajbench.records import (
+    COMMON,
+    DECODER,
+    DECOY,
     DECOY_SUCCESS,
     EVAL_INSTRUCTION,
     EVAL_SPLIT,
-    EXPERT,
     NORMALIZED_RETURN,
     REFERENCES,
     TRAIN_CONTEXT,
@@ -44,8 +46,10 @@ CONDITION = [
     "format",
     EVAL_INSTRUCTION,
 ]
-#: A table whose best three entries (the expert excluded) all reach this is saturated.
-SATURATION = 0.97
+#: A table whose best trained condition reaches this on the decoder scale is saturated.
+SATURATION = 0.95
+#: The columns that name one table of a report: references and models in it share them.
+TABLE = ["group", "family", EVAL_SPLIT, "k", "support", "format"]
 
 
 def is_trained(records: pd.DataFrame) -> pd.Series:
@@ -121,6 +125,10 @@ class Comparison:
     """The smallest true difference this comparison detects with 80% power at 95% confidence."""
     n_levels: int
     n_seeds: int
+    contrast: str = ""
+    """How the report writes the contrast ("" for ``a - b``)."""
+    group: str = ""
+    """The preset group whose records it compares."""
 
     @property
     def separated(self) -> bool:
@@ -135,32 +143,71 @@ def compare(
 ) -> Comparison | None:
     """The paired comparison of the conditions selected by ``a`` and ``b`` (column -> value,
     over labelled records), or None when either is missing or they share no level."""
-    fa, fb = _frame(records, a), _frame(records, b)
-    if fa is None or fb is None:
+    return compare_sides(records, question, [a], [b], seed=seed)
+
+
+def compare_sides(
+    records: pd.DataFrame,
+    question: str,
+    a: list[dict],
+    b: list[dict],
+    scale: float = 1.0,
+    contrast: str = "",
+    seed: int = 0,
+) -> Comparison | None:
+    """``scale`` times the paired difference of two sides' mean success, each side the cell-wise
+    mean of the conditions its selections (column -> value, over labelled records) pick.
+
+    Levels are those every condition shares. A side of several conditions needs them to share
+    their seeds (trained conditions of one group do), so its cells average seed by seed; the two
+    sides are resampled together where they share their seeds too. None when a condition is
+    missing, the conditions share no level, or a side's seeds differ.
+    """
+    frames = [[_frame(records, w) for w in side] for side in (a, b)]
+    if any(f is None for side in frames for f in side):
         return None
-    shared = fa.columns.intersection(fb.columns)
+    shared = frames[0][0].columns
+    for f in (f for side in frames for f in side):
+        shared = shared.intersection(f.columns)
     if not len(shared):
         return None
-    x, y = fa[shared].to_numpy(float), fb[shared].to_numpy(float)
-    same = list(fa.index) == list(fb.index)
+    sides = []
+    for side in frames:
+        if any(list(f.index) != list(side[0].index) for f in side):
+            return None
+        sides.append(sum(f[shared].to_numpy(float) for f in side) / len(side))
+    x, y = sides
+    same = list(frames[0][0].index) == list(frames[1][0].index)
     d = paired_difference(x, y, same_seeds=same, seed=seed)
-    first = records[_mask(records, a)].iloc[0]
+    first = records[_mask(records, a[0])].iloc[0]
     return Comparison(
+        group=str(first.get("group", "")),
         question=question,
-        a=str(a.get("label")),
-        b=str(b.get("label")),
+        a=_name(a, b),
+        b=_name(b, a),
         family=str(first["family"]),
         eval_split=str(first[EVAL_SPLIT]),
         k=int(first["k"]),
         a_mean=float(x.mean()),
         b_mean=float(y.mean()),
-        diff=d.mean,
-        ci_low=d.low,
-        ci_high=d.high,
-        mde=minimum_detectable_effect(d.se),
+        diff=scale * d.mean,
+        ci_low=min(scale * d.low, scale * d.high),
+        ci_high=max(scale * d.low, scale * d.high),
+        mde=minimum_detectable_effect(abs(scale) * d.se),
         n_levels=len(shared),
-        n_seeds=min(len(fa), len(fb)),
+        n_seeds=min(len(f) for side in frames for f in side),
+        contrast=contrast,
     )
+
+
+def _name(side: list[dict], other: list[dict]) -> str:
+    """A side's conditions, with their support where the two sides' supports differ."""
+    labels = [str(w.get("label")) for w in side]
+    name = labels[0] if len(labels) == 1 else f"mean({', '.join(labels)})"
+    support = side[0].get("support")
+    if support is not None and support != other[0].get("support"):
+        name += ", same level" if support == "same" else ", other levels"
+    return name
 
 
 def _mask(records: pd.DataFrame, where: dict) -> pd.Series:
@@ -175,7 +222,54 @@ def _frame(records: pd.DataFrame, where: dict) -> pd.DataFrame | None:
     return None if sel.empty else score_frame(sel, "success")
 
 
+def decoder_scale(score: float, floor: float, ceiling: float) -> float:
+    """``(score - floor) / (ceiling - floor)``: 0 at ``floor`` (random), 1 at ``ceiling`` (the
+    decoder); NaN where the ceiling does not clear the floor.
+
+    Example:
+        >>> decoder_scale(0.6, 0.2, 1.0)
+        0.5
+    """
+    span = ceiling - floor
+    return float((score - floor) / span) if span > 0 else float("nan")
+
+
+def scale_of(rows: pd.DataFrame) -> tuple[float, float, str]:
+    """The (floor, ceiling, ceiling's name) of one table's rows: ``random`` (0 where absent) and
+    the ``decoder``, or, where the table has no decoder, the expert's success of 1 (every family's
+    expert succeeds on every level it accepts, from every start: tested)."""
+    means = rows.groupby("policy")["success_mean"].mean()
+    floor = float(means.get("random", 0.0))
+    if DECODER in means:
+        return floor, float(means[DECODER]), DECODER
+    return floor, 1.0, "expert"
+
+
+def add_normalized(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``normalized``: each row's mean success on its table's decoder scale
+    (:func:`scale_of` over the rows that share its :data:`TABLE` columns and decoy or not)."""
+    decoy = table[EVAL_INSTRUCTION] == DECOY
+    out = table.assign(normalized=np.nan)
+    for _, rows in table.groupby([*TABLE, decoy], sort=False):
+        floor, ceiling, name = scale_of(rows[rows["format"] == COMMON])
+        if name != DECODER:
+            continue
+        out.loc[rows.index, "normalized"] = [
+            decoder_scale(v, floor, ceiling) for v in rows["success_mean"]
+        ]
+    return out
+
+
 def saturated(rows: pd.DataFrame) -> bool:
-    """Whether the best three entries of a table (the expert excluded) all reach 0.97."""
-    top = rows[rows["policy"] != EXPERT].nlargest(3, "success_mean")
-    return len(top) > 0 and bool((top["success_mean"] >= SATURATION).all())
+    """Whether the best trained entry of one table reaches :data:`SATURATION` on its scale
+    (:func:`scale_of`): the table cannot separate conditions near the bar. Entries are trained
+    unless their ``policy`` is a reference (and, where the rows say, their ``train_context`` is
+    not ``-``)."""
+    trained = ~rows["policy"].isin(REFERENCES)
+    if TRAIN_CONTEXT in rows:
+        trained &= rows[TRAIN_CONTEXT] != "-"
+    if not trained.any():
+        return False
+    floor, ceiling, _ = scale_of(rows)
+    best = float(rows.loc[trained, "success_mean"].max())
+    return bool(decoder_scale(best, floor, ceiling) >= SATURATION)
