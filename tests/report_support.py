@@ -11,6 +11,7 @@ within Monte-Carlo tolerance.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pandas as pd
 from scipy.stats import norm, trim_mean
 
 from trajbench.report import write_report
+from trajbench.report.questions import Question
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
 #: (policy, train_context, instruction) of a label, as the runner records them.
@@ -130,24 +132,27 @@ def rows_of(
     return rows
 
 
-def report(tmp_path: Path, records: pd.DataFrame) -> tuple[dict, str]:
-    """Run the runner's report path on ``records``: (results.json, report.md)."""
+def report(
+    tmp_path: Path, records: pd.DataFrame, questions: dict[str, tuple[Question, ...]]
+) -> tuple[dict, str]:
+    """Run the runner's report path on ``records`` with the ``questions`` each group (by name)
+    declared: (results.json, report.md)."""
     out = tmp_path / "report"
     out.mkdir()
-    path = write_report(out, records, META)
+    path = write_report(out, records, META, questions)
     return json.loads(path.read_text()), (out / "report.md").read_text()
 
 
 def bootstrap_difference(
-    x: np.ndarray, y: np.ndarray, reps: int = 4000, seed: int = 12345
+    x: np.ndarray, y: np.ndarray, reps: int = 4000, seed: int = 12345, scale: float = 1.0
 ) -> tuple[float, float, float]:
-    """Percentile 95% CI and standard error of ``mean(x) - mean(y)``: seeds (rows, the same ones
-    for both) and levels (columns, the same ones for both) drawn with replacement."""
+    """Percentile 95% CI and standard error of ``scale * (mean(x) - mean(y))``: seeds (rows, the
+    same ones for both) and levels (columns, the same ones for both) drawn with replacement."""
     rng = np.random.default_rng(seed)
     s, n = x.shape
     rows = rng.integers(0, s, size=(reps, s))[:, :, None]
     cols = rng.integers(0, n, size=(reps, n))[:, None, :]
-    d = x[rows, cols].mean(axis=(1, 2)) - y[rows, cols].mean(axis=(1, 2))
+    d = scale * (x[rows, cols].mean(axis=(1, 2)) - y[rows, cols].mean(axis=(1, 2)))
     low, high = np.percentile(d, [2.5, 97.5])
     return float(low), float(high), float(d.std(ddof=1))
 
@@ -165,3 +170,18 @@ def bootstrap_interval(
     values = cells.mean(1) if statistic is None else trim_mean(cells, 0.25, axis=1)
     low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high), float(values.std(ddof=1))
+
+
+def readings(text: str) -> list[tuple[int, str]]:
+    """Every reading line of ``report.md`` (``- *question*: ...``) with the K of the block it is
+    in: a family's ``**Readings at K=k.**`` blocks and its 2x2's ``**K=k.**`` blocks."""
+    out, k = [], None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            k = None
+        found = re.match(r"^\*\*(?:Readings at )?K=(\d+)\.\*\*$", line)
+        if found:
+            k = int(found.group(1))
+        elif k is not None and line.startswith("- *"):
+            out.append((k, line))
+    return out
