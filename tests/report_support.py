@@ -172,16 +172,22 @@ def bootstrap_interval(
     return float(low), float(high), float(values.std(ddof=1))
 
 
-def readings(text: str) -> list[tuple[int, str]]:
-    """Every reading line of ``report.md`` (``- *question*: ...``) with the K of the block it is
-    in: a family's ``**Readings at K=k.**`` blocks and its 2x2's ``**K=k.**`` blocks."""
-    out, k = [], None
+def readings(text: str) -> list[tuple[str, str, str, int, str]]:
+    """Every reading line of ``report.md`` (``- *question*: ...``) with where it is: (group,
+    family, split, K, line); K from a family's ``**Readings at K=k.**`` blocks and its 2x2's
+    ``**K=k.**`` blocks."""
+    out, group, family, split, k = [], None, None, None, None
     for line in text.splitlines():
-        if line.startswith("#"):
-            k = None
+        if line.startswith("## Group `"):
+            group, family, split, k = line.split("`")[1], None, None, None
+        elif line.startswith("### "):
+            family, rest = line[4:].split(" — ", 1)
+            split, k = rest.split(" (")[0].replace(" ", "_"), None
+        elif line.startswith("## "):
+            group, family, split, k = None, None, None, None
         found = re.match(r"^\*\*(?:Readings at )?K=(\d+)\.\*\*$", line)
         if found:
             k = int(found.group(1))
         elif k is not None and line.startswith("- *"):
-            out.append((k, line))
+            out.append((group, family, split, k, line))
     return out

@@ -248,14 +248,18 @@ def test_the_readings_say_what_the_numbers_show(constructed):
     and 'higher' (or 'positive') where its independent interval excludes 0 by a margin, 'not
     distinguishable' with the smallest detectable effect where it holds 0 by a margin."""
     _, cells, _, text = constructed
-    lines = readings(text)
+    lines = [(r[:4], r[4]) for r in readings(text)]
     want = expected(cells)
     checked = 0
     for (name, a, b, k), (x, y) in want.items():
         scale, contrast = QUESTIONS[(name, a, b)][1:]
         low, high, se = bootstrap_difference(x, y, scale=scale)
         diff = scale * (x.mean() - y.mean())
-        at = [ln for kk, ln in lines if kk == k and ln.startswith(f"- *{name}*: ")]
+        at = [
+            ln
+            for where, ln in lines
+            if where == ("g", DARK_ROOM, "test_levels", k) and ln.startswith(f"- *{name}*: ")
+        ]
         if contrast:
             found = [ln for ln in at if ln.startswith(f"- *{name}*: {contrast} = {diff:+.2f} [")]
         else:
