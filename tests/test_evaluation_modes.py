@@ -15,12 +15,14 @@ from minigrid.core.constants import COLOR_NAMES
 from minigrid.envs.babyai.core.verifier import ObjDesc
 from pipeline_support import DARK_ROOM, collected, tiny_model
 
-import trajbench
+import trajbench.pipeline.evaluate as evaluation
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.contexts import ContextBuilder, ContextConfig
 from trajbench.data import load
 from trajbench.pipeline.evaluate import EvalConfig, evaluate
-from trajbench.policy import Policy, RowContext
+from trajbench.pipeline.policies import PolicyInfo
+from trajbench.policy import RowContext
+from trajbench.privileged import PrivilegedPolicy, PrivilegedRow
 
 #: dr_test, goto_test: expert episodes of held-out Dark Room and GoToLocal levels.
 pytest_plugins = ["pipeline_support"]
@@ -175,14 +177,15 @@ def plan(env, goal: set, avoid: set) -> int:
     raise AssertionError("no walk to the goal")
 
 
-class Walker(Policy):
+class Walker(PrivilegedPolicy):
     """Walks to the objects the decoy names (``to="decoy"``) or the true mission names, never
-    facing the other ones; then stays put."""
+    facing the other ones; then stays put. It reads the environments to navigate: a privileged
+    reference policy, as trajbench's expert is."""
 
     def __init__(self, to: str):
         self.to = to
 
-    def begin(self, rows: list[RowContext]) -> None:
+    def begin(self, rows: list[PrivilegedRow]) -> None:
         self.rows = rows
 
     def act(self, obs, prev_action, prev_reward, rows, envs) -> np.ndarray:
@@ -197,22 +200,36 @@ class Walker(Policy):
         return np.asarray(out, np.int64)
 
 
-def test_a_decoy_evaluation_records_the_object_the_agent_walked_to(goto_test):
+def test_a_decoy_evaluation_records_the_object_the_agent_walked_to(
+    goto_test, tmp_path, monkeypatch
+):
+    """The evaluation a run makes of a reference policy with ``instruction="decoy"``, with the
+    policy it loads replaced by the scripted walker."""
+
     def run(to: str) -> pd.DataFrame:
-        return trajbench.evaluate(
-            Walker(to),
-            goto_test,
+        walker = Walker(to)
+        monkeypatch.setattr(
+            evaluation,
+            "load_policy",
+            lambda *a, **kw: (walker, PolicyInfo(policy="walker")),
+        )
+        cfg = EvalConfig(
+            policy="walker",
+            data=(str(goto_test),),
+            out=str(tmp_path / to),
             ks=(0,),
             support="same",
             formats=("common",),
             instruction="decoy",
             episodes=2,
             offline=False,
-        ).records
+            progress=False,
+        )
+        return evaluate(cfg)[0]
 
     to_decoy, to_goal = run("decoy"), run("goal")
     assert len(to_decoy) == len(to_goal) == 8 * 2
-    assert set(to_decoy["eval_instruction"]) == {"decoy"}
+    assert set(to_decoy["eval_instruction"]) == set(to_goal["eval_instruction"]) == {"decoy"}
     assert to_decoy["decoy_success"].astype(bool).all() and not to_decoy["success"].any()
     assert to_goal["success"].all() and not to_goal["decoy_success"].astype(bool).any()
 
