@@ -180,7 +180,7 @@ else
         --junitxml="$OUT_DIR/cuda-tests.xml" tests/test_cuda.py
     ensemble_bench=("$PYTHON" benchmarks/ensemble_throughput.py)
     if [ "$MODE" = gpu ]; then
-        # The standard preset's largest group trains 5 conditions x 5 seeds: 25 members.
+        # The standard preset's largest model trains 5 conditions x 5 seeds: 25 members.
         step ensemble-eager 90 "${ensemble_bench[@]}" --preset-model standard --members 25 \
             --steps 10 --rounds 2 --json "$OUT_DIR/ensemble-eager.json"
         step ensemble-compiled 150 "${ensemble_bench[@]}" --preset-model standard --members 25 \

@@ -46,9 +46,10 @@ from minigrid.envs.babyai import GoToLocal, PickupLoc, PutNextLocal
 from .minigrid_bot import FALLBACK_ACTION, BotTracker
 from .minigrid_levels import BabyAILevelMixin, MiniGridLevelMixin
 from .minigrid_planner import GridPlanner
-from .minigrid_strict import StrictPath
+from .minigrid_strict import StrictPath, cells_next_to_fixed
 
 _FORWARD, _PICKUP, _TOGGLE = int(Actions.forward), int(Actions.pickup), int(Actions.toggle)
+_DROP = int(Actions.drop)
 
 
 class _PlannerFamily(MiniGridLevelMixin):
@@ -326,10 +327,15 @@ class _StrictPathFamily(_BotFamily):
     def expert_action(self) -> int:
         if self._strict_path is None:
             return super().expert_action()
+        action = self._strict_expert()
+        return FALLBACK_ACTION if action is None else action
+
+    def _strict_expert(self) -> int | None:
+        """The strict expert's next action (None: none found)."""
         action = self._strict_path.action()
         if action is None and self.final_action is not None and self.carrying is None:
             return self.final_action
-        return FALLBACK_ACTION if action is None else action
+        return action
 
 
 class GoToLocalLevels(_StrictPathFamily, GoToLocal):
@@ -369,16 +375,36 @@ class PickupLocLevels(_StrictPathFamily, PickupLoc):
     default_max_steps = 40
 
 
-class PutNextLocalLevels(_BotFamily, PutNextLocal):
+class PutNextLocalLevels(_StrictPathFamily, PutNextLocal):
     """``PutNextLocal-v1``: BabyAI PutNextLocal, one 8x8 room with 8 distinct objects.
 
     Tests a two-object mission: carry one named object next to another. ``max_steps`` 72
     (expert with random starts: mean 12.0, longest 45); ``-v0``: ``max_steps`` 64 (mean 12.0,
-    longest 42). Expert: BabyAI bot.
-    Mission e.g. "put the red box next to the grey ball".
+    longest 42). Expert: BabyAI bot; on ``-v2`` (strict: picking up an object the mission does not
+    move fails; the bot picks up objects in its way) a shortest path to the object to move that
+    moves no other, ``pickup``, a shortest path to face an empty cell beside the fixed object,
+    ``drop``. Mission e.g. "put the red box next to the grey ball".
     """
 
     family = "PutNextLocal-v1"
     default_max_steps = 72
     fixed_start_max_steps = 64
     env_kwargs = {"room_size": 8, "num_objs": 8}
+    final_action = _PICKUP
+    _drop_path: StrictPath | None = None
+
+    def _on_reset(self) -> None:
+        super()._on_reset()
+        self._drop_path = None
+
+    def _strict_expert(self) -> int | None:
+        if self.carrying is None:
+            return super()._strict_expert()
+        if self._drop_path is None:  # carrying the object to move: face a cell beside the fixed one
+            self._drop_path = StrictPath(self, avoid_others=False, targets=cells_next_to_fixed)
+        action = self._drop_path.action()
+        return (
+            _DROP
+            if action is None and self._drop_path.reaches(self.agent_pos, self.agent_dir)
+            else action
+        )

@@ -23,6 +23,7 @@ faces objects in passing and picks up ones in its way).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from minigrid.core.actions import Actions
@@ -61,6 +62,23 @@ def wrong_touch(env: Any, instr: Any) -> bool:
     return obj is not None and not _is_in(obj, accepted_objects(instr))
 
 
+def accepted_cells(env: Any) -> set[tuple[int, int]]:
+    """Cells of the objects ``env``'s mission accepts (see :func:`accepted_objects`)."""
+    return {(int(o.cur_pos[0]), int(o.cur_pos[1])) for o in accepted_objects(env.instrs)}
+
+
+def cells_next_to_fixed(env: Any) -> set[tuple[int, int]]:
+    """Empty cells beside (not diagonally) an object a ``put next to`` mission names as fixed:
+    dropping the moved object there succeeds."""
+    cells = set()
+    for obj in env.instrs.desc_fixed.obj_set:
+        x, y = int(obj.cur_pos[0]), int(obj.cur_pos[1])
+        for dx, dy in _DIR:
+            if env.grid.get(x + dx, y + dy) is None:
+                cells.add((x + dx, y + dy))
+    return cells
+
+
 def _successors(state: tuple[int, int, int], grid: Any) -> dict[int, tuple[int, int, int]]:
     """Where ``left``, ``right`` and ``forward`` (onto an empty cell) take a pose."""
     x, y, d = state
@@ -81,17 +99,24 @@ class StrictPath:
     Args:
         env: The unwrapped BabyAI environment, its mission's verifier reset.
         avoid_others: Never face an object the mission does not accept (strict ``go to``).
+        targets: A function of ``env`` giving the cells to face (default: the accepted objects').
     """
 
-    def __init__(self, env: Any, avoid_others: bool = True):
+    def __init__(
+        self,
+        env: Any,
+        avoid_others: bool = True,
+        targets: Callable[[Any], set[tuple[int, int]]] | None = None,
+    ):
         self.env, self.avoid_others = env, avoid_others
+        self._targets = targets or accepted_cells
         self._search()
 
     def _search(self) -> None:
         """The backward search from the poses facing an accepted object (on the grid as is)."""
         env, avoid_others = self.env, self.avoid_others
-        grid, instr = env.grid, env.instrs
-        accepted = {tuple(o.cur_pos) for o in accepted_objects(instr)}
+        grid = env.grid
+        accepted = self._targets(env)
         self.width, self.height = grid.width, grid.height
 
         def front(x: int, y: int, d: int) -> tuple[int, int]:

@@ -40,7 +40,10 @@ MINIGRID = [i for i in env_ids() if issubclass(family_class(i), MiniGridLevelMix
 V1 = [i for i in MINIGRID if i.endswith("-v1")]
 BABYAI = [i for i in MINIGRID if issubclass(family_class(i), BabyAILevelMixin)]
 #: Strict families whose expert follows a StrictPath rather than the BabyAI bot.
-STRICT_PATH = ["trajbench/GoToLocal-v2", "trajbench/PickupLoc-v2", "trajbench/HiddenGoToLocal-v0"]
+STRICT_PATH = [
+    *(f"trajbench/{name}-v2" for name in ("GoToLocal", "PickupLoc", "PutNextLocal")),
+    "trajbench/HiddenGoToLocal-v0",
+]
 pytestmark = pytest.mark.filterwarnings("ignore:.*is out of date:DeprecationWarning")
 
 
