@@ -7,12 +7,8 @@ import json
 import pytest
 
 import trajbench  # noqa: F401  (registers the families)
-from trajbench.analysis.certificates import (
-    CertificatesConfig,
-    certify,
-    merged,
-    newest_versions,
-)
+from trajbench.analysis.certificates import CertificatesConfig, certify, newest_versions
+from trajbench.analysis.certificates_report import merged
 from trajbench.catalog import family_info
 from trajbench.certificates import HEADLINE_MARGIN, classify, stored_certificates
 from trajbench.envs.registration import env_ids

@@ -66,13 +66,15 @@ SUITE_VERSIONS: dict[str, dict[str, Any]] = {
         "description": "Suite v3: a level is its content (MiniGrid/BabyAI -v2 draw their levels "
         "over distinct contents, so no test level repeats a training level; generators with few "
         "layouts draw the goal per level), strict verification on BabyAI (the first object "
-        "counts), and families where the demonstrations are needed (hidden goal or withheld "
-        "mission); level splits of version 1",
+        "counts), families where the demonstrations are needed (hidden goal or withheld "
+        "mission), and DarkFetch, an order family whose shuffled steps lose the order; level "
+        "splits of version 1",
         "split_version": 1,
         "families": (
             "trajbench/DarkRoom-v0",
             "trajbench/DarkKeyToDoor-v0",
             "trajbench/DarkSequence-v0",
+            "trajbench/DarkFetch-v0",
             "trajbench/FourRooms-v2",
             "trajbench/MultiRoom-v2",
             "trajbench/SimpleCrossing-v2",

@@ -17,6 +17,7 @@ least :data:`MIN_SEEDS` seeds per condition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import product
 
 from trajbench.baselines.model_config import ModelConfig
 from trajbench.contexts import MODE_NAMES, ContextConfig
@@ -95,13 +96,7 @@ def cross(
     backbones: tuple[str, ...] = ("",),
 ) -> tuple[Condition, ...]:
     """Every combination of ``modes``, ``instructions``, ``p_bursty`` and ``backbones``."""
-    return tuple(
-        Condition(m, i, p, b)
-        for m in modes
-        for i in instructions
-        for p in p_bursty
-        for b in backbones
-    )
+    return tuple(Condition(*c) for c in product(modes, instructions, p_bursty, backbones))
 
 
 @dataclass
@@ -186,6 +181,7 @@ SIMPLE_CROSSING = "trajbench/SimpleCrossing-v2"
 LAVA_CROSSING = "trajbench/LavaCrossing-v2"
 DOOR_KEY = "trajbench/DoorKey-v2"
 UNLOCK = "trajbench/Unlock-v2"
+HIDDEN = {f: f"trajbench/Hidden{f}-v0" for f in ("FourRooms", "MultiRoom", "GoToLocal")}
 
 #: The instruction ablation's 2x2: context (bursty / none) x mission (full / empty).
 INSTRUCTION_2X2 = cross((BURSTY, NONE), ("full", "empty"))
@@ -428,8 +424,9 @@ PRESETS: dict[str, Preset] = {
     "standard": Preset(
         name="standard",
         description=(
-            "The whole suite on a GPU: larger models, every mode at every K, the instruction "
-            "2x2 with template and wrong rows on 200 held-out levels, held-out families."
+            "The whole suite on a GPU: larger models, every mode at every K on every headline "
+            "family, the instruction 2x2 with template and wrong rows on 200 held-out levels, "
+            "held-out families."
         ),
         groups=(
             *(
@@ -446,6 +443,8 @@ PRESETS: dict[str, Preset] = {
                     ("dark-room", DR, 0, 0, 3000),
                     ("dark-key-to-door", DKTD, 2000, 200, 6000),
                     ("dark-sequence", DSEQ, 20000, 400, 8000),
+                    ("dark-fetch", "trajbench/DarkFetch-v0", 20000, 400, 8000),
+                    *((f"hidden-{f.lower()}", env, 3000, 200, 8000) for f, env in HIDDEN.items()),
                 )
             ),
             Group(
