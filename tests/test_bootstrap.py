@@ -359,3 +359,128 @@ def test_minimum_detectable_effect():
     assert minimum_detectable_effect(0.05, power=0.9) > minimum_detectable_effect(0.05)
     with pytest.raises(ValueError):
         minimum_detectable_effect(0.05, power=1.0)
+
+
+# --- what mutation testing found unchecked (benchmarks/mutation.py, docs/testing.md) ------------
+
+
+def test_iqm_errors_name_what_is_wrong():
+    with pytest.raises(ValueError, match=r"^iqm: no scores$"):
+        iqm([])
+    with pytest.raises(ValueError, match=r"^iqm: scores contain NaN$"):
+        iqm([1.0, np.nan])
+    with pytest.raises(ValueError, match=r"^iqm: axis 2 out of range for an array of 2 dims$"):
+        iqm(np.ones((2, 3)), axis=2)
+    with pytest.raises(ValueError, match="out of range"):
+        iqm(np.ones((2, 3)), axis=-3)
+    # The first axis counted from the end is in range.
+    x = np.arange(6.0).reshape(2, 3)
+    assert np.allclose(iqm(x, axis=-2), scipy.stats.trim_mean(x, 0.25, axis=0))
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda bad: paired_difference(bad, np.ones((2, 3))), "x"),
+        (lambda bad: paired_difference(np.ones((2, 3)), bad), "y"),
+        (lambda bad: stratified_bootstrap_ci(bad), "matrix"),
+        (lambda bad: two_level_ci(bad), "matrix"),
+        (lambda bad: probability_of_improvement(bad, np.ones((2, 3))), "x_matrix"),
+        (lambda bad: probability_of_improvement(np.ones((2, 3)), bad), "y_matrix"),
+    ],
+)
+def test_a_bad_matrix_is_named_in_the_error(call, name):
+    with pytest.raises(ValueError, match=rf"^{name} contains NaN or infinite scores$"):
+        call(np.array([[1.0, np.nan, 0.0], [0.0, 1.0, 1.0]]))
+
+
+def test_a_statistic_that_does_not_reduce_is_refused_with_a_message():
+    with pytest.raises(ValueError, match=r"statistic must reduce axes \(-2, -1\) to one value"):
+        stratified_bootstrap_ci(np.ones((3, 2)), statistic=lambda x, axis: x)
+
+
+@pytest.mark.parametrize("confidence, power", [(0.0, 0.8), (1.0, 0.8), (1.5, 0.8), (0.95, 0.0)])
+def test_minimum_detectable_effect_refuses_levels_outside_zero_one(confidence, power):
+    with pytest.raises(ValueError, match=r"^confidence and power must lie in \(0, 1\)$"):
+        minimum_detectable_effect(0.05, confidence=confidence, power=power)
+
+
+def test_published_intervals_use_the_documented_defaults():
+    """results.json and the leaderboard recompute intervals with the defaults (2000 replicates,
+    seed 0): changing either changes every published interval."""
+    rng = np.random.default_rng(2)
+    x, y = rng.random((3, 7)), rng.random((4, 7))
+    assert paired_difference(x, y) == paired_difference(x, y, reps=2000, seed=0)
+    assert paired_difference(x, y) != paired_difference(x, y, seed=1)
+    assert stratified_bootstrap_ci(x) == stratified_bootstrap_ci(x, reps=2000, seed=0)
+    assert stratified_bootstrap_ci(x) != stratified_bootstrap_ci(x, reps=2001, seed=0)
+    assert probability_of_improvement(x, y) == probability_of_improvement(x, y, 2000, seed=0)
+    assert probability_of_improvement(x, y) != probability_of_improvement(x, y, 2001, seed=0)
+    assert paired_difference(x, y, reps=2001) != paired_difference(x, y)
+
+
+def _independent_paired(x, y, strata, same_seeds, reps=4000, seed=99):
+    """Paired difference bootstrap written with resampled indices: levels within their stratum
+    (the same ones for both sides), seeds the same for both or drawn apart."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(strata)
+    groups = [np.flatnonzero(labels == s) for s in dict.fromkeys(labels.tolist())]
+    out = []
+    for _ in range(reps):
+        cols = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        rx = rng.integers(0, len(x), len(x))
+        ry = rx if same_seeds else rng.integers(0, len(y), len(y))
+        out.append(x[rx][:, cols].mean() - y[ry][:, cols].mean())
+    out = np.asarray(out)
+    return (*np.percentile(out, [2.5, 97.5]), out.std(ddof=1))
+
+
+@pytest.mark.parametrize("same_seeds", [True, False])
+def test_paired_difference_resamples_levels_within_strata_and_seeds_as_told(same_seeds):
+    """Two strata of very different level counts and differences, and a seed effect shared by
+    both sides: ignoring the strata or the seeds' pairing changes the interval."""
+    rng = np.random.default_rng(4)
+    strata = ["a"] * 2 + ["b"] * 10
+    level = np.r_[np.full(2, 0.9), np.full(10, 0.1)] + rng.normal(0, 0.05, 12)
+    seed_effect = rng.normal(0, 0.03, 4)[:, None]
+    x = level + seed_effect + np.r_[np.full(2, 0.4), np.zeros(10)] + rng.normal(0, 0.05, (4, 12))
+    y = level + seed_effect + rng.normal(0, 0.05, (4, 12))
+    d = paired_difference(x, y, strata=strata, same_seeds=same_seeds)
+    low, high, se = _independent_paired(x, y, strata, same_seeds)
+    assert d.mean == pytest.approx(x.mean() - y.mean())
+    assert d.low == pytest.approx(low, abs=0.3 * se)
+    assert d.high == pytest.approx(high, abs=0.3 * se)
+    assert d.se == pytest.approx(se, rel=0.08)
+    other = _independent_paired(x, y, ["s"] * 12, same_seeds)
+    assert abs(other[2] - se) > 0.2 * se  # the strata matter for this data
+
+
+def test_seeds_drawn_apart_for_conditions_with_other_seeds():
+    """With same_seeds False (and a y of another shape than x's transpose) each side's seeds are
+    drawn independently: a seed effect shared by both no longer cancels."""
+    rng = np.random.default_rng(8)
+    seed_effect = rng.normal(0, 0.3, 3)[:, None]
+    x = 0.6 + seed_effect + rng.normal(0, 0.01, (3, 5))
+    y = 0.5 + seed_effect + rng.normal(0, 0.01, (3, 5))
+    paired = paired_difference(x, y, same_seeds=True)
+    apart = paired_difference(x, y, same_seeds=False)
+    *_, se = _independent_paired(x, y, ["s"] * 5, same_seeds=False)
+    assert paired.high - paired.low < 0.05 < apart.high - apart.low
+    assert apart.se == pytest.approx(se, rel=0.08)
+
+
+def test_probability_of_improvement_counts_ties_per_level():
+    """Ties on one level only: each level's P(X > Y) + P(X = Y) / 2, averaged over levels."""
+    x = np.array([[1.0, 4.0], [2.0, 4.0]])
+    y = np.array([[1.0, 3.0], [1.0, 5.0]])
+    # level 0: pairs (1, 1) twice tie, (2, 1) twice x wins -> 0.5 + 0.5 * 0.5 = 0.75
+    # level 1: (4, 3) x wins, (4, 5) y wins, twice each -> 0.5; no tie
+    p, _, _ = probability_of_improvement(x, y, reps=10)
+    assert p == pytest.approx((0.75 + 0.5) / 2)
+
+
+def test_two_replicates_are_two_replicates():
+    """reps counts the replicates drawn: two give two different values and a finite spread."""
+    x, y = np.arange(12.0).reshape(3, 4) ** 2, np.zeros((3, 4))
+    d = paired_difference(x, y, reps=2)
+    assert d.low < d.high and np.isfinite(d.se) and d.mean == pytest.approx(x.mean())

@@ -184,7 +184,8 @@ class ContextBuilder:
         return c, s, e
 
     def _cut(self, c: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Whole episodes ``[0, length)``, or with ``partial`` a random contiguous piece."""
+        """Whole episodes ``[0, length)``, or with ``partial`` a random contiguous piece: ``s``
+        uniform in ``[0, length)``, then ``e`` uniform in ``(s, length]``."""
         if not self.config.partial:
             return np.zeros_like(length), length
         s = floor(self.rng.random(c.shape), length)

@@ -33,7 +33,9 @@ class ContextConfig:
     """If set, each sequence is bursty with this probability and trajectories otherwise
     (mode must then be bursty or trajectories)."""
     partial: bool = False
-    """Context episodes are random contiguous pieces instead of whole episodes."""
+    """Context episodes are random contiguous pieces instead of whole episodes: the first step
+    uniform over the episode's L steps, the last uniform over the steps from there on (a piece
+    holds the episode's first step with probability 1/L and its last with H_L / L)."""
     zipf: float = 0.0
     """Zipf exponent of how often each level is drawn as the query level (0: uniform)."""
     context_demonstrators: tuple[str, ...] = ("expert",)

@@ -1,0 +1,473 @@
+"""Every number of ``results.json`` and ``report.md`` against an independent computation.
+
+The records are built by hand (``report_support``): each (seed, level) cell of each condition has
+a chosen number of episodes and successes, so every mean and paired difference is known exactly
+from the construction; intervals and minimum detectable effects are compared with a bootstrap
+written in the tests, within Monte-Carlo tolerance. The report is made by the function the runner
+calls (:func:`trajbench.report.write_report`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_support import (
+    DARK_ROOM,
+    TRAINED,
+    Z_MDE,
+    Cells,
+    bootstrap_difference,
+    bootstrap_interval,
+    label_of,
+    readings,
+    report,
+    rows_of,
+    simulate,
+)
+from scipy.stats import trim_mean
+
+from trajbench.report.questions import Question, ask, copying, two_by_two
+
+SEEDS = (0, 1, 2, 3, 4)
+LEVELS = (2, 3, 5, 7, 11, 13, 17, 19)
+KMAX = 4
+KS = (0, 1, KMAX)
+#: (policy, train_context, instruction) -> success probability at K=4 with demonstrations of the
+#: level, in the common format.
+HEADLINE = {
+    (TRAINED, "bursty", "full"): 0.80,
+    (TRAINED, "trajectories", "full"): 0.50,
+    (TRAINED, "shuffled", "full"): 0.62,
+    (TRAINED, "isolated", "full"): 0.47,
+    (TRAINED, "bursty", "empty"): 0.45,
+    ("no-context", "none", "full"): 0.25,
+    ("no-context", "none", "empty"): 0.10,
+    ("random", "-", "-"): 0.05,
+    ("hashmap", "-", "-"): 0.55,
+    ("replay", "-", "-"): 0.30,
+    ("decoder", "-", "-"): 0.90,
+    ("expert", "-", "-"): 1.00,
+}
+#: The unordered modes' own (matched) format: other numbers than in the common format.
+MATCHED = {"shuffled": 0.35, "isolated": 0.28}
+#: The questions the constructed group declares, and what each must compare (the spec, written
+#: apart from the report's code): (question, a's labels, b's labels) -> (the format b is shown
+#: in, the factor on the difference, the contrast the report writes or "" for a plain reading).
+#: The last five are the instruction 2x2 (context bursty/none x mission full/empty).
+QUESTIONS = {
+    ("support", ("bursty",), ("trajectories",)): ("common", 1.0, ""),
+    ("support and order", ("bursty",), ("isolated",)): ("common", 1.0, ""),
+    ("order", ("bursty",), ("shuffled",)): ("common", 1.0, ""),
+    ("order (matched format)", ("bursty",), ("shuffled",)): ("matched", 1.0, ""),
+    ("order", ("trajectories",), ("isolated",)): ("common", 1.0, ""),
+    ("context", ("bursty",), ("none",)): ("common", 1.0, ""),
+    ("copying", ("bursty",), ("hashmap",)): ("common", 1.0, ""),
+    ("copying", ("bursty",), ("replay",)): ("common", 1.0, ""),
+    ("context (main effect)", ("bursty", "bursty/empty"), ("none", "none/empty")): (
+        "common",
+        1.0,
+        "mean(bursty, bursty/empty) - mean(none, none/empty)",
+    ),
+    ("mission (main effect)", ("bursty", "none"), ("bursty/empty", "none/empty")): (
+        "common",
+        1.0,
+        "mean(bursty, none) - mean(bursty/empty, none/empty)",
+    ),
+    ("interaction (context x mission)", ("bursty", "none/empty"), ("bursty/empty", "none")): (
+        "common",
+        2.0,
+        "(bursty - bursty/empty) - (none - none/empty)",
+    ),
+    ("demonstrations without the mission", ("bursty/empty",), ("none/empty",)): (
+        "common",
+        1.0,
+        "",
+    ),
+    ("grounding (reading aid)", ("none",), ("none/empty",)): ("common", 1.0, ""),
+}
+#: What the group declares: the questions above, the 2x2 by the presets' own declaration.
+DECLARED = {
+    "g": (
+        *(
+            Question(name, a, b, b_format=spec[0])
+            for (name, a, b), spec in QUESTIONS.items()
+            if spec[0] == "matched" or name in ("support", "support and order", "order", "context")
+        ),
+        *copying("bursty"),
+        *two_by_two(),
+    )
+}
+
+
+def side(labels: tuple[str, ...]) -> str:
+    """How a comparison names a side: its label, or the mean of its labels."""
+    return labels[0] if len(labels) == 1 else f"mean({', '.join(labels)})"
+
+
+def build(rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """Records of every condition, and the cells of each (label, k, support, format, shown)."""
+    seed_effect = np.linspace(-0.04, 0.04, len(SEEDS))
+    level_effect = np.linspace(-0.25, 0.25, len(LEVELS))
+    cells, rows = {}, []
+
+    def add(spec, p, k, support="same", fmt="common", shown=None, decoy=False):
+        episodes = rng.integers(6, 13, size=(len(SEEDS), len(LEVELS)))  # unequal cells
+        c = simulate(rng, p, seed_effect, level_effect, episodes)
+        if decoy:
+            c.decoys = rng.binomial(c.episodes - c.successes, 0.5)
+        policy, context, instruction = spec
+        cells[(label_of(*spec), k, support, fmt, shown or instruction)] = c
+        rows.extend(
+            rows_of(
+                c,
+                policy=policy,
+                context=context,
+                instruction=instruction,
+                k=k,
+                support=support,
+                fmt=fmt,
+                eval_instruction=shown,
+                seeds=SEEDS,
+                levels=LEVELS,
+            )
+        )
+
+    for spec, p in HEADLINE.items():
+        context, trained = spec[1], spec[1] != "-"
+        add(spec, 0.6 if spec[0] == "decoder" else 0.3, 0)  # K=0: no effect but the decoder's
+        add(spec, 1.0 - p, 1)  # K=1 reverses every effect
+        add(spec, p, KMAX)
+        if trained:
+            add(spec, 0.15, KMAX, support="other")  # other levels' demonstrations
+        if context in MATCHED:
+            add(spec, MATCHED[context], KMAX, fmt="matched")
+        if spec[2] in ("full", "-"):  # decoy missions: full-instruction models and references
+            add(spec, 0.05, KMAX, shown="decoy", decoy=True)
+    return pd.DataFrame(rows), cells
+
+
+def sides(cells: dict, question: tuple, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cell means of a question's two sides at K (each the cell-wise mean of its labels'
+    cells), or None where a condition of a side was not evaluated there."""
+    _, a, b = question
+    fmt = QUESTIONS[question][0]
+    x = [cells.get((label, k, "same", "common", _shown(label))) for label in a]
+    y = [cells.get((label, k, "same", fmt, _shown(label))) for label in b]
+    if any(c is None for c in x + y):
+        return None
+    return np.mean([c.means for c in x], axis=0), np.mean([c.means for c in y], axis=0)
+
+
+def expected(cells: dict) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    """(question, a, b, k) -> both sides' cells, for every declared question at every K."""
+    out = {}
+    for question in QUESTIONS:
+        for k in KS:
+            found = sides(cells, question, k)
+            if found is not None:
+                out[(*question, k)] = found
+    return out
+
+
+@pytest.fixture(scope="module")
+def constructed(tmp_path_factory):
+    records, cells = build(np.random.default_rng(7))
+    results, text = report(tmp_path_factory.mktemp("numbers"), records, DECLARED)
+    return records, cells, results, text
+
+
+def comparison(results: dict, question: str, a: str, b: str, k: int = KMAX) -> dict:
+    found = [
+        c
+        for c in results["comparisons"]
+        if (c["question"], c["a"], c["b"], c["k"]) == (question, a, b, k)
+    ]
+    assert len(found) == 1, f"{question}: {a} vs {b} at K={k} reported {len(found)} times"
+    return found[0]
+
+
+def test_every_declared_question_is_answered_at_every_k_once_and_nothing_else(constructed):
+    _, cells, results, _ = constructed
+    want = {(q, side(a), side(b), k) for q, a, b, k in expected(cells)}
+    asked = [(c["question"], c["a"], c["b"], c["k"]) for c in results["comparisons"]]
+    assert len(asked) == len(set(asked))
+    assert set(asked) == want
+    # Where a side was not evaluated (the matched format only at K=4), it says so instead.
+    missing = {(u["question"], u["k"]) for u in results["unanswered"]}
+    assert missing == {("order (matched format)", 0), ("order (matched format)", 1)}
+    assert len(results["unanswered"]) == 2
+
+
+@pytest.mark.parametrize("question", QUESTIONS, ids=lambda q: f"{q[0]}: {q[1]} vs {q[2]}")
+@pytest.mark.parametrize("k", KS)
+def test_a_comparison_is_its_two_means_difference_with_an_independent_ci(constructed, question, k):
+    _, cells, results, _ = constructed
+    name, a, b = question
+    found = sides(cells, question, k)
+    if found is None:
+        assert question[0] == "order (matched format)" and k != KMAX
+        return
+    x, y = found
+    scale = QUESTIONS[question][1]
+    c = comparison(results, name, side(a), side(b), k)
+    assert (c["family"], c["eval_split"], c["k"], c["group"]) == (DARK_ROOM, "test_levels", k, "g")
+    assert (c["n_levels"], c["n_seeds"]) == (len(LEVELS), len(SEEDS))
+    # Each cell weighs the same, whatever its number of episodes.
+    assert c["a_mean"] == pytest.approx(x.mean(), abs=1e-12)
+    assert c["b_mean"] == pytest.approx(y.mean(), abs=1e-12)
+    assert c["diff"] == pytest.approx(scale * (x.mean() - y.mean()), abs=1e-12)
+    low, high, se = bootstrap_difference(x, y, scale=scale)
+    tol = 0.35 * se + 1e-9  # two bootstraps of 2000 and 4000 replicates: about 0.08 se apart
+    assert c["ci_low"] == pytest.approx(low, abs=tol)
+    assert c["ci_high"] == pytest.approx(high, abs=tol)
+    assert c["mde"] == pytest.approx(Z_MDE * se, rel=0.1)
+    assert c["separated"] == (c["ci_low"] > 0 or c["ci_high"] < 0)
+
+
+def test_the_constructed_effects_have_the_signs_they_were_built_with(constructed):
+    _, _, results, _ = constructed
+    diffs = {
+        (c["question"], c["a"], c["b"]): c["diff"] for c in results["comparisons"] if c["k"] == KMAX
+    }
+    assert len(diffs) == len(QUESTIONS)
+    for (question, a, b), diff in diffs.items():
+        if (question, a, b) != ("order", "trajectories", "isolated"):  # 0.50 vs 0.47: close
+            # At least 0.15 as built (grounding: 0.25 vs 0.10, less where clipped at 0).
+            assert diff > 0.05, (question, a, b, diff)
+    assert (
+        diffs[("order (matched format)", "bursty", "shuffled")]
+        > diffs[("order", "bursty", "shuffled")]
+    )
+
+
+def test_the_readings_say_what_the_numbers_show(constructed):
+    """Every comparison's line in report.md, in the block of its K: its means and difference,
+    and 'higher' (or 'positive') where its independent interval excludes 0 by a margin, 'not
+    distinguishable' with the smallest detectable effect where it holds 0 by a margin."""
+    _, cells, _, text = constructed
+    lines = [(r[:4], r[4]) for r in readings(text)]
+    want = expected(cells)
+    checked = 0
+    for (name, a, b, k), (x, y) in want.items():
+        scale, contrast = QUESTIONS[(name, a, b)][1:]
+        low, high, se = bootstrap_difference(x, y, scale=scale)
+        diff = scale * (x.mean() - y.mean())
+        at = [
+            ln
+            for where, ln in lines
+            if where == ("g", DARK_ROOM, "test_levels", k) and ln.startswith(f"- *{name}*: ")
+        ]
+        if contrast:
+            found = [ln for ln in at if ln.startswith(f"- *{name}*: {contrast} = {diff:+.2f} [")]
+        else:
+            means = f"{x.mean():.2f} vs {y.mean():.2f}"
+            found = [ln for ln in at if f"`{a[0]}`" in ln and f"`{b[0]}`" in ln and means in ln]
+            assert len(found) == 1, (name, a, b, k, at)
+            assert f"difference {diff:+.2f} [" in found[0]
+        assert len(found) == 1, (name, a, b, k, at)
+        if low > 0.5 * se or high < -0.5 * se:
+            if contrast:
+                sign = "positive" if diff > 0 else "negative"
+                assert f"{sign}, the CI excludes 0" in found[0]
+            else:
+                word = "higher" if diff > 0 else "lower"
+                assert f"`{a[0]}` is {word} than `{b[0]}`" in found[0]
+            checked += 1
+        elif low < -0.5 * se and high > 0.5 * se:
+            assert "not distinguishable" in found[0]
+            mde = re.search(r"would detect (?:a difference of )?(\d+\.\d\d)", found[0])
+            assert float(mde.group(1)) == pytest.approx(Z_MDE * se, abs=0.1 * Z_MDE * se + 0.006)
+            checked += 1
+    assert len(lines) == len(want)
+    # Both verdicts are reached, and few readings fall within half a standard error of the edge.
+    assert checked >= len(want) - 4
+
+
+def test_condition_rows_weigh_cells_equally_with_independent_intervals(constructed):
+    """results.json's conditions: mean success over cells (not episodes), its seeds-and-levels
+    CI, the normalized-return IQM of the cells with its CI, decoy success, and the mean on the
+    decoder scale of its table (the random and decoder rows of its K, support, format and
+    decoy or not)."""
+    _, cells, results, _ = constructed
+    by_key = {}
+    for row in results["conditions"]:
+        key = (row["label"], row["k"], row["support"], row["format"], row["eval_instruction"])
+        assert key not in by_key
+        by_key[key] = row
+    assert set(by_key) == set(cells)
+    normalized = 0
+    for key, c in cells.items():
+        row = by_key[key]
+        m = c.means
+        assert row["success_mean"] == pytest.approx(m.mean(), abs=1e-12)
+        assert row["n_episodes"] == int(c.episodes.sum())
+        low, high, se = bootstrap_interval(m)
+        assert row["success_ci_low"] == pytest.approx(low, abs=0.35 * se + 1e-9)
+        assert row["success_ci_high"] == pytest.approx(high, abs=0.35 * se + 1e-9)
+        assert row["return_iqm"] == pytest.approx(trim_mean(c.returns.ravel(), 0.25), abs=1e-12)
+        low, high, se = bootstrap_interval(c.returns, statistic="iqm")
+        assert row["return_ci_low"] == pytest.approx(low, abs=0.35 * se + 1e-9)
+        assert row["return_ci_high"] == pytest.approx(high, abs=0.35 * se + 1e-9)
+        if c.decoys is not None:
+            assert row["decoy_success_mean"] == pytest.approx(
+                (c.decoys / c.episodes).mean(), abs=1e-12
+            )
+        else:
+            assert "decoy_success_mean" not in row
+        _, k, support, fmt, shown = key
+        ref = "decoy" if shown == "decoy" else "-"
+        decoder = cells.get(("decoder", k, support, fmt, ref))
+        random = cells.get(("random", k, support, fmt, ref))
+        span = None if decoder is None else decoder.means.mean() - random.means.mean()
+        if span is not None and span > 0:
+            want = (m.mean() - random.means.mean()) / span
+            assert row["normalized"] == pytest.approx(want, abs=1e-12), key
+            normalized += 1
+        else:
+            assert "normalized" not in row, key
+    assert normalized >= 2 * len(HEADLINE)  # K=0 and K=4, where the decoder clears random
+    # The construction makes episode weighting visibly different for some condition.
+    bursty = cells[("bursty", KMAX, "same", "common", "full")]
+    assert abs(bursty.successes.sum() / bursty.episodes.sum() - bursty.means.mean()) > 1e-3
+
+
+def test_the_k_shot_table_shows_every_conditions_mean_and_interval(constructed):
+    _, _, results, text = constructed
+    for row in results["conditions"]:
+        if row["eval_instruction"] == "decoy":
+            continue
+        cell = (
+            f"{row['success_mean']:.2f} [{row['success_ci_low']:.2f}, {row['success_ci_high']:.2f}]"
+        )
+        if "normalized" in row:
+            cell += f" ({row['normalized']:.2f})"
+        line = f"| {row['label']} | {row['format']} | {row['support']} |"
+        assert any(ln.startswith(line) and cell in ln for ln in text.splitlines()), (line, cell)
+
+
+def test_no_table_of_the_constructed_run_is_saturated(constructed):
+    """Its best trained condition is at most (0.80 - 0.05) / (0.90 - 0.05) of the way from
+    random to the decoder at K=4, and below the decoder or random at K=0 and K=1."""
+    _, cells, results, text = constructed
+    for k in KS:
+        best = max(
+            cells[(label_of(*spec), k, "same", "common", spec[2])].means.mean()
+            for spec in HEADLINE
+            if spec[1] != "-"
+        )
+        floor = cells[("random", k, "same", "common", "-")].means.mean()
+        ceiling = cells[("decoder", k, "same", "common", "-")].means.mean()
+        assert not (ceiling > floor and (best - floor) / (ceiling - floor) >= 0.95)
+    assert results["saturated"] == []
+    assert "— saturated at K=" not in text
+
+
+def _shown(label: str) -> str:
+    """The eval_instruction of a label's headline records (its training instruction)."""
+    if "/" in label:
+        return label.split("/")[1]
+    return "full" if label in ("bursty", "trajectories", "shuffled", "isolated", "none") else "-"
+
+
+# -- saturation ------------------------------------------------------------------------------------
+def test_a_table_is_marked_saturated_only_where_its_best_entries_reach_the_ceiling(tmp_path):
+    """Two families without a decoder (the expert's 1.0 is the ceiling): on one the three best
+    entries succeed on every episode at K=4 (saturated there) and on 0.3 at K=0 ((0.3 - 0.1) /
+    (1 - 0.1): not), on the other the best is at 0.6 at both K (not)."""
+    rng = np.random.default_rng(3)
+    n = np.full((len(SEEDS), len(LEVELS)), 4)
+    rows = []
+    for family, top in ((DARK_ROOM, {0: 0.3, KMAX: 1.0}), ("trajbench/DarkKeyToDoor-v0", {})):
+        for spec, p in (
+            ((TRAINED, "bursty", "full"), top),
+            ((TRAINED, "shuffled", "full"), top),
+            (("hashmap", "-", "-"), top),
+            (("random", "-", "-"), {}),
+            (("expert", "-", "-"), {0: 1.0, KMAX: 1.0}),
+        ):
+            zero = np.zeros(len(SEEDS))
+            for k in (0, KMAX):
+                q = p.get(k, 0.6 if p is top else 0.1)
+                cells = simulate(rng, q, zero, np.zeros(len(LEVELS)), n)
+                rows += rows_of(
+                    cells,
+                    policy=spec[0],
+                    context=spec[1],
+                    instruction=spec[2],
+                    family=family,
+                    k=k,
+                    seeds=SEEDS,
+                    levels=LEVELS,
+                )
+    results, text = report(tmp_path, pd.DataFrame(rows), {})
+    assert results["saturated"] == [
+        {"group": "g", "family": DARK_ROOM, "eval_split": "test_levels", "k": KMAX}
+    ]
+    headers = [ln for ln in text.splitlines() if ln.startswith("### trajbench/")]
+    marks = {}
+    for line in headers:
+        found = re.match(r"^### (\S+) — test levels \((\w+)\)(?: — saturated at (.*))?$", line)
+        assert found, line
+        marks[found.group(1)] = found.group(3)
+    assert marks == {DARK_ROOM: f"K={KMAX}", "trajbench/DarkKeyToDoor-v0": None}
+
+
+def test_cells_of_other_episode_counts_are_not_weighted_by_episodes(tmp_path):
+    """By hand: seed 0 has 1 of 1 episode on level 1 and 0 of 9 on level 2 -> cell mean 0.5,
+    episode mean 0.1."""
+    cells = Cells(np.array([[1, 9]]), np.array([[1, 0]]), returns=np.array([[0.2, 0.4]]))
+    rows = rows_of(cells, policy="hashmap", k=2, seeds=(0,), levels=(1, 2))
+    results, _ = report(tmp_path, pd.DataFrame(rows), {})
+    (row,) = results["conditions"]
+    assert row["success_mean"] == pytest.approx(0.5)
+    assert row["return_iqm"] == pytest.approx(0.3)
+
+
+# -- backbones -------------------------------------------------------------------------------------
+def test_backbone_comparisons_read_the_training_instruction_only(tmp_path):
+    """Two backbones evaluated with and without decoy missions: the *in context* and
+    *architecture* answers are the differences of the non-decoy cells (decoys: all failures)."""
+    rng = np.random.default_rng(11)
+    n = np.full((len(SEEDS), len(LEVELS)), 4)
+    zero_s, zero_l = np.zeros(len(SEEDS)), np.zeros(len(LEVELS))
+    rows, cells = [], {}
+    for backbone, p in (("llama", 0.8), ("lstm", 0.5)):
+        for support, shown, q in (
+            ("same", "full", p),
+            ("other", "full", 0.2),
+            ("same", "decoy", 0),
+        ):
+            c = simulate(rng, q, zero_s, zero_l, n)
+            if shown == "decoy":
+                c.decoys = np.zeros_like(n)
+            cells[(backbone, support, shown)] = c.means
+            rows += rows_of(
+                c,
+                policy=TRAINED,
+                context="bursty",
+                instruction="full",
+                k=KMAX,
+                support=support,
+                eval_instruction=shown,
+                seeds=SEEDS,
+                levels=LEVELS,
+                backbone=backbone,
+            )
+    labels = ("bursty [llama]", "bursty [lstm]")
+    declared = (
+        *(ask("in context", x, x, support=("same", "other")) for x in labels),
+        ask("architecture", *labels),
+    )
+    results, _ = report(tmp_path, pd.DataFrame(rows), {"g": declared})
+    assert len(results["comparisons"]) == 3
+    for backbone in ("llama", "lstm"):
+        lab = f"bursty [{backbone}]"
+        c = comparison(results, "in context", f"{lab}, same level", f"{lab}, other levels")
+        assert c["a_mean"] == pytest.approx(cells[(backbone, "same", "full")].mean())
+        assert c["b_mean"] == pytest.approx(cells[(backbone, "other", "full")].mean())
+    c = comparison(results, "architecture", "bursty [llama]", "bursty [lstm]")
+    want = cells[("llama", "same", "full")].mean() - cells[("lstm", "same", "full")].mean()
+    assert c["diff"] == pytest.approx(want)
