@@ -75,7 +75,8 @@ def test_cpu_smoke_runs_every_step_and_summarises(tmp_path):
     assert summary["gpu_basis"] is None  # CPU figures are never a GPU basis
     assert "| **total** |" in (out / "dry-run.log").read_text()
     preset = summary["preset"]
-    assert preset["finished"] and preset["jobs_done"] == preset["jobs_total"] == 5
+    # ci, seed 0: the two trained conditions (one ensemble) and random, hashmap, replay, decoder.
+    assert preset["finished"] and preset["jobs_done"] == preset["jobs_total"] == 6
     assert (out / "preset" / "report.md").is_file() and (out / "preset" / "results.json").is_file()
     assert list((out / "preset" / "jobs").rglob("metrics.csv"))
     assert [t["met"] for t in summary["targets"]][1] is None  # no MFU on a CPU
