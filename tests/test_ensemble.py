@@ -236,15 +236,34 @@ def _start(cfgs: list[TrainConfig]) -> subprocess.Popen:
     return proc
 
 
+def _steps(cfgs: list[TrainConfig]) -> list[int]:
+    """Where each member would resume from: its model's last step, its checkpoint's, or 0."""
+    steps = []
+    for cfg in cfgs:
+        ckpt = Path(cfg.out) / CHECKPOINT
+        done = (Path(cfg.out) / "model").exists()
+        steps.append(
+            cfg.steps
+            if done
+            else torch.load(ckpt, weights_only=False)["step"]
+            if ckpt.exists()
+            else 0
+        )
+    return steps
+
+
 @pytest.mark.slow
 def test_killed_ensemble_resumes_to_the_same_weights(store, tmp_path):
+    """Bit for bit when every kill left the members at one step; a kill between two members'
+    checkpoint writes resumes them as separate ensembles, whose batched kernels differ in shape
+    and so round differently: equal within float tolerance then, as for a member trained alone."""
     reference = configs(store, tmp_path / "reference", steps=24)
     proc = _start(reference)
     start = time.perf_counter()
     assert proc.wait(timeout=300) == 0
     work_s = time.perf_counter() - start  # training, after the imports
     cfgs = configs(store, tmp_path / "killed", steps=24, resume=True)
-    killed, steps_at_kill = 0, []
+    steps_at_kill = []
     for delay in np.random.default_rng(3).uniform(0.2, 0.9, size=3) * work_s:
         proc = _start(cfgs)
         try:
@@ -253,18 +272,19 @@ def test_killed_ensemble_resumes_to_the_same_weights(store, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            killed += 1
-            ckpt = Path(cfgs[0].out) / CHECKPOINT
-            steps_at_kill.append(
-                torch.load(ckpt, weights_only=False)["step"] if ckpt.exists() else 0
-            )
-    assert killed >= 1 and any(steps_at_kill), steps_at_kill  # killed after a checkpoint
+            steps_at_kill.append(_steps(cfgs))
+    assert any(max(s) for s in steps_at_kill), steps_at_kill  # killed after a checkpoint
     subprocess.run(_argv(cfgs), check=True, capture_output=True)
+    in_step = all(len(set(s)) == 1 for s in steps_at_kill)
     for a, b in zip(reference, cfgs, strict=True):
         names = [p.relative_to(a.out) for p in Path(a.out).rglob("*.safetensors")]
         assert names
         for name in names:
-            assert (Path(a.out) / name).read_bytes() == (Path(b.out) / name).read_bytes(), name
+            if in_step:
+                assert (Path(a.out) / name).read_bytes() == (Path(b.out) / name).read_bytes(), name
+        wa, wb = weights(Path(a.out) / "model"), weights(Path(b.out) / "model")
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5, msg=k)
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".partial"))]
     assert leftovers == []
 
