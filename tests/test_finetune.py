@@ -160,8 +160,11 @@ def test_lora_learns_and_is_merged_into_the_saved_weights(tiny_lm, dr_train, tmp
     assert record["trained_parameters"] == sum(lora)
 
 
-def test_the_saved_model_is_evaluated_by_the_language_model_policy(tiny_lm, dr_train, tmp_path):
-    """``trajbench finetune`` from the command line, then ``trajbench evaluate`` on its output."""
+def test_the_saved_model_is_evaluated_by_the_language_model_policy(
+    tiny_lm, dr_train, dr_test, tmp_path
+):
+    """``trajbench finetune`` from the command line, then ``trajbench evaluate`` on its output
+    (held-out levels)."""
     out = tmp_path / "cli"
     args = ["finetune", "--model", str(tiny_lm), "--data", dr_train, "--out", str(out)]
     args += ["--method", "full", "--steps", "2", "--batch-size", "2", "--device", "cpu"]
@@ -169,7 +172,7 @@ def test_the_saved_model_is_evaluated_by_the_language_model_policy(tiny_lm, dr_t
     evaluated = tmp_path / "eval"
     kwargs = json.dumps({"model": str(out / "model"), "batch_rows": 4})
     args = ["evaluate", "--policy", "trajbench.llm:make_policy", "--policy-kwargs", kwargs]
-    args += ["--data", dr_train, "--out", str(evaluated), "--ks", "0", "1", "--episodes", "1"]
+    args += ["--data", dr_test, "--out", str(evaluated), "--ks", "0", "1", "--episodes", "1"]
     args += ["--max-levels", "2", "--no-offline", "--quiet"]
     assert main(args) == 0
     import pandas as pd
@@ -177,6 +180,20 @@ def test_the_saved_model_is_evaluated_by_the_language_model_policy(tiny_lm, dr_t
     records = pd.read_parquet(evaluated / "records.parquet")
     assert set(records["k"]) == {0, 1} and records["level"].nunique() == 2
     assert records["success"].between(0, 1).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; this has none")
+@pytest.mark.parametrize("method", ["full", pytest.param("lora", marks=needs_peft)])
+def test_on_cuda_the_bf16_step_learns_and_saves_float32(method, tiny_lm, dr_train, tmp_path):
+    rows = TextContextBuilder(load(dr_train), mode="bursty", k=1).sample(16, seed=10**6)
+    extra = LORA if method == "lora" else {"method": "full"}
+    cfg = config(tiny_lm, dr_train, tmp_path / method, **{**extra, "device": "cuda"})
+    model_dir = finetune(cfg)
+    assert held_out_loss(model_dir, rows) < 0.5 * held_out_loss(tiny_lm, rows)
+    assert all(
+        t.dtype == torch.float32 for t in load_file(model_dir / "model.safetensors").values()
+    )
 
 
 @pytest.mark.parametrize(

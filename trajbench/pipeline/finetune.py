@@ -41,7 +41,7 @@ from trajbench.data import load
 from trajbench.device import autocast, resolve_device, torch_threads
 from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_directory, remove_stale_temporaries
-from trajbench.llm import load_language_model
+from trajbench.llm import default_model_path, load_language_model
 from trajbench.text import TextContextBuilder, TextRow
 
 from .finetune_config import ALL_LINEAR, FineTuneConfig, validate
@@ -242,7 +242,7 @@ def _finetune(cfg: FineTuneConfig, out: Path, model_dir: Path, device: torch.dev
         lm = model.merge_and_unload()
     record = {
         "config": to_dict(cfg),
-        "base_model": str(cfg.model) if cfg.model else "packaged SmolLM2-135M-Instruct",
+        "base_model": str(cfg.model or default_model_path()),
         "data_hash": store.content_hash,
         "trained_levels": trained_levels(store),
         "parameters": sum(p.numel() for p in lm.parameters()),

@@ -21,7 +21,8 @@ ALL_LINEAR = "all-linear"
 
 @dataclass
 class FineTuneConfig:
-    """Fine-tune a causal language model on the text track's contexts (loss on the actions)."""
+    """Fine-tune a causal language model on the text track's contexts (loss on the actions).
+    A preset's grid of fine-tunes instead: trajbench finetune --preset NAME --out DIR [--dry-run]."""
 
     model: str | None = None
     """A transformers model directory or GGUF file to start from; None: the packaged
