@@ -153,7 +153,9 @@ def test_the_packaged_smollm2_acts_in_dark_room(dr_test, tmp_path):
     import pandas as pd
 
     records = pd.read_parquet(out / "records.parquet")
-    assert len(records) == 2 and records["success"].between(0, 1).all()
+    # 2 levels, each whole (common) and shuffled (matched: make_policy's default context_mode)
+    assert len(records) == 4 and records["success"].between(0, 1).all()
+    assert sorted(records["format"]) == ["common", "common", "matched", "matched"]
 
 
 def test_a_repeated_prompt_reuses_its_cache_and_scores_alike(tiny_lm):
@@ -181,7 +183,7 @@ def test_a_repeated_prompt_reuses_its_cache_and_scores_alike(tiny_lm):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_the_llm_preset_trains_nothing_and_evaluates_the_language_model():
+def test_the_llm_preset_trains_nothing_and_asks_the_language_model_about_itself():
     from trajbench.llm import POLICY_SPEC as LLM_POLICY
     from trajbench.pipeline.presets import PRESETS
     from trajbench.pipeline.runner import jobs_of
@@ -189,12 +191,15 @@ def test_the_llm_preset_trains_nothing_and_evaluates_the_language_model():
     preset = PRESETS["llm"]
     jobs = jobs_of(preset, preset.seeds)
     assert jobs and all(job.condition is None for job in jobs)
-    assert {job.baseline for job in jobs} == {"random", "hashmap", "replay", LLM_POLICY}
+    assert {job.baseline for job in jobs} == {"random", "hashmap", "replay", "decoder", LLM_POLICY}
     assert len(preset.seeds) >= 5
     for group in preset.groups:
-        assert group.eval.ks == (0, 1, 4) and group.eval.episodes >= 4
-        asked = {(q.name, q.a, q.b, q.support) for q in group.questions}
-        assert ("support", (LLM_POLICY,), (LLM_POLICY,), ("same", "other")) in asked
-        assert {("copying", (LLM_POLICY,), (c,)) for c in ("hashmap", "replay")} <= {
-            a[:3] for a in asked
-        }
+        assert group.eval.ks == (0, 1, 4)
+        asked = {(q.name, q.a, q.b, q.support, q.b_format) for q in group.questions}
+        me = (LLM_POLICY,)
+        assert {
+            ("support", me, me, ("same", "other"), "common"),  # bursty vs trajectories
+            ("order (matched format)", me, me, ("same", "same"), "matched"),  # vs shuffled
+            ("order", me, me, ("other", "other"), "matched"),  # trajectories vs isolated
+        } <= asked
+        assert {("copying", me, (c,)) for c in ("hashmap", "replay")} <= {a[:3] for a in asked}
