@@ -123,17 +123,21 @@ def expected(preset_name: str, means: dict) -> tuple[dict, list[tuple]]:
                     if any(m is None for m in x + y):
                         missing.append((*here, q.name, k))
                         continue
-                    a, b = _name(q.a, q.support[0], q.support[1]), _name(q.b, *q.support[::-1])
+                    a = _name(q.a, q.support, ("common", q.b_format), q.b)
+                    b = _name(q.b, q.support[::-1], (q.b_format, "common"), q.a)
                     out[(*here, q.name, a, b, k)] = (np.mean(x, 0), np.mean(y, 0), q.scale)
     return out, missing
 
 
-def _name(labels: tuple[str, ...], support: str, other: str) -> str:
-    """How a comparison names a side: its label or the mean of its labels, and whose
-    demonstrations it was shown where the two sides' differ."""
+def _name(labels: tuple[str, ...], supports: tuple, formats: tuple, others: tuple) -> str:
+    """How a comparison names a side: its label or the mean of its labels, whose
+    demonstrations it was shown where the two sides' differ, and its format where the sides
+    differ in nothing else."""
     name = labels[0] if len(labels) == 1 else f"mean({', '.join(labels)})"
-    if support != other:
-        name += ", same level" if support == "same" else ", other levels"
+    if supports[0] != supports[1]:
+        name += ", same level" if supports[0] == "same" else ", other levels"
+    if formats[0] != formats[1] and labels == others:
+        name += f" ({formats[0]} format)"
     return name
 
 

@@ -22,10 +22,14 @@ ORDER_QUESTIONS = ("order", "order (matched format)")
 def sentence(c: Comparison) -> str:
     """One line saying what the comparison shows, with its CI and, for a null, its power."""
     diff = f"{c.diff:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
+    # No variation between the sides' cells (both 0 everywhere, say): no power to speak of.
+    flat = c.mde == 0 and c.diff == 0
     if c.contrast:
         verdict = (
             ("positive" if c.diff > 0 else "negative") + ", the CI excludes 0"
             if c.separated
+            else "0 in every cell: no variation to detect a difference against"
+            if flat
             else f"not distinguishable from 0; this run would detect {c.mde:.2f} or more "
             "(80% power)"
         )
@@ -34,6 +38,11 @@ def sentence(c: Comparison) -> str:
     if c.separated:
         word = "higher" if c.diff > 0 else "lower"
         return f"`{c.a}` is {word} than `{c.b}`: {means}, difference {diff}."
+    if flat:
+        return (
+            f"`{c.a}` and `{c.b}` do not differ in any cell: {means}; with no variation, this "
+            "run cannot say what difference it would detect."
+        )
     return (
         f"`{c.a}` and `{c.b}` are not distinguishable: {means}, difference {diff}; this run "
         f"would detect a difference of {c.mde:.2f} or more (80% power)."

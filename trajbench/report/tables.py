@@ -201,12 +201,16 @@ def compare_sides(
 
 
 def _name(side: list[dict], other: list[dict]) -> str:
-    """A side's conditions, with their support where the two sides' supports differ."""
+    """A side's conditions, with their support where the two sides' supports differ, and their
+    format where only the format tells the sides apart (one policy, whole vs shuffled)."""
     labels = [str(w.get("label")) for w in side]
     name = labels[0] if len(labels) == 1 else f"mean({', '.join(labels)})"
     support = side[0].get("support")
     if support is not None and support != other[0].get("support"):
         name += ", same level" if support == "same" else ", other levels"
+    fmt = side[0].get("format")
+    if fmt != other[0].get("format") and labels == [str(w.get("label")) for w in other]:
+        name += f" ({fmt} format)"
     return name
 
 

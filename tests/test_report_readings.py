@@ -1,0 +1,54 @@
+"""How the report words a comparison (``trajbench.report.readings``): a null whose sides never
+vary claims no detectable difference; one policy scored whole and shuffled is named by format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trajbench.report.readings import sentence
+from trajbench.report.tables import Comparison, compare_sides
+
+
+def comparison(**kw) -> Comparison:
+    base = dict(question="order", a="x", b="y", family="f", eval_split="test_levels", k=4)
+    base.update(a_mean=0.0, b_mean=0.0, diff=0.0, ci_low=0.0, ci_high=0.0, mde=0.0)
+    return Comparison(**{**base, "n_levels": 6, "n_seeds": 5, **kw})
+
+
+def test_a_null_without_variation_claims_no_detectable_difference():
+    flat = sentence(comparison())
+    assert "do not differ in any cell" in flat and "would detect a difference of" not in flat
+    assert "0.00 vs 0.00" in flat
+    contrast = sentence(comparison(contrast="(a - b) - (c - d)"))
+    assert "no variation" in contrast and "would detect 0" not in contrast
+    varied = sentence(comparison(a_mean=0.1, diff=0.1, ci_low=-0.05, ci_high=0.3, mde=0.2))
+    assert "not distinguishable" in varied and "would detect a difference of 0.20" in varied
+
+
+def records(success: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    """One policy's records: per (support, format), one success per (seed, level) cell."""
+    rows = []
+    for (support, fmt), values in success.items():
+        for i, s in enumerate(values):
+            rows.append(
+                dict(
+                    label="lm", policy="lm", support=support, format=fmt, family="f",
+                    eval_split="test_levels", k=4, seed=i % 2, level=i // 2, episode=0,
+                    success=float(s), group="g",
+                )
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_one_policy_whole_vs_shuffled_is_named_by_format_and_its_difference_is_the_means():
+    whole, shuffled = [1, 1, 0, 1, 1, 0, 1, 1], [0, 1, 0, 0, 1, 0, 0, 0]
+    recs = records({("same", "common"): whole, ("same", "matched"): shuffled})
+    a = {"label": "lm", "support": "same", "format": "common"}
+    c = compare_sides(recs, "order", [a], [{**a, "format": "matched"}])
+    assert (c.a, c.b) == ("lm (common format)", "lm (matched format)")
+    assert np.isclose(c.diff, np.mean(whole) - np.mean(shuffled))
+    # Supports that differ name the support only.
+    recs = records({("same", "common"): whole, ("other", "common"): shuffled})
+    c = compare_sides(recs, "support", [a], [{**a, "support": "other"}])
+    assert (c.a, c.b) == ("lm, same level", "lm, other levels")
