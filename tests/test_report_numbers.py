@@ -38,6 +38,7 @@ from trajbench.report.tables import Comparison
 SEEDS = (0, 1, 2, 3, 4)
 LEVELS = (2, 3, 5, 7, 11, 13, 17, 19)
 KMAX = 4
+KEY_TO_DOOR = "trajbench/DarkKeyToDoor-v0"
 KS = (0, 1, KMAX)
 #: (policy, train_context, instruction) -> success probability at K=4 with demonstrations of the
 #: level, in the common format.
@@ -423,6 +424,38 @@ def test_the_report_says_which_declared_questions_it_could_not_answer(constructe
         assert text.splitlines().count(line) == 1
 
 
+def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_it(tmp_path):
+    """Groups g and h both ask a *support* question on Dark Room, h of a condition it did not
+    run: only h's section says so."""
+    rng = np.random.default_rng(5)
+    n = np.full((len(SEEDS), len(LEVELS)), 2)
+    zero_s, zero_l = np.zeros(len(SEEDS)), np.zeros(len(LEVELS))
+    rows = []
+    for group, contexts in (("g", ("bursty", "trajectories")), ("h", ("bursty",))):
+        for context in contexts:
+            c = simulate(rng, 0.5, zero_s, zero_l, n)
+            rows += rows_of(
+                c,
+                policy=TRAINED,
+                context=context,
+                instruction="full",
+                k=KMAX,
+                group=group,
+                seeds=SEEDS,
+                levels=LEVELS,
+            )
+    declared = {
+        "g": (ask("support", "bursty", "trajectories"),),
+        "h": (ask("support", "bursty", "isolated"),),
+    }
+    results, text = report(tmp_path, pd.DataFrame(rows), declared)
+    line = f"- not answered: *support* (bursty - isolated) at K={KMAX}: a side has no records here"
+    lines = text.splitlines()
+    assert lines.count(line) == 1
+    assert lines.index(line) > lines.index("## Group `h`") > lines.index("## Group `g`")
+    assert [c["group"] for c in results["comparisons"]] == ["g"]
+
+
 def test_the_decoy_table_shows_both_outcomes_of_every_decoy_evaluation(constructed):
     """At K=4 (the only K with decoy evaluations), in the 2x2's section: every condition
     evaluated with decoy missions, its success and its decoy success with their intervals."""
@@ -637,7 +670,7 @@ def test_backbone_comparisons_read_the_training_instruction_only(tmp_path):
     labels = ("bursty [llama]", "bursty [lstm]")
     declared = (
         *(ask("in context", x, x, support=("same", "other")) for x in labels),
-        ask("architecture", *labels, families=(DARK_ROOM,), ks=(1, KMAX)),
+        ask("architecture", *labels, families=(DARK_ROOM, KEY_TO_DOOR), ks=(1, KMAX)),
     )
     results, text = report(tmp_path, pd.DataFrame(rows), {"g": declared})
     assert len(results["comparisons"]) == 3
@@ -647,7 +680,10 @@ def test_backbone_comparisons_read_the_training_instruction_only(tmp_path):
         assert (
             f"- *in context*: {x} - {x} (every K; demonstrations: same vs other level(s))" in lines
         )
-    assert "- *architecture*: bursty [llama] - bursty [lstm] (DarkRoom-v0; K=1, 4)" in lines
+    assert (
+        "- *architecture*: bursty [llama] - bursty [lstm] (DarkRoom-v0, DarkKeyToDoor-v0; K=1, 4)"
+        in lines
+    )
     assert [(u["question"], u["k"]) for u in results["unanswered"]] == [("architecture", 1)]
     assert (
         "- not answered: *architecture* (bursty [llama] - bursty [lstm]) at K=1: "
