@@ -33,7 +33,7 @@ from scipy.stats import trim_mean
 from trajbench.bootstrap import paired_difference
 from trajbench.report.questions import Question, ask, copying, two_by_two
 from trajbench.report.readings import guess_reference, sentence
-from trajbench.report.tables import Comparison
+from trajbench.report.tables import Comparison, compare, labelled
 
 SEEDS = (0, 1, 2, 3, 4)
 LEVELS = (2, 3, 5, 7, 11, 13, 17, 19)
@@ -398,6 +398,32 @@ def test_no_table_of_the_constructed_run_is_saturated(constructed):
         assert not (ceiling > floor and (best - floor) / (ceiling - floor) >= 0.95)
     assert results["saturated"] == []
     assert "— saturated at K=" not in text
+
+
+def test_compare_is_the_paired_comparison_of_two_selected_conditions(built):
+    """:func:`compare` on the labelled records: the support question at K=4 (demonstrations of
+    the level, common format, no decoys), against the cells; the bootstrap of its ``seed``."""
+    records, cells = built
+    labelled_records = labelled(records)
+    at = labelled_records[labelled_records["k"] == KMAX]
+    a = {"label": "bursty", "support": "same", "format": "common", "eval_instruction": "full"}
+    b = {**a, "label": "trajectories"}
+    x = cells[("bursty", KMAX, "same", "common", "full")].means
+    y = cells[("trajectories", KMAX, "same", "common", "full")].means
+    for seed in (0, 1):
+        c = compare(at, "support", a, b, seed=seed)
+        assert (c.question, c.a, c.b, c.family, c.k) == (
+            "support",
+            "bursty",
+            "trajectories",
+            DARK_ROOM,
+            KMAX,
+        )
+        assert (c.a_mean, c.b_mean) == pytest.approx((x.mean(), y.mean()), abs=1e-12)
+        d = paired_difference(x, y, same_seeds=True, seed=seed)
+        assert (c.diff, c.ci_low, c.ci_high) == pytest.approx((d.mean, d.low, d.high), abs=1e-12)
+    assert compare(at, "support", a, b).ci_low == compare(at, "support", a, b, seed=0).ci_low
+    assert compare(at, "support", a, {**b, "label": "nothing"}) is None
 
 
 def test_the_report_lists_the_declared_questions_as_declared(constructed):
