@@ -31,6 +31,7 @@ from report_support import (
 from scipy.stats import trim_mean
 
 from trajbench.bootstrap import paired_difference
+from trajbench.report import questions
 from trajbench.report.questions import Question, ask, copying, two_by_two
 from trajbench.report.readings import guess_reference, sentence
 from trajbench.report.tables import Comparison, compare, labelled
@@ -471,7 +472,11 @@ def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_
                 levels=LEVELS,
             )
     declared = {
-        "g": (ask("support", "bursty", "trajectories"),),
+        # g's first question is asked on another family only: g's next one is still answered.
+        "g": (
+            ask("support", "bursty", "shuffled", families=(KEY_TO_DOOR,)),
+            ask("support", "bursty", "trajectories"),
+        ),
         "h": (ask("support", "bursty", "isolated"),),
     }
     results, text = report(tmp_path, pd.DataFrame(rows), declared)
@@ -514,6 +519,22 @@ def test_the_decoy_table_shows_both_outcomes_of_every_decoy_evaluation(construct
     table = lines[at + 4 : at + 4 + len(want)]
     assert set(table) == want and len(table) == len(want)
     assert lines[at + 4 + len(want)] == ""
+
+
+# -- declarations ----------------------------------------------------------------------------------
+def test_declarations_carry_where_they_are_asked_and_name_their_sides():
+    where = {"families": (DARK_ROOM,), "ks": (KMAX,)}
+    declared = (*two_by_two(**where), *copying("bursty", **where))
+    assert len(declared) == 5 + 2
+    assert all((q.families, q.ks) == (where["families"], where["ks"]) for q in declared)
+    assert ask("q", ("a", "b"), "c").a == ("a", "b") and ask("q", "a", "c").a == ("a",)
+    assert ask("q", ("a", "b"), "c").contrast == "mean(a, b) - c"
+    assert ask("q", "a", ("c", "d", "e")).contrast == "a - mean(c, d, e)"
+    assert questions.label_of("bursty") == "bursty"
+    assert questions.label_of("bursty", "empty") == "bursty/empty"
+    for a, b in (((), ("b",)), (("a",), ())):
+        with pytest.raises(ValueError, match="question 'q' needs conditions on both sides"):
+            Question("q", a, b)
 
 
 # -- sentences -------------------------------------------------------------------------------------
