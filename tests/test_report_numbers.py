@@ -413,13 +413,9 @@ def test_compare_is_the_paired_comparison_of_two_selected_conditions(built):
     y = cells[("trajectories", KMAX, "same", "common", "full")].means
     for seed in (0, 1):
         c = compare(at, "support", a, b, seed=seed)
-        assert (c.question, c.a, c.b, c.family, c.k) == (
-            "support",
-            "bursty",
-            "trajectories",
-            DARK_ROOM,
-            KMAX,
-        )
+        named = (c.question, c.a, c.b, c.group, c.family, c.k, c.contrast)
+        assert named == ("support", "bursty", "trajectories", "g", DARK_ROOM, KMAX, "")
+        assert sentence(c).startswith("`bursty` is higher than `trajectories`: ")
         assert (c.a_mean, c.b_mean) == pytest.approx((x.mean(), y.mean()), abs=1e-12)
         d = paired_difference(x, y, same_seeds=True, seed=seed)
         assert (c.diff, c.ci_low, c.ci_high) == pytest.approx((d.mean, d.low, d.high), abs=1e-12)
