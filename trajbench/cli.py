@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "envs": ("trajbench.catalog:envs_main", "list every environment family, its levels and expert"),
     "collect": ("trajbench.collect:main", "roll out a demonstrator and write an episode store"),
     "train": ("trajbench.pipeline.train:main", "train a policy on prompt-builder sequences"),
+    "finetune": (
+        "trajbench.pipeline.finetune_presets:main",
+        "fine-tune a language model on text contexts (loss on the actions)",
+    ),
     "evaluate": ("trajbench.pipeline.evaluate:main", "in-context evaluation on held-out levels"),
     "run": (
         "trajbench.pipeline.runner:main",
@@ -33,7 +37,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 #: The long commands: they show progress bars, and ``--quiet`` silences them and any chatter.
 QUIET_COMMANDS = frozenset(
-    {"collect", "train", "evaluate", "run", "render", "export", "import-minari", "analyze"}
+    {
+        "collect",
+        "train",
+        "finetune",
+        "evaluate",
+        "run",
+        "render",
+        "export",
+        "import-minari",
+        "analyze",
+    }
 )
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .contexts.modes import SHUFFLED
 from .envs import ObsEncoding
 from .errors import TrajbenchError
 from .policy import Policy
@@ -104,11 +105,22 @@ class LanguageModelPolicy(Policy):
         text_format: How the encoding's observations and actions read.
         batch_rows: Rows run together in one forward pass (each batch keeps its own KV cache).
         name: The policy's name in records.
+        context_mode: ``shuffled``: also scored in the matched format, on the demonstrations'
+            steps in random order (:attr:`trajbench.policy.Policy.context_mode`); ``-``: not.
     """
 
-    def __init__(self, lm, tokenizer, text_format: TextFormat, batch_rows: int = 8, name="llm"):
+    def __init__(
+        self,
+        lm,
+        tokenizer,
+        text_format: TextFormat,
+        batch_rows: int = 8,
+        name="llm",
+        context_mode: str = "-",
+    ):
         if batch_rows < 1:
             raise TrajbenchError(f"batch_rows must be >= 1, got {batch_rows}")
+        self.context_mode = context_mode
         self.lm, self.tokenizer, self.format = lm, tokenizer, text_format
         self.batch_rows, self.name = int(batch_rows), name
         self.device = next(lm.parameters()).device
@@ -121,6 +133,9 @@ class LanguageModelPolicy(Policy):
         # transformers 5.x names the KV cache ``cache``; earlier versions ``past_key_values``.
         forward = inspect.signature(lm.forward).parameters
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+        # Projecting every prompt position onto the vocabulary costs more than the model itself
+        # on a long prompt; where the model can, only the positions read are projected.
+        self._can_keep = "logits_to_keep" in forward
         self.chunks: list[_Chunk] = []
         self.prompts: list[str] = []
         self._prompted: list[_Chunk] | None = None  # the chunks right after their prompts
@@ -182,9 +197,10 @@ class LanguageModelPolicy(Policy):
         return out
 
     # -- the model -------------------------------------------------------------------------------
-    def _forward(self, chunk: _Chunk, ids: list[list[int]], keep: bool):
+    def _forward(self, chunk: _Chunk, ids: list[list[int]], keep: bool, last_only: bool = False):
         """Run the chunk's rows on ``ids`` (one list per row, right-padded here) after its cache;
-        the log-probabilities at every new position. ``keep``: the tokens join the cache."""
+        the log-probabilities at every new position (``last_only``: ``[n, V]`` at each row's last
+        new token). ``keep``: the tokens join the cache."""
         import torch
 
         n, width = len(ids), max(len(t) for t in ids)
@@ -203,12 +219,15 @@ class LanguageModelPolicy(Policy):
                 f"{self.max_tokens}: use fewer demonstrations (--k) or a model with a longer context"
             )
         position = (mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, past.shape[1] :]
+        last = (new_mask.sum(dim=1) - 1).clamp(min=0)
+        kept = torch.unique(last) if last_only and self._can_keep else None
         result = self.lm(
             input_ids=input_ids,
             attention_mask=mask.long(),
             position_ids=position,
             use_cache=True,
             **{self._cache_arg: chunk.cache},
+            **({"logits_to_keep": kept} if kept is not None else {}),
         )
         cache = getattr(result, self._cache_arg)
         if keep:
@@ -216,7 +235,11 @@ class LanguageModelPolicy(Policy):
         else:
             cache.crop(-width)  # (negative: remove this many tokens, in every version)
         chunk.cache = cache
-        return torch.log_softmax(result.logits.float(), dim=-1), new_mask
+        logits = result.logits
+        if last_only:
+            column = torch.searchsorted(kept, last) if kept is not None else last
+            logits = logits[torch.arange(n, device=logits.device), column]
+        return torch.log_softmax(logits.float(), dim=-1), new_mask
 
     def _feed(self, chunk: _Chunk, tokens: dict[int, list[int]]) -> None:
         """Append each running row's new tokens (other rows get masked padding)."""
@@ -224,9 +247,7 @@ class LanguageModelPolicy(Policy):
 
         rows = range(chunk.start, chunk.stop)
         ids = [tokens.get(r, []) for r in rows]
-        logp, new_mask = self._forward(chunk, ids, keep=True)
-        last = (new_mask.sum(dim=1) - 1).clamp(min=0)
-        at_last = logp[torch.arange(len(ids)), last]
+        at_last, _ = self._forward(chunk, ids, keep=True, last_only=True)
         fed = torch.tensor([bool(t) for t in ids], device=self.device)
         if chunk.next_logp is None:
             chunk.next_logp = at_last
@@ -255,6 +276,7 @@ def make_policy(
     device: str = "cpu",
     threads: int | None = None,
     seed: int = 0,
+    context_mode: str = SHUFFLED,
 ) -> LanguageModelPolicy:
     """The factory ``--policy trajbench.llm:make_policy`` calls.
 
@@ -265,6 +287,9 @@ def make_policy(
         device: Torch device of the model.
         threads: Torch CPU threads (None: leave torch's setting).
         seed: Given by ``trajbench evaluate``; unused (the policy is deterministic).
+        context_mode: ``shuffled`` (default): scored on whole demonstrations in order (the
+            common format) and on their steps in random order (the matched format), so one
+            evaluation measures what order is worth to the LM; ``-``: the common format only.
 
     Raises:
         TrajbenchError: no encoding, an encoding no family reads, or a model that cannot load.
@@ -281,4 +306,6 @@ def make_policy(
         torch.set_num_threads(int(threads))
     lm, tokenizer = load_language_model(model, device)
     name = f"llm:{Path(model).name if model else DEFAULT_FILE}"
-    return LanguageModelPolicy(lm, tokenizer, text_format, batch_rows=batch_rows, name=name)
+    return LanguageModelPolicy(
+        lm, tokenizer, text_format, batch_rows=batch_rows, name=name, context_mode=context_mode
+    )

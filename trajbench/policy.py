@@ -58,6 +58,11 @@ class Policy(ABC):
     """A policy acting in a batch of rows (see the module docstring)."""
 
     name: str = "policy"
+    context_mode: str = "-"
+    """The context mode whose structure the policy's *matched* format shows: ``-`` (none: the
+    common format only, whole demonstrations in order), or an unordered mode (``shuffled``,
+    ``isolated``) to be scored also on the same demonstrations' steps in random order. Records
+    keep ``train_context`` ``-`` and name the format ``matched``."""
 
     @abstractmethod
     def begin(self, rows: list[RowContext]) -> None:

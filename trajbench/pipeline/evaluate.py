@@ -202,7 +202,8 @@ def _evaluate(
         raise TrajbenchError(
             f"the evaluation store {', '.join(cfg.data)} has no successful expert episodes"
         )
-    conditions = _conditions(cfg, info)
+    matched = info.train_context if info.train_context in MODES else _declared_mode(policy)
+    conditions = _conditions(cfg, info, matched)
     chunks = []
     for env_id in store.env_ids:
         present = demos.expert.loc[demos.expert.env_id == env_id, "level"].unique()
@@ -216,7 +217,7 @@ def _evaluate(
             )
         ]
     about = {**asdict(info), EVAL_INSTRUCTION: shown_instruction, "eval_seed": cfg.seed}
-    records = _roll_out(cfg, runner, info, demos, chunks, about)
+    records = _roll_out(cfg, runner, info, matched, demos, chunks, about)
     online = pd.DataFrame.from_records(records)
     order = {c: i for i, c in enumerate(conditions)}
     online["_order"] = [
@@ -249,15 +250,26 @@ def _set_instruction(policy, info: PolicyInfo, instruction: str) -> str:
     return instruction
 
 
-def _conditions(cfg: EvalConfig, info: PolicyInfo) -> list[tuple[int, str, str]]:
-    """Every (k, support, format) to evaluate; ``matched`` only where it differs from common."""
+def _declared_mode(policy) -> str:
+    """The context mode an outside policy asks its matched format in (``Policy.context_mode``)."""
+    mode = getattr(policy, "context_mode", "-")
+    if mode != "-" and mode not in MODES:
+        raise TrajbenchError(
+            f"the policy's context_mode {mode!r} is not a context mode ({', '.join(MODES)} or -)"
+        )
+    return mode
+
+
+def _conditions(cfg: EvalConfig, info: PolicyInfo, matched: str) -> list[tuple[int, str, str]]:
+    """Every (k, support, format) to evaluate; ``matched`` (in the structure of the mode
+    ``matched``) only where it differs from common."""
     supports = ["same", "other"] if cfg.support == "both" else [cfg.support]
-    mode = MODES.get(info.train_context)
+    mode = MODES.get(matched)
     formats = [f for f in cfg.formats if f == COMMON or (mode is not None and not mode.ordered)]
     if not formats:
         raise TrajbenchError(
-            f"{cfg.policy}: nothing to evaluate in the matched format only; its training mode "
-            f"{info.train_context!r} keeps whole episodes, so matched is the common format"
+            f"{cfg.policy}: nothing to evaluate in the matched format only; its context mode "
+            f"{matched!r} keeps whole episodes, so matched is the common format"
         )
     return [
         (k, s, f)
@@ -268,7 +280,7 @@ def _conditions(cfg: EvalConfig, info: PolicyInfo) -> list[tuple[int, str, str]]
     ]
 
 
-def _roll_out(cfg, policy, info, demos, chunks, about) -> list[dict]:
+def _roll_out(cfg, policy, info, matched, demos, chunks, about) -> list[dict]:
     """Roll every chunk of rows out; one record per (row, episode)."""
     expert = demos.expert
     kmax = max(cfg.ks)
@@ -285,7 +297,7 @@ def _roll_out(cfg, policy, info, demos, chunks, about) -> list[dict]:
             contexts, avoid = [], []
             for lv, k, support, fmt in rows:
                 shown = demos(env_id, lv, k, support, cfg.seed)
-                ordered = fmt == COMMON or MODES[info.train_context].ordered
+                ordered = fmt == COMMON or MODES[matched].ordered
                 rng = np.random.default_rng([cfg.seed, lv, k, support == "other"])
                 contexts.append(in_structure(shown, ordered, rng))
                 avoid.append(first_observations(demos(env_id, lv, kmax, "same", cfg.seed)))

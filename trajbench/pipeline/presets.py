@@ -24,7 +24,7 @@ from trajbench.contexts import MODE_NAMES, ContextConfig
 from trajbench.contexts.modes import BURSTY, ISOLATED, NONE, SHUFFLED, TRAJECTORIES
 from trajbench.llm import POLICY_SPEC as LLM_POLICY
 from trajbench.records import DECODER, EXPERT, HASHMAP, MATCHED, RANDOM, REPLAY
-from trajbench.report.questions import Question, ask, copying, two_by_two
+from trajbench.report.questions import Question, about_itself, ask, copying, two_by_two
 
 from .eval_config import EvalConfig
 from .train_config import TrainConfig
@@ -337,10 +337,9 @@ def _gpu_model(**kw) -> TrainConfig:
     return train_template(batch_size=128, d_model=128, n_layers=4, **kw)
 
 
-_LLM = {"conditions": (), "baselines": (RANDOM, HASHMAP, REPLAY, LLM_POLICY)}  # the llm preset
-_LLM["questions"] = (ask("support", LLM_POLICY, LLM_POLICY, support=("same", "other")),)
-_LLM["questions"] += copying(LLM_POLICY)  # the floor: the copy baselines
-_LLM_EVAL = eval_template(ks=(0, 1, 4))
+_LLM = {"conditions": (), "baselines": (RANDOM, HASHMAP, REPLAY, DECODER, LLM_POLICY)}
+_LLM["questions"] = about_itself(LLM_POLICY)  # scored whole and shuffled (its context_mode)
+_LLM_EVAL = eval_template(ks=(0, 1, 4), episodes=1, max_levels=6)  # ~25 min on 2 cores
 PRESETS: dict[str, Preset] = {
     "ci": Preset(
         name="ci",
@@ -473,7 +472,7 @@ PRESETS: dict[str, Preset] = {
             _group("dark-room", DR, 16, 0, train_template(), _LLM_EVAL, **_LLM),
             _group("dark-sequence", DSEQ, 16, 16, train_template(), _LLM_EVAL, **_LLM),
         ),
-        workers=1,
+        workers=2,  # the LM evaluates on one thread per job
     ),
     "gpu": Preset(
         name="gpu",

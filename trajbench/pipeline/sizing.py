@@ -257,7 +257,7 @@ def _eval_episodes(group: Group, seeds: int, jobs) -> int:
         )
         for _split, specs, instruction, formats in evaluations(job):
             cfg = replace(group.eval, instruction=instruction, formats=formats)
-            per_level = len(_conditions(cfg, info)) * cfg.episodes
+            per_level = len(_conditions(cfg, info, info.train_context)) * cfg.episodes
             for spec in specs:
                 n = n_levels_of(spec)
                 total += (min(n, cfg.max_levels) if cfg.max_levels else n) * per_level

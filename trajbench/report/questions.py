@@ -16,7 +16,14 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from trajbench.contexts.modes import BURSTY, NONE
-from trajbench.records import COMMON, COPY_BASELINES, DECOY, EVAL_INSTRUCTION, EVAL_SPLIT
+from trajbench.records import (
+    COMMON,
+    COPY_BASELINES,
+    DECOY,
+    EVAL_INSTRUCTION,
+    EVAL_SPLIT,
+    MATCHED,
+)
 
 from .tables import Comparison, compare_sides
 
@@ -65,6 +72,18 @@ def ask(name: str, a: str | tuple[str, ...], b: str | tuple[str, ...], **kw) -> 
 def copying(label: str, copies: tuple[str, ...] = COPY_BASELINES, **kw) -> tuple[Question, ...]:
     """``label`` against each copy baseline: the floor a model must clear."""
     return tuple(ask("copying", label, copy, **kw) for copy in copies)
+
+
+def about_itself(label: str, **kw) -> tuple[Question, ...]:
+    """What one policy scored in both formats (an outside policy with an unordered
+    ``context_mode``) answers about itself: support (same vs other levels), order (whole vs
+    shuffled demonstrations, of the same and of other levels), and the copy baselines' floor."""
+    return (
+        ask("support", label, label, support=("same", "other"), **kw),
+        ask("order (matched format)", label, label, b_format=MATCHED, **kw),
+        ask("order", label, label, support=("other", "other"), b_format=MATCHED, **kw),
+        *copying(label, **kw),
+    )
 
 
 def two_by_two(
