@@ -447,6 +447,34 @@ def test_the_report_says_which_declared_questions_it_could_not_answer(constructe
         assert text.splitlines().count(line) == 1
 
 
+def test_a_reference_evaluated_once_is_compared_without_pairing_seeds(tmp_path):
+    """A copy baseline has no training seed (one row of cells, seed 0) against a model of five
+    seeds: the difference of the means, with the bootstrap that draws each side's seeds apart."""
+    rng = np.random.default_rng(9)
+    zero_l = np.zeros(len(LEVELS))
+    model = simulate(rng, 0.7, np.linspace(-0.1, 0.1, len(SEEDS)), zero_l, np.full((5, 8), 3))
+    copy = simulate(rng, 0.4, np.zeros(1), zero_l, np.full((1, 8), 3))
+    rows = rows_of(
+        model,
+        policy=TRAINED,
+        context="bursty",
+        instruction="full",
+        k=KMAX,
+        seeds=SEEDS,
+        levels=LEVELS,
+    )
+    rows += rows_of(copy, policy="hashmap", k=KMAX, seeds=(0,), levels=LEVELS)
+    results, _ = report(tmp_path, pd.DataFrame(rows), {"g": copying("bursty", ("hashmap",))})
+    c = comparison(results, "copying", "bursty", "hashmap")
+    x, y = model.means, copy.means
+    d = paired_difference(x, y, same_seeds=False, seed=0)
+    assert (c["a_mean"], c["b_mean"]) == pytest.approx((x.mean(), y.mean()), abs=1e-12)
+    assert (c["diff"], c["ci_low"], c["ci_high"]) == pytest.approx(
+        (d.mean, d.low, d.high), abs=1e-12
+    )
+    assert (c["n_seeds"], c["n_levels"]) == (1, len(LEVELS))
+
+
 def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_it(tmp_path):
     """Groups g and h both ask a *support* question on Dark Room, h of a condition it did not
     run: only h's section says so."""
