@@ -11,6 +11,7 @@ within Monte-Carlo tolerance.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,14 @@ def rows_of(
                 }
                 rows.append(row)
     return rows
+
+
+def shared_unless_mutating(fixture_name: str, config) -> str:
+    """Scope of a fixture many tests read (a pytest dynamic scope): built once per module, but
+    once per test under mutmut, which sets ``MUTANT_UNDER_TEST``. mutmut runs against a mutant
+    only the tests during which the mutated function was called, and a module's fixture is built
+    during its first test only: the tests that check its numbers would never see a mutant."""
+    return "function" if "MUTANT_UNDER_TEST" in os.environ else "module"
 
 
 def report(

@@ -29,7 +29,7 @@ from trajbench.contexts import (
     ContextMode,
     get_mode,
 )
-from trajbench.contexts.modes import counterpart
+from trajbench.contexts.modes import counterpart, ordered_mode
 from trajbench.errors import TrajbenchError
 
 
@@ -60,6 +60,13 @@ def test_get_mode():
         get_mode("bursti")
     with pytest.raises(TrajbenchError, match="'trajectories'"):  # the message lists the modes
         get_mode("")
+
+
+def test_the_ordered_mode_of_a_support_shows_whole_episodes_in_order():
+    """What offline accuracy shows a model at each support (the common format's mode)."""
+    assert ordered_mode("same") is MODES["bursty"]
+    assert ordered_mode("other") is MODES["trajectories"]
+    assert ordered_mode("none") is MODES["none"]
 
 
 def test_counterpart_swaps_the_support_and_keeps_the_structure():

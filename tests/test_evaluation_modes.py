@@ -4,6 +4,7 @@ the decoy's object or to the true target, and how often partial cuts reach an ep
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, deque
 from itertools import pairwise
 
@@ -14,21 +15,29 @@ import pytest
 from contexts_support import Facts, View, make_store, vocab_of
 from minigrid.core.constants import COLOR_NAMES
 from minigrid.envs.babyai.core.verifier import ObjDesc
-from pipeline_support import DARK_ROOM, collected, tiny_model
+from pipeline_support import DARK_ROOM, GOTO, collected, tiny_model
 
 import trajbench.pipeline.evaluate as evaluation
 from trajbench.baselines.transformer_policy import TransformerPolicy
 from trajbench.contexts import ContextBuilder, ContextConfig
+from trajbench.contexts.formats import in_structure
 from trajbench.data import load
 from trajbench.errors import TrajbenchError
 from trajbench.pipeline.evaluate import EvalConfig, evaluate, evaluate_policy
 from trajbench.pipeline.policies import PolicyInfo
-from trajbench.policy import Policy, RowContext
+from trajbench.policy import EpisodeRecord, Policy, RowContext
 from trajbench.privileged import PrivilegedPolicy, PrivilegedRow
 from trajbench.records import TRAIN_CONTEXT
 
 #: dr_test, goto_test: expert episodes of held-out Dark Room and GoToLocal levels.
 pytest_plugins = ["pipeline_support"]
+
+
+def expert_return(store_path) -> dict[int, float]:
+    """Mean return of each level's successful expert episodes in a store: the normalizer."""
+    eps = load(store_path).episodes
+    expert = eps[(eps.demonstrator == "expert") & eps.success]
+    return expert.groupby("level")["return"].mean().to_dict()
 
 
 # -- formats ---------------------------------------------------------------------------------------
@@ -276,6 +285,12 @@ def test_a_decoy_evaluation_records_the_object_the_agent_walked_to(
     assert set(to_decoy["eval_instruction"]) == set(to_goal["eval_instruction"]) == {"decoy"}
     assert to_decoy["decoy_success"].astype(bool).all() and not to_decoy["success"].any()
     assert to_goal["success"].all() and not to_goal["decoy_success"].astype(bool).any()
+    # The normalized return: the episode's return over its level's mean expert return.
+    ref = expert_return(goto_test)
+    for df in (to_decoy, to_goal):
+        want = df["return"] / df["level"].map(ref)
+        assert np.allclose(df["normalized_return"], want, rtol=1e-12, atol=0)
+    assert to_goal["normalized_return"].nunique() > 2  # not a 0/1 mark
 
 
 # -- partial cuts ----------------------------------------------------------------------------------
@@ -302,3 +317,136 @@ def test_partial_pieces_start_and_end_as_documented():
     for r in View(store, whole.sample(200, seed=1)).rows:
         for seg in r.segments:
             assert seg[0][1] == 0 and seg[-1][1] == f.length[f.row(seg[0][0])] - 1
+
+
+# -- what evaluation hands the rollout -------------------------------------------------------------
+class Still(PrivilegedPolicy):
+    """Always action 0 (valid in every family); keeps the rows it is shown."""
+
+    def __init__(self):
+        self.rows: list[PrivilegedRow] = []
+
+    def begin(self, rows):
+        self.rows += rows
+
+    def act(self, obs, prev_action, prev_reward, rows, envs):
+        return np.zeros(len(rows), np.int64)
+
+
+#: A second BabyAI family (the observation encoding of GoToLocal-v1: one evaluation store).
+PICKUP = "trajbench/PickupLoc-v1"
+
+
+def evaluated(monkeypatch, out, data, train_context="shuffled", **kw):
+    """Records of an evaluation of :class:`Still` as a model trained on ``train_context`` (seed
+    3), and every call evaluation made to the rollout (its arguments)."""
+    calls, policy = [], Still()
+    play = evaluation.rollout
+
+    def recording(*args, **kwargs):
+        calls.append((args, kwargs))
+        return play(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "rollout", recording)
+    info = PolicyInfo(policy="still", train_context=train_context, train_seed=3)
+    monkeypatch.setattr(evaluation, "load_policy", lambda *a, **k: (policy, info))
+    cfg = EvalConfig(policy="still", data=tuple(map(str, data)), out=str(out), offline=False)
+    cfg = dataclasses.replace(cfg, **{"progress": False, **kw})
+    return evaluate(cfg)[0], calls, policy
+
+
+def test_evaluation_hands_each_family_its_rows_environments_and_avoided_starts(
+    goto_test, tmp_path_factory, monkeypatch
+):
+    """Two families in one evaluation: each rollout plays one family's rows in that family's
+    environments, avoiding the starts of the K=2 same-level demonstrations it shows (the
+    common-format contexts of those rows, read here from what was passed); records carry the
+    model's training seed and every (K, support, format) asked for."""
+    env = gym.make(PICKUP)
+    levels = ",".join(str(int(x)) for x in env.unwrapped.splits()["test"][:3])
+    env.close()
+    pickup = collected(tmp_path_factory, "pickup-test", PICKUP, levels, 3)
+    online, calls, policy = evaluated(
+        monkeypatch,
+        tmp_path_factory.mktemp("e"),
+        (goto_test, pickup),
+        ks=(0, 2),
+        episodes=1,
+        max_levels=3,
+        own_episodes=True,
+    )
+    assert set(zip(online["k"], online["support"], online["format"], strict=True)) == {
+        (0, "same", "common"),
+        (2, "same", "common"),
+        (2, "same", "matched"),
+        (2, "other", "common"),
+        (2, "other", "matched"),
+    }
+    assert (online["seed"] == 3).all() and set(online["family"]) == {GOTO, PICKUP}
+    starts: dict[tuple[str, int], set[bytes]] = {}
+    for (_, env_id, levels, contexts, *_), kw in calls:
+        assert kw["own_episodes"] is True
+        assert all(env.spec.id == env_id for env in kw["envs"])
+        for lv, ctx in zip(levels, contexts, strict=True):
+            if len(ctx) == 2 and all(e.episode_id >= 0 and e.level == lv for e in ctx):
+                starts[(env_id, lv)] = {np.asarray(e.obs[0], np.uint8).tobytes() for e in ctx}
+    assert len(starts) == 2 * 3
+    for (_, env_id, levels, *_), kw in calls:
+        for lv, avoid in zip(levels, kw["avoid_starts"], strict=True):
+            assert avoid == starts[(env_id, lv)]
+    assert {(r.env_id, r.level) for r in policy.rows} == set(starts)
+
+
+def test_the_matched_format_is_drawn_the_same_in_every_run(dr_test, tmp_path, monkeypatch):
+    def shown(out):
+        _, _, policy = evaluated(
+            monkeypatch,
+            out,
+            (dr_test,),
+            ks=(2,),
+            support="same",
+            formats=("matched",),
+            episodes=1,
+            max_levels=3,
+        )
+        return [np.concatenate([e.obs.ravel() for e in r.episodes]) for r in policy.rows]
+
+    first, again = shown(tmp_path / "a"), shown(tmp_path / "b")
+    assert len(first) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_a_model_of_an_ordered_mode_has_no_matched_format(dr_test, tmp_path, monkeypatch):
+    online, _, _ = evaluated(
+        monkeypatch, tmp_path / "a", (dr_test,), "bursty", ks=(2,), episodes=1, max_levels=2
+    )
+    assert set(online["format"]) == {"common"}
+    with pytest.raises(
+        TrajbenchError,
+        match="still: nothing to evaluate in the matched format only; its context mode 'bursty' "
+        "keeps whole episodes, so matched is the common format",
+    ):
+        evaluated(monkeypatch, tmp_path / "b", (dr_test,), "bursty", formats=("matched",))
+
+
+def test_a_shuffled_segment_keeps_the_level_its_steps_share_and_its_slots_mission():
+    """Demonstrations of levels 4, 4 and 9 (each step's observation says its level), shuffled:
+    a segment stands for the demonstration in its slot (its length and mission), holds steps of
+    one level or of several (level -1), and is no stored episode (id -1)."""
+
+    def demo(level, n, mission):
+        obs = np.full((n, 2), level, np.uint8)
+        return EpisodeRecord(obs, np.arange(n), np.zeros(n, np.float32), level, 7, mission)
+
+    demos = [demo(4, 3, "four a"), demo(4, 2, "four b"), demo(9, 4, "nine")]
+    mixed = single = 0
+    for seed in range(20):
+        out = in_structure(demos, ordered=False, rng=np.random.default_rng(seed))
+        assert [len(s) for s in out] == [3, 2, 4]
+        for seg, d in zip(out, demos, strict=True):
+            assert (seg.mission, seg.episode_id) == (d.mission, -1)
+            levels = set(seg.obs[:, 0].tolist())
+            assert seg.level == (levels.pop() if len(levels) == 1 else -1)
+            mixed += seg.level == -1
+            single += seg.level != -1
+    assert mixed and single

@@ -25,15 +25,21 @@ from report_support import (
     readings,
     report,
     rows_of,
+    shared_unless_mutating,
     simulate,
 )
 from scipy.stats import trim_mean
 
+from trajbench.bootstrap import paired_difference
+from trajbench.report import questions
 from trajbench.report.questions import Question, ask, copying, two_by_two
+from trajbench.report.readings import guess_reference, sentence
+from trajbench.report.tables import Comparison, compare, labelled
 
 SEEDS = (0, 1, 2, 3, 4)
 LEVELS = (2, 3, 5, 7, 11, 13, 17, 19)
 KMAX = 4
+KEY_TO_DOOR = "trajbench/DarkKeyToDoor-v0"
 KS = (0, 1, KMAX)
 #: (policy, train_context, instruction) -> success probability at K=4 with demonstrations of the
 #: level, in the common format.
@@ -88,18 +94,23 @@ QUESTIONS = {
     ),
     ("grounding (reading aid)", ("none",), ("none/empty",)): ("common", 1.0, ""),
 }
-#: What the group declares: the questions above, the 2x2 by the presets' own declaration.
-DECLARED = {
-    "g": (
-        *(
-            Question(name, a, b, b_format=spec[0])
-            for (name, a, b), spec in QUESTIONS.items()
-            if spec[0] == "matched" or name in ("support", "support and order", "order", "context")
-        ),
-        *copying("bursty"),
-        *two_by_two(),
-    )
-}
+
+
+def declared() -> dict[str, tuple[Question, ...]]:
+    """What the group declares: the questions above, the 2x2 by the presets' own declaration
+    (called in the fixture, not at import, so that mutmut counts the tests that read it)."""
+    return {
+        "g": (
+            *(
+                Question(name, a, b, b_format=spec[0])
+                for (name, a, b), spec in QUESTIONS.items()
+                if spec[0] == "matched"
+                or name in ("support", "support and order", "order", "context")
+            ),
+            *copying("bursty"),
+            *two_by_two(),
+        )
+    }
 
 
 def side(labels: tuple[str, ...]) -> str:
@@ -173,9 +184,15 @@ def expected(cells: dict) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
 
 
 @pytest.fixture(scope="module")
-def constructed(tmp_path_factory):
-    records, cells = build(np.random.default_rng(7))
-    results, text = report(tmp_path_factory.mktemp("numbers"), records, DECLARED)
+def built():
+    """The constructed records and their cells (test code only: shared by every test)."""
+    return build(np.random.default_rng(7))
+
+
+@pytest.fixture(scope=shared_unless_mutating)
+def constructed(built, tmp_path_factory):
+    records, cells = built
+    results, text = report(tmp_path_factory.mktemp("numbers"), records, declared())
     return records, cells, results, text
 
 
@@ -196,21 +213,34 @@ def test_every_declared_question_is_answered_at_every_k_once_and_nothing_else(co
     assert len(asked) == len(set(asked))
     assert set(asked) == want
     # Where a side was not evaluated (the matched format only at K=4), it says so instead.
-    missing = {(u["question"], u["k"]) for u in results["unanswered"]}
-    assert missing == {("order (matched format)", 0), ("order (matched format)", 1)}
-    assert len(results["unanswered"]) == 2
+    assert results["unanswered"] == [
+        {
+            "question": "order (matched format)",
+            "contrast": "bursty - shuffled",
+            "family": DARK_ROOM,
+            "eval_split": "test_levels",
+            "k": k,
+            "reason": "a side has no records here",
+        }
+        for k in (0, 1)
+    ]
 
 
-@pytest.mark.parametrize("question", QUESTIONS, ids=lambda q: f"{q[0]}: {q[1]} vs {q[2]}")
-@pytest.mark.parametrize("k", KS)
-def test_a_comparison_is_its_two_means_difference_with_an_independent_ci(constructed, question, k):
+def test_a_comparison_is_its_two_means_difference_with_an_independent_ci(constructed):
+    """Every question at every K (one test, so that one report serves them all under mutmut)."""
     _, cells, results, _ = constructed
+    for question in QUESTIONS:
+        for k in KS:
+            found = sides(cells, question, k)
+            if found is None:
+                assert question[0] == "order (matched format)" and k != KMAX
+                continue
+            check_comparison(results, question, k, *found)
+
+
+def check_comparison(results: dict, question: tuple, k: int, x: np.ndarray, y: np.ndarray):
+    """One reported comparison against the cell means ``x`` and ``y`` of its sides."""
     name, a, b = question
-    found = sides(cells, question, k)
-    if found is None:
-        assert question[0] == "order (matched format)" and k != KMAX
-        return
-    x, y = found
     scale = QUESTIONS[question][1]
     c = comparison(results, name, side(a), side(b), k)
     assert (c["family"], c["eval_split"], c["k"], c["group"]) == (DARK_ROOM, "test_levels", k, "g")
@@ -224,6 +254,12 @@ def test_a_comparison_is_its_two_means_difference_with_an_independent_ci(constru
     assert c["ci_low"] == pytest.approx(low, abs=tol)
     assert c["ci_high"] == pytest.approx(high, abs=tol)
     assert c["mde"] == pytest.approx(Z_MDE * se, rel=0.1)
+    # Reproducible: the bootstrap of the cells with the published defaults (seed 0; one set of
+    # seeds drawn for both sides, which share them), whatever the Monte-Carlo tolerance above.
+    d = paired_difference(x, y, same_seeds=True, seed=0)
+    assert [c["ci_low"], c["ci_high"]] == pytest.approx(
+        sorted([scale * d.low, scale * d.high]), abs=1e-12
+    )
     assert c["separated"] == (c["ci_low"] > 0 or c["ci_high"] < 0)
 
 
@@ -365,6 +401,252 @@ def test_no_table_of_the_constructed_run_is_saturated(constructed):
     assert "— saturated at K=" not in text
 
 
+def test_compare_is_the_paired_comparison_of_two_selected_conditions(built):
+    """:func:`compare` on the labelled records: the support question at K=4 (demonstrations of
+    the level, common format, no decoys), against the cells; the bootstrap of its ``seed``."""
+    records, cells = built
+    labelled_records = labelled(records)
+    at = labelled_records[labelled_records["k"] == KMAX]
+    a = {"label": "bursty", "support": "same", "format": "common", "eval_instruction": "full"}
+    b = {**a, "label": "trajectories"}
+    x = cells[("bursty", KMAX, "same", "common", "full")].means
+    y = cells[("trajectories", KMAX, "same", "common", "full")].means
+    for seed in (0, 1):
+        c = compare(at, "support", a, b, seed=seed)
+        named = (c.question, c.a, c.b, c.group, c.family, c.k, c.contrast)
+        assert named == ("support", "bursty", "trajectories", "g", DARK_ROOM, KMAX, "")
+        assert sentence(c).startswith("`bursty` is higher than `trajectories`: ")
+        assert (c.a_mean, c.b_mean) == pytest.approx((x.mean(), y.mean()), abs=1e-12)
+        d = paired_difference(x, y, same_seeds=True, seed=seed)
+        assert (c.diff, c.ci_low, c.ci_high) == pytest.approx((d.mean, d.low, d.high), abs=1e-12)
+    assert compare(at, "support", a, b).ci_low == compare(at, "support", a, b, seed=0).ci_low
+    assert compare(at, "support", a, {**b, "label": "nothing"}) is None
+
+
+def test_the_report_lists_the_declared_questions_as_declared(constructed):
+    """The group's "Declared questions" block: each question's contrast and where it is asked,
+    in the order declared."""
+    _, _, _, text = constructed
+    lines = text.splitlines()
+    start = lines.index("Declared questions:") + 2
+    block = lines[start : lines.index("", start)]
+    want = []
+    for (name, a, b), (fmt, _, contrast) in QUESTIONS.items():
+        where = "every K" + ("; second side in its matched format" if fmt == "matched" else "")
+        want.append(f"- *{name}*: {contrast or side(a) + ' - ' + side(b)} ({where})")
+    assert block == want
+
+
+def test_the_report_says_which_declared_questions_it_could_not_answer(constructed):
+    _, _, _, text = constructed
+    for k in (0, 1):
+        line = (
+            f"- not answered: *order (matched format)* (bursty - shuffled) at K={k}: "
+            "a side has no records here"
+        )
+        assert text.splitlines().count(line) == 1
+
+
+def test_a_reference_evaluated_once_is_compared_without_pairing_seeds(tmp_path):
+    """A copy baseline has no training seed (one row of cells, seed 0) against a model of five
+    seeds: the difference of the means, with the bootstrap that draws each side's seeds apart."""
+    rng = np.random.default_rng(9)
+    zero_l = np.zeros(len(LEVELS))
+    model = simulate(rng, 0.7, np.linspace(-0.1, 0.1, len(SEEDS)), zero_l, np.full((5, 8), 3))
+    copy = simulate(rng, 0.4, np.zeros(1), zero_l, np.full((1, 8), 3))
+    rows = rows_of(
+        model,
+        policy=TRAINED,
+        context="bursty",
+        instruction="full",
+        k=KMAX,
+        seeds=SEEDS,
+        levels=LEVELS,
+    )
+    rows += rows_of(copy, policy="hashmap", k=KMAX, seeds=(0,), levels=LEVELS)
+    results, _ = report(tmp_path, pd.DataFrame(rows), {"g": copying("bursty", ("hashmap",))})
+    c = comparison(results, "copying", "bursty", "hashmap")
+    x, y = model.means, copy.means
+    d = paired_difference(x, y, same_seeds=False, seed=0)
+    assert (c["a_mean"], c["b_mean"]) == pytest.approx((x.mean(), y.mean()), abs=1e-12)
+    assert (c["diff"], c["ci_low"], c["ci_high"]) == pytest.approx(
+        (d.mean, d.low, d.high), abs=1e-12
+    )
+    assert (c["n_seeds"], c["n_levels"]) == (1, len(LEVELS))
+
+
+def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_it(tmp_path):
+    """Groups g and h both ask a *support* question on Dark Room, h of a condition it did not
+    run: only h's section says so."""
+    rng = np.random.default_rng(5)
+    n = np.full((len(SEEDS), len(LEVELS)), 2)
+    zero_s, zero_l = np.zeros(len(SEEDS)), np.zeros(len(LEVELS))
+    rows = []
+    for group, contexts in (("g", ("bursty", "trajectories")), ("h", ("bursty",))):
+        for context in contexts:
+            c = simulate(rng, 0.5, zero_s, zero_l, n)
+            rows += rows_of(
+                c,
+                policy=TRAINED,
+                context=context,
+                instruction="full",
+                k=KMAX,
+                group=group,
+                seeds=SEEDS,
+                levels=LEVELS,
+            )
+    declared = {
+        # g's first question is asked on another family only: g's next one is still answered.
+        "g": (
+            ask("support", "bursty", "shuffled", families=(KEY_TO_DOOR,)),
+            ask("support", "bursty", "trajectories"),
+        ),
+        "h": (ask("support", "bursty", "isolated"),),
+    }
+    results, text = report(tmp_path, pd.DataFrame(rows), declared)
+    line = f"- not answered: *support* (bursty - isolated) at K={KMAX}: a side has no records here"
+    lines = text.splitlines()
+    assert lines.count(line) == 1
+    assert lines.index(line) > lines.index("## Group `h`") > lines.index("## Group `g`")
+    assert [c["group"] for c in results["comparisons"]] == ["g"]
+
+
+def test_the_decoy_table_shows_both_outcomes_of_every_decoy_evaluation(constructed):
+    """At K=4 (the only K with decoy evaluations), in the 2x2's section: every condition
+    evaluated with decoy missions, its success and its decoy success with their intervals."""
+    _, _, results, text = constructed
+    intro = (
+        "Decoy missions on the query (another object of the level), demonstrations to the true "
+        "goal; every full-mission model, with and without context, and the references:"
+    )
+    lines = text.splitlines()
+    assert lines.count(intro) == 1
+    at = lines.index(intro)
+    assert at > lines.index(f"**K={KMAX}.**") > lines.index("**K=1.**")
+    assert lines[at + 1 : at + 4] == [
+        "",
+        "| condition | reached the demonstrations' goal | reached the decoy's object |",
+        "|---|---|---|",
+    ]
+    rows = [r for r in results["conditions"] if r["eval_instruction"] == "decoy"]
+    assert {r["k"] for r in rows} == {KMAX}
+    want = set()
+    for r in rows:
+        success = f"{r['success_mean']:.2f} [{r['success_ci_low']:.2f}, {r['success_ci_high']:.2f}]"
+        if "normalized" in r:
+            success += f" ({r['normalized']:.2f})"
+        decoy = (
+            f"{r['decoy_success_mean']:.2f} "
+            f"[{r['decoy_success_ci_low']:.2f}, {r['decoy_success_ci_high']:.2f}]"
+        )
+        want.add(f"| {r['label']} | {success} | {decoy} |")
+    table = lines[at + 4 : at + 4 + len(want)]
+    assert set(table) == want and len(table) == len(want)
+    assert lines[at + 4 + len(want)] == ""
+
+
+# -- declarations ----------------------------------------------------------------------------------
+def test_declarations_carry_where_they_are_asked_and_name_their_sides():
+    where = {"families": (DARK_ROOM,), "ks": (KMAX,)}
+    declared = (*two_by_two(**where), *copying("bursty", **where))
+    assert len(declared) == 5 + 2
+    assert all((q.families, q.ks) == (where["families"], where["ks"]) for q in declared)
+    assert ask("q", ("a", "b"), "c").a == ("a", "b") and ask("q", "a", "c").a == ("a",)
+    assert ask("q", ("a", "b"), "c").contrast == "mean(a, b) - c"
+    assert ask("q", "a", ("c", "d", "e")).contrast == "a - mean(c, d, e)"
+    assert questions.label_of("bursty") == "bursty"
+    assert questions.label_of("bursty", "empty") == "bursty/empty"
+    for a, b in (((), ("b",)), (("a",), ())):
+        with pytest.raises(ValueError, match="question 'q' needs conditions on both sides"):
+            Question("q", a, b)
+
+
+# -- sentences -------------------------------------------------------------------------------------
+def comparison_of(diff: float, low: float, high: float, contrast: str = "") -> Comparison:
+    """A comparison of ``a`` (0.60) and ``b`` with the given difference and interval."""
+    return Comparison(
+        "q",
+        "a",
+        "b",
+        DARK_ROOM,
+        "test_levels",
+        4,
+        0.6,
+        0.6 - diff,
+        diff,
+        low,
+        high,
+        0.123,
+        8,
+        5,
+        contrast=contrast,
+    )
+
+
+@pytest.mark.parametrize(
+    ("diff", "low", "high", "plain", "contrasted"),
+    [
+        (
+            0.25,
+            0.05,
+            0.45,
+            "`a` is higher than `b`: 0.60 vs 0.35, difference +0.25 [+0.05, +0.45].",
+            "positive, the CI excludes 0.",
+        ),
+        (
+            -0.25,
+            -0.45,
+            -0.05,
+            "`a` is lower than `b`: 0.60 vs 0.85, difference -0.25 [-0.45, -0.05].",
+            "negative, the CI excludes 0.",
+        ),
+        (
+            0.25,
+            -0.05,
+            0.55,
+            "`a` and `b` are not distinguishable: 0.60 vs 0.35, difference +0.25 [-0.05, +0.55]; "
+            "this run would detect a difference of 0.12 or more (80% power).",
+            "not distinguishable from 0; this run would detect 0.12 or more (80% power).",
+        ),
+        (
+            -0.25,
+            -0.55,
+            0.05,
+            "`a` and `b` are not distinguishable: 0.60 vs 0.85, difference -0.25 [-0.55, +0.05]; "
+            "this run would detect a difference of 0.12 or more (80% power).",
+            "not distinguishable from 0; this run would detect 0.12 or more (80% power).",
+        ),
+    ],
+)
+def test_a_reading_says_the_sign_the_interval_shows_or_that_it_cannot_tell(
+    diff, low, high, plain, contrasted
+):
+    """Written out by hand for each case: separated above 0, below 0, and not separated with a
+    positive or a negative estimate (the verdict then follows the interval, not the sign)."""
+    assert sentence(comparison_of(diff, low, high)) == plain
+    said = sentence(comparison_of(diff, low, high, contrast="(x - y) - (z - w)"))
+    assert said == f"(x - y) - (z - w) = {diff:+.2f} [{low:+.2f}, {high:+.2f}]: {contrasted}"
+
+
+def test_the_random_guess_is_the_share_of_the_rooms_objects_the_mission_names():
+    """GoToLocal levels 0, 3 and 13 name 1, 2 and 3 of their 8 objects (counted here from the
+    grid and the mission's words): a random guess succeeds on 1/8, 2/8, 3/8 of them."""
+    import gymnasium as gym
+
+    family, levels = "trajbench/GoToLocal-v2", [0, 3, 13]
+    env = gym.make(family, levels="all").unwrapped
+    shares = []
+    for level in levels:
+        env.reset(seed=0, options={"level": level})
+        *_, color, kind = env.mission.split()
+        objects = [o for o in env.grid.grid if o is not None and o.type in ("ball", "box", "key")]
+        shares.append(sum((o.color, o.type) == (color, kind) for o in objects) / len(objects))
+    env.close()
+    assert shares == [1 / 8, 2 / 8, 3 / 8]
+    assert guess_reference(family, levels) == pytest.approx(np.mean(shares))
+    assert guess_reference(DARK_ROOM, [3, 7]) is None  # no objects to guess among
+
+
 def _shown(label: str) -> str:
     """The eval_instruction of a label's headline records (its training instruction)."""
     if "/" in label:
@@ -459,10 +741,25 @@ def test_backbone_comparisons_read_the_training_instruction_only(tmp_path):
     labels = ("bursty [llama]", "bursty [lstm]")
     declared = (
         *(ask("in context", x, x, support=("same", "other")) for x in labels),
-        ask("architecture", *labels),
+        ask("architecture", *labels, families=(DARK_ROOM, KEY_TO_DOOR), ks=(1, KMAX)),
     )
-    results, _ = report(tmp_path, pd.DataFrame(rows), {"g": declared})
+    results, text = report(tmp_path, pd.DataFrame(rows), {"g": declared})
     assert len(results["comparisons"]) == 3
+    # Where each question is asked, as declared; K=1 has no records: said, not dropped.
+    lines = text.splitlines()
+    for x in labels:
+        assert (
+            f"- *in context*: {x} - {x} (every K; demonstrations: same vs other level(s))" in lines
+        )
+    assert (
+        "- *architecture*: bursty [llama] - bursty [lstm] (DarkRoom-v0, DarkKeyToDoor-v0; K=1, 4)"
+        in lines
+    )
+    assert [(u["question"], u["k"]) for u in results["unanswered"]] == [("architecture", 1)]
+    assert (
+        "- not answered: *architecture* (bursty [llama] - bursty [lstm]) at K=1: "
+        "a side has no records here"
+    ) in lines
     for backbone in ("llama", "lstm"):
         lab = f"bursty [{backbone}]"
         c = comparison(results, "in context", f"{lab}, same level", f"{lab}, other levels")

@@ -3,12 +3,16 @@ expected value is worked out by hand from constructed tables."""
 
 from __future__ import annotations
 
+import json
 import math
+from importlib.resources import files
 
 import pandas as pd
 import pytest
 
+from trajbench.coverage import Coverage, Design, Variances
 from trajbench.report.classes import ORDER_GAPS, family_role, order_gap
+from trajbench.report.intervals import note
 from trajbench.report.readings import order_sentence
 from trajbench.report.tables import add_normalized, decoder_scale, saturated
 
@@ -103,7 +107,11 @@ def test_saturated_when_the_best_trained_condition_reaches_095_of_the_decoder_sc
 
 def test_families_declare_their_order_gap_and_role():
     assert order_gap("trajbench/DarkSequence-v0") == "learnability"
-    assert "equal information" in order_sentence("trajbench/DarkSequence-v0")
+    assert order_sentence("trajbench/DarkSequence-v0") == (
+        "On DarkSequence-v0 the *order* gap is a gap at equal information: shuffled steps chain "
+        "back into the demonstrations' paths on this family, so it measures what the model "
+        "learns more easily from ordered contexts, not what only they carry."
+    )
     assert (
         order_gap("trajbench/DarkRoom-v0") == "" and order_sentence("trajbench/DarkRoom-v0") == ""
     )
@@ -126,3 +134,63 @@ def test_a_family_class_attribute_sets_its_role_and_order_gap(monkeypatch):
     assert "loses the order" in order_sentence("a")
     with pytest.raises(ValueError, match="role"):
         family_role("b")
+
+
+def test_a_family_without_a_role_takes_its_stored_certificates_class(monkeypatch):
+    """The classes stored in ``trajbench/certificates.json`` (read here as a file); a family in
+    neither the certificates nor its class is unclassified."""
+    stored = json.loads(files("trajbench").joinpath("certificates.json").read_text())["families"]
+    for env_id in ("trajbench/DarkRoom-v0", "trajbench/GoToLocal-v2"):
+        assert family_role(env_id) == stored[env_id]["class"]
+    assert {family_role(f) for f in stored} == {"headline", "control"}
+    from trajbench.report import classes
+
+    class Plain:
+        pass
+
+    monkeypatch.setattr(classes, "_family_class", lambda env_id: Plain)
+    assert "trajbench/Plain-v0" not in stored
+    assert family_role("trajbench/Plain-v0") == "unclassified"
+
+
+def test_an_undeclared_order_gap_is_refused_by_name(monkeypatch):
+    from trajbench.report import classes
+
+    class Odd:
+        order_gap = "memory"
+
+    monkeypatch.setattr(classes, "_family_class", lambda env_id: Odd)
+    with pytest.raises(
+        ValueError, match=r"odd declares order_gap 'memory'; expected one of \['learnability'"
+    ):
+        order_gap("odd")
+
+
+@pytest.mark.parametrize(
+    ("mean", "difference", "verdict"),
+    [
+        (0.93, 0.99, "."),  # both at the accepted bounds: nominal
+        (0.929, 0.95, ": the intervals are conditional on the trained models"),
+        (0.95, 0.92, ": the intervals are conditional on the trained models"),
+        (0.95, 0.991, ": the intervals are conservative at this design (wider than nominal)."),
+    ],
+)
+def test_the_interval_note_says_what_the_simulated_coverage_shows(mean, difference, verdict):
+    """Coverage below 0.93 (either interval) makes the intervals conditional on the trained
+    models, above 0.99 conservative; the sentence gives the design and the coverage."""
+    said = note(
+        Design(n_seeds=3, n_levels=40, n_episodes=6),
+        Variances(seed_sd=0.05, level_sd=0.125, cell_sd=0.0104),
+        Coverage(mean=mean, difference=difference, replicates=200),
+    )
+    assert said.startswith(
+        "At this run's design (3 seeds, 40 levels, 6 episodes per cell; seed sd 0.050, level sd "
+        "0.125, cell sd 0.010, estimated from its records) a simulation of 200 runs covers the "
+        f"mean {mean:.0%} and the paired difference {difference:.0%} of the time at nominal 95%"
+    )
+    assert said[said.index("nominal 95%") + len("nominal 95%") :].startswith(verdict)
+    if "conditional" in verdict:
+        assert said.endswith(
+            "(they describe these trained seeds on the family's levels, not another training of "
+            "the same conditions), and so are the smallest detectable differences."
+        )
