@@ -6,7 +6,9 @@
 #   2. Debian's chromium for the leaderboard page's headless-browser test, where it is missing and
 #      this machine can install it (root with apt-get); elsewhere that test fails and says what
 #      to install;
-#   3. python -m pytest -q, where "no tests collected" (pytest's exit status 5) is a failure.
+#   3. python -m pytest -q -n auto --dist loadfile: the suite in one process per core (pytest-xdist;
+#      a test file stays in one process, so its module fixtures are built once), where "no tests
+#      collected" (pytest's exit status 5) is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +23,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v a
 fi
 
 status=0
-python -m pytest -q "$@" || status=$?
+python -m pytest -q -n auto --dist loadfile "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "scripts/test.sh: pytest collected no tests" >&2
     exit 1

