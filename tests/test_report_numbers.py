@@ -511,6 +511,38 @@ def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_
     assert [c["group"] for c in results["comparisons"]] == ["g"]
 
 
+def test_a_question_two_groups_declare_alike_is_unanswered_only_where_it_was(tmp_path):
+    """Groups g and h declare the same question; g ran both sides, h only one: h's section says
+    it was not answered, g's (which answered it) does not."""
+    rng = np.random.default_rng(6)
+    n = np.full((len(SEEDS), len(LEVELS)), 2)
+    zero_s, zero_l = np.zeros(len(SEEDS)), np.zeros(len(LEVELS))
+    rows = []
+    for group, contexts in (("g", ("bursty", "isolated")), ("h", ("bursty",))):
+        for context in contexts:
+            c = simulate(rng, 0.5, zero_s, zero_l, n)
+            rows += rows_of(
+                c,
+                policy=TRAINED,
+                context=context,
+                instruction="full",
+                k=KMAX,
+                group=group,
+                seeds=SEEDS,
+                levels=LEVELS,
+            )
+    same = ask("support and order", "bursty", "isolated")
+    results, text = report(tmp_path, pd.DataFrame(rows), {"g": (same,), "h": (same,)})
+    line = (
+        f"- not answered: *support and order* (bursty - isolated) at K={KMAX}: "
+        "a side has no records here"
+    )
+    lines = text.splitlines()
+    assert lines.count(line) == 1 and lines.index(line) > lines.index("## Group `h`")
+    assert [c["group"] for c in results["comparisons"]] == ["g"]
+    assert len(results["unanswered"]) == 1
+
+
 def test_the_decoy_table_shows_both_outcomes_of_every_decoy_evaluation(constructed):
     """At K=4 (the only K with decoy evaluations), in the 2x2's section: every condition
     evaluated with decoy missions, its success and its decoy success with their intervals."""

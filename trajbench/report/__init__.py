@@ -41,18 +41,18 @@ def write_report(
     write_parquet(out / RECORDS_FILE, records)
     table = add_normalized(conditions_table(records))
     labels = labelled(records)
-    cs, unanswered = [], []
+    cs, unanswered = [], {}
     for group, g in labels.groupby("group", sort=False):
         done, missing = answer(g, tuple(questions.get(group, ())))
         cs += done
-        unanswered += missing
+        unanswered[group] = missing
     meta = {**meta, "suite": SUITE, "suite_version": SUITE_VERSION}
     results = {
         **meta,
         "questions": {g: [q.to_dict() for q in qs] for g, qs in questions.items()},
         "conditions": [_row(r) for r in table.to_dict("records")],
         "comparisons": [c.to_dict() for c in cs],
-        "unanswered": [u.to_dict() for u in unanswered],
+        "unanswered": [u.to_dict() for missing in unanswered.values() for u in missing],
         "saturated": _saturation(table),
     }
     atomic_write_json(out / RESULTS_FILE, results)

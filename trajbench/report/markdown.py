@@ -31,10 +31,12 @@ def render_markdown(
     meta: dict,
     plots: list[str],
     questions: dict[str, tuple[Question, ...]],
-    unanswered: list[Unanswered] = (),
+    unanswered: dict[str, list[Unanswered]] | None = None,
 ) -> str:
     """The whole report (``records`` labelled; ``table`` from ``conditions_table`` with
-    ``normalized``; ``questions`` declared per group)."""
+    ``normalized``; ``questions`` declared per group; ``unanswered``: per group, the declared
+    questions its records could not answer)."""
+    unanswered = unanswered or {}
     episodes = records.groupby(["seed", "family", "level", "label", "k", "support", "format"])
     lines = [
         f"# trajbench report: preset `{meta['preset']}`",
@@ -71,8 +73,8 @@ def render_markdown(
             lines += _readings([c for c in here if c.question not in TWO_BY_TWO], family)
             lines += [
                 f"- not answered: *{u.question}* ({u.contrast}) at K={u.k}: {u.reason}"
-                for u in unanswered
-                if (u.family, u.eval_split) == (family, split) and _group_asks(questions, group, u)
+                for u in unanswered.get(group, ())
+                if (u.family, u.eval_split) == (family, split)
             ]
             frecords = grecords[(grecords["family"] == family) & (grecords[EVAL_SPLIT] == split)]
             note = interval_note(frecords)
@@ -92,10 +94,6 @@ def _where(q: Question) -> str:
     if q.b_format != COMMON:
         parts.append(f"second side in its {q.b_format} format")
     return " (" + "; ".join(parts) + ")"
-
-
-def _group_asks(questions: dict, group: str, u: Unanswered) -> bool:
-    return any(q.name == u.question and q.contrast == u.contrast for q in questions.get(group, ()))
 
 
 def _flag(ft: pd.DataFrame) -> str:
