@@ -32,7 +32,7 @@ from scipy.stats import trim_mean
 
 from trajbench.bootstrap import paired_difference
 from trajbench.report import questions
-from trajbench.report.questions import Question, ask, copying, two_by_two
+from trajbench.report.questions import Question, about_itself, ask, copying, two_by_two
 from trajbench.report.readings import guess_reference, sentence
 from trajbench.report.tables import Comparison, compare, labelled
 
@@ -509,6 +509,21 @@ def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_
     assert lines.count(line) == 1
     assert lines.index(line) > lines.index("## Group `h`") > lines.index("## Group `g`")
     assert [c["group"] for c in results["comparisons"]] == ["g"]
+
+
+def test_what_one_policy_asks_about_itself():
+    """about_itself: support (same vs other), order on same and on other levels (the second side
+    in the matched format), and each copy baseline, all restricted as asked."""
+    me = ("lm",)
+    want = (
+        Question("support", me, me, ks=(4,), support=("same", "other")),
+        Question("order (matched format)", me, me, ks=(4,), b_format="matched"),
+        Question("order", me, me, ks=(4,), support=("other", "other"), b_format="matched"),
+        Question("copying", me, ("hashmap",), ks=(4,)),
+        Question("copying", me, ("replay",), ks=(4,)),
+    )
+    assert about_itself("lm", ks=(4,)) == want
+    assert [q.ks for q in about_itself("lm")] == [()] * 5
 
 
 def test_a_question_two_groups_declare_alike_is_unanswered_only_where_it_was(tmp_path):
