@@ -475,15 +475,14 @@ def test_a_reference_evaluated_once_is_compared_without_pairing_seeds(tmp_path):
     assert (c["n_seeds"], c["n_levels"]) == (1, len(LEVELS))
 
 
-def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_it(tmp_path):
-    """Groups g and h both ask a *support* question on Dark Room, h of a condition it did not
-    run: only h's section says so."""
-    rng = np.random.default_rng(5)
+def two_groups(seed: int, contexts: dict[str, tuple[str, ...]]) -> list[dict]:
+    """Records of groups trained on the given contexts (success 0.5, 2 episodes a cell)."""
+    rng = np.random.default_rng(seed)
     n = np.full((len(SEEDS), len(LEVELS)), 2)
     zero_s, zero_l = np.zeros(len(SEEDS)), np.zeros(len(LEVELS))
     rows = []
-    for group, contexts in (("g", ("bursty", "trajectories")), ("h", ("bursty",))):
-        for context in contexts:
+    for group, modes in contexts.items():
+        for context in modes:
             c = simulate(rng, 0.5, zero_s, zero_l, n)
             rows += rows_of(
                 c,
@@ -495,6 +494,13 @@ def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_
                 seeds=SEEDS,
                 levels=LEVELS,
             )
+    return rows
+
+
+def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_it(tmp_path):
+    """Groups g and h both ask a *support* question on Dark Room, h of a condition it did not
+    run: only h's section says so."""
+    rows = two_groups(5, {"g": ("bursty", "trajectories"), "h": ("bursty",)})
     declared = {
         # g's first question is asked on another family only: g's next one is still answered.
         "g": (
@@ -529,23 +535,7 @@ def test_what_one_policy_asks_about_itself():
 def test_a_question_two_groups_declare_alike_is_unanswered_only_where_it_was(tmp_path):
     """Groups g and h declare the same question; g ran both sides, h only one: h's section says
     it was not answered, g's (which answered it) does not."""
-    rng = np.random.default_rng(6)
-    n = np.full((len(SEEDS), len(LEVELS)), 2)
-    zero_s, zero_l = np.zeros(len(SEEDS)), np.zeros(len(LEVELS))
-    rows = []
-    for group, contexts in (("g", ("bursty", "isolated")), ("h", ("bursty",))):
-        for context in contexts:
-            c = simulate(rng, 0.5, zero_s, zero_l, n)
-            rows += rows_of(
-                c,
-                policy=TRAINED,
-                context=context,
-                instruction="full",
-                k=KMAX,
-                group=group,
-                seeds=SEEDS,
-                levels=LEVELS,
-            )
+    rows = two_groups(6, {"g": ("bursty", "isolated"), "h": ("bursty",)})
     same = ask("support and order", "bursty", "isolated")
     results, text = report(tmp_path, pd.DataFrame(rows), {"g": (same,), "h": (same,)})
     line = (
