@@ -105,12 +105,16 @@ def load_language_model(
     root, extra = (path.parent, {"gguf_file": path.name}) if path.is_file() else (path, {})
     try:
         tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True, **extra)
+        # A GGUF file loads in float32 and is cast after: asked for another dtype, transformers
+        # warns that its packed-weight kernels will cast every matmul, even where (as without
+        # the ``kernels`` package) it unpacks the weights into plain layers anyway.
+        load_as = "float32" if extra else dtype
         lm = AutoModelForCausalLM.from_pretrained(
-            root, local_files_only=True, dtype=getattr(torch, dtype), **extra
+            root, local_files_only=True, dtype=getattr(torch, load_as), **extra
         )
     except (OSError, ValueError, ImportError) as err:
         raise TrajbenchError(f"cannot load language model {str(path)!r}: {err}") from err
-    return lm.to(device).eval(), tokenizer
+    return lm.to(device=device, dtype=getattr(torch, dtype)).eval(), tokenizer
 
 
 class _Chunk:
