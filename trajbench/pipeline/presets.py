@@ -339,7 +339,7 @@ def _gpu_model(**kw) -> TrainConfig:
 
 _LLM = {"conditions": (), "baselines": (RANDOM, HASHMAP, REPLAY, DECODER, LLM_POLICY)}
 _LLM["questions"] = about_itself(LLM_POLICY)  # scored whole and shuffled (its context_mode)
-_LLM_EVAL = eval_template(ks=(0, 1, 4), max_levels=6)  # E = 4: over 30 min on 2 cores
+_LLM_EVAL = eval_template(ks=(0, 1, 4), max_levels=6)  # E = 4: 20 min on 2 cores (bfloat16)
 PRESETS: dict[str, Preset] = {
     "ci": Preset(
         name="ci",
