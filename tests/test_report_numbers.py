@@ -514,6 +514,7 @@ def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_
     lines = text.splitlines()
     assert lines.count(line) == 1
     assert lines.index(line) > lines.index("## Group `h`") > lines.index("## Group `g`")
+    assert lines[lines.index(line) + 1] == ""  # a list ends before what follows it
     assert [c["group"] for c in results["comparisons"]] == ["g"]
 
 

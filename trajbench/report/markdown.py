@@ -71,11 +71,12 @@ def render_markdown(
             ]
             lines += _kshot_table(ft)
             lines += _readings([c for c in here if c.question not in TWO_BY_TWO], family)
-            lines += [
+            missing = [
                 f"- not answered: *{u.question}* ({u.contrast}) at K={u.k}: {u.reason}"
                 for u in unanswered.get(group, ())
                 if (u.family, u.eval_split) == (family, split)
             ]
+            lines += [*missing, ""] if missing else []
             frecords = grecords[(grecords["family"] == family) & (grecords[EVAL_SPLIT] == split)]
             note = interval_note(frecords)
             lines += [note, ""] if note else []
