@@ -83,7 +83,7 @@ def main() -> int:
     started = time.perf_counter()
     if not args.report_only:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        cmd = ["mutmut", "run", "--max-children", str(args.workers), *patterns]
+        cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.workers), *patterns]
         with open(ROOT / "mutants-run.log", "w") as log:
             done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         if done.returncode not in (0, 1):
@@ -93,7 +93,7 @@ def main() -> int:
     codes = {n: c for n, c in statuses().items() if module_of(n) in args.modules}
     survivors = sorted(n for n, c in codes.items() if c is not None and c not in KILLED)
     for name in survivors:
-        shown = subprocess.run(["mutmut", "show", name], cwd=ROOT, capture_output=True, text=True)
+        shown = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=ROOT, capture_output=True, text=True)
         diff = [ln for ln in shown.stdout.splitlines() if ln[:2] in ("- ", "+ ")]
         print(f"SURVIVED {name}\n  " + "\n  ".join(diff))
     print("\n" + describe("mutmut " + version("mutmut")))
