@@ -53,6 +53,10 @@ MODULES = {
     "builder": ["trajbench.contexts.builder.*_cut__*", "trajbench.contexts.modes.*"],
 }
 TARGET = 0.90
+#: mutmut's command line, run by this interpreter (so that the trajbench it mutates is the one this
+#: environment installed, a virtual environment's included), never ``python -m mutmut``: that puts
+#: the repository root, with the unmutated package, first on the path of mutmut's own process.
+MUTMUT = [sys.executable, "-c", "from mutmut.__main__ import cli; cli()"]
 #: mutmut's exit codes of a checked mutant (its ``stats.status_by_exit_code``): which count as
 #: killed; every other checked outcome (0: survived, 5 / 33: no test ran it, ...) as survived.
 KILLED = {1, 3, 24, -24, 36, 37, 152, 255}
@@ -83,7 +87,7 @@ def main() -> int:
     started = time.perf_counter()
     if not args.report_only:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        cmd = ["mutmut", "run", "--max-children", str(args.workers), *patterns]
+        cmd = [*MUTMUT, "run", "--max-children", str(args.workers), *patterns]
         with open(ROOT / "mutants-run.log", "w") as log:
             done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         if done.returncode not in (0, 1):
@@ -93,7 +97,7 @@ def main() -> int:
     codes = {n: c for n, c in statuses().items() if module_of(n) in args.modules}
     survivors = sorted(n for n, c in codes.items() if c is not None and c not in KILLED)
     for name in survivors:
-        shown = subprocess.run(["mutmut", "show", name], cwd=ROOT, capture_output=True, text=True)
+        shown = subprocess.run([*MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True)
         diff = [ln for ln in shown.stdout.splitlines() if ln[:2] in ("- ", "+ ")]
         print(f"SURVIVED {name}\n  " + "\n  ".join(diff))
     print("\n" + describe("mutmut " + version("mutmut")))

@@ -16,12 +16,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from scipy.stats import norm, trim_mean
 
 from trajbench.report import write_report
 from trajbench.report.questions import Question
+
+# The report's plots import pyplot (half a second); importing it with this module, which mutmut's
+# fork server imports before it forks a process per mutant, saves that in every mutant's run.
+matplotlib.use("Agg")
+import matplotlib.pyplot
 
 DARK_ROOM = "trajbench/DarkRoom-v0"
 #: (policy, train_context, instruction) of a label, as the runner records them.
@@ -135,10 +141,13 @@ def rows_of(
 
 def shared_unless_mutating(fixture_name: str, config) -> str:
     """Scope of a fixture many tests read (a pytest dynamic scope): built once per module, but
-    once per test under mutmut, which sets ``MUTANT_UNDER_TEST``. mutmut runs against a mutant
-    only the tests during which the mutated function was called, and a module's fixture is built
-    during its first test only: the tests that check its numbers would never see a mutant."""
-    return "function" if "MUTANT_UNDER_TEST" in os.environ else "module"
+    once per test while mutmut records which tests call which functions (its *stats* run, with
+    ``MUTANT_UNDER_TEST=stats``). mutmut then runs against a mutant only the tests during which
+    the mutated function was called, and a module's fixture is built during its first test only:
+    recorded at module scope, the tests that check its numbers would never see a mutant. Against
+    a mutant (one forked pytest per mutant) the fixture is built once again and shared, so a
+    surviving mutant costs one report, not one per test."""
+    return "function" if os.environ.get("MUTANT_UNDER_TEST") == "stats" else "module"
 
 
 def report(

@@ -282,9 +282,11 @@ def _counts(draws: np.ndarray, size: int) -> np.ndarray:
 
 
 def _expand(counts: np.ndarray) -> np.ndarray:
-    """Resampling counts ``[n, size]`` back to the drawn indices ``[n, counts.sum(1)]``."""
-    k = int(counts[0].sum())
-    return np.stack([np.repeat(np.arange(counts.shape[1]), c.astype(int)) for c in counts])[:, :k]
+    """Resampling counts ``[n, size]`` (every row drawing as many) back to the drawn indices
+    ``[n, k]``, in increasing order within each row."""
+    n, size = counts.shape
+    drawn = np.repeat(np.tile(np.arange(size), n), counts.astype(int).ravel())
+    return drawn.reshape(n, -1)
 
 
 def _mean_of(m: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
