@@ -722,6 +722,21 @@ def test_a_table_is_marked_saturated_only_where_its_best_entries_reach_the_ceili
                     seeds=SEEDS,
                     levels=LEVELS,
                 )
+    # On the second family, perfect scores where the headline does not look: another format, and
+    # other levels' demonstrations. They mark nothing.
+    perfect = simulate(rng, 1.0, np.zeros(len(SEEDS)), np.zeros(len(LEVELS)), n)
+    for where in ({"fmt": "matched"}, {"support": "other"}):
+        rows += rows_of(
+            perfect,
+            policy=TRAINED,
+            context="shuffled",
+            instruction="full",
+            family="trajbench/DarkKeyToDoor-v0",
+            k=KMAX,
+            seeds=SEEDS,
+            levels=LEVELS,
+            **where,
+        )
     results, text = report(tmp_path, pd.DataFrame(rows), {})
     assert results["saturated"] == [
         {"group": "g", "family": DARK_ROOM, "eval_split": "test_levels", "k": KMAX}
@@ -806,3 +821,28 @@ def test_backbone_comparisons_read_the_training_instruction_only(tmp_path):
     c = comparison(results, "architecture", "bursty [llama]", "bursty [lstm]")
     want = cells[("llama", "same", "full")].mean() - cells[("lstm", "same", "full")].mean()
     assert c["diff"] == pytest.approx(want)
+
+
+def test_the_report_opens_with_the_runs_provenance_and_how_it_scores(constructed):
+    records, _, results, text = constructed
+    fewest = int(records.groupby(["seed", "family", "level", "policy", "train_context",
+                                  "instruction", "k", "support", "format"]).size().min())  # fmt: skip
+    assert text.splitlines()[:9] == [
+        "# trajbench report: preset `constructed`",
+        "",
+        f"- trajbench 0.1.0 (commit `0123456789ab`), suite {results['suite_version']}, torch 2.x",
+        "- hardware: test; device `cpu`; wall time 1 s",
+        "- training seeds [0, 1, 2] (evaluation seeds apart); date 2026-01-01T00:00:00+00:00",
+        f"- scores: **mean success** per (seed, level) cell, each cell over {fewest}+ episodes; "
+        "95% CIs from a bootstrap over seeds and levels; differences are paired on shared levels "
+        "and seeds, and a difference that is not distinguishable from 0 comes with the smallest "
+        "one the run could detect. In parentheses: the score normalized to the family's decoder, "
+        "(score - random) / (decoder - random); a family whose best trained condition reaches "
+        "0.95 on that scale (the expert's, where the run has no decoder) is marked saturated at "
+        "that K.",
+        "- the questions below were declared by the preset before the run; the report answers "
+        "exactly those, at every K they are asked at.",
+        "",
+        "## Group `g`",
+    ]
+    assert results["suite_version"] not in ("", "?", None)

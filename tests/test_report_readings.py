@@ -26,6 +26,38 @@ def test_a_null_without_variation_claims_no_detectable_difference():
     assert "not distinguishable" in varied and "would detect a difference of 0.20" in varied
 
 
+def test_every_reading_is_worded_exactly():
+    """The five sentences, whole: a flat null, a null with variation (even at a difference of
+    exactly 0), a separated difference either way, and a contrast's three verdicts."""
+    assert sentence(comparison(a_mean=0.25, b_mean=0.25)) == (
+        "`x` and `y` do not differ in any cell: 0.25 vs 0.25; with no variation, this run cannot "
+        "say what difference it would detect."
+    )
+    at_zero = comparison(a_mean=0.3, b_mean=0.3, ci_low=-0.1, ci_high=0.1, mde=0.14)
+    assert sentence(at_zero) == (
+        "`x` and `y` are not distinguishable: 0.30 vs 0.30, difference +0.00 [-0.10, +0.10]; "
+        "this run would detect a difference of 0.14 or more (80% power)."
+    )
+    up = comparison(a_mean=0.6, b_mean=0.2, diff=0.4, ci_low=0.25, ci_high=0.55, mde=0.1)
+    assert sentence(up) == "`x` is higher than `y`: 0.60 vs 0.20, difference +0.40 [+0.25, +0.55]."
+    down = comparison(a_mean=0.2, b_mean=0.6, diff=-0.4, ci_low=-0.55, ci_high=-0.25, mde=0.1)
+    assert sentence(down) == "`x` is lower than `y`: 0.20 vs 0.60, difference -0.40 [-0.55, -0.25]."
+    c = "(a - b) - (c - d)"
+    assert sentence(comparison(contrast=c)) == (
+        f"{c} = +0.00 [+0.00, +0.00]: 0 in every cell: no variation to detect a difference against."
+    )
+    assert sentence(comparison(contrast=c, ci_low=-0.2, ci_high=0.2, mde=0.3)) == (
+        f"{c} = +0.00 [-0.20, +0.20]: not distinguishable from 0; this run would detect 0.30 or "
+        "more (80% power)."
+    )
+    assert sentence(comparison(contrast=c, diff=0.3, ci_low=0.1, ci_high=0.5, mde=0.2)) == (
+        f"{c} = +0.30 [+0.10, +0.50]: positive, the CI excludes 0."
+    )
+    assert sentence(comparison(contrast=c, diff=-0.3, ci_low=-0.5, ci_high=-0.1, mde=0.2)) == (
+        f"{c} = -0.30 [-0.50, -0.10]: negative, the CI excludes 0."
+    )
+
+
 def records(success: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
     """One policy's records: per (support, format), one success per (seed, level) cell."""
     rows = []
