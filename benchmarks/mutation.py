@@ -14,6 +14,11 @@ Usage (``pip install -e '.[mutation]'`` first)::
     python benchmarks/mutation.py                              # every module below
     python benchmarks/mutation.py --modules bootstrap metrics  # some of them
     python benchmarks/mutation.py --report-only                # the figures of the last run
+    python benchmarks/mutation.py --recheck                    # the last run's survivors again
+
+mutmut keeps a mutant's verdict until its function changes, and a change to the test selection
+in ``pyproject.toml`` resets every verdict; so after tests are added to the selected files,
+``--recheck`` runs the survivors again against them (the killed stay killed: tests were added).
 
 Prints every surviving mutant (its diff), the figures per module, and a last line
 ``RESULT mutation ratio=<killed/total> target=0.90``. docs/testing.md holds the figures and why each
@@ -70,6 +75,11 @@ def statuses() -> dict[str, int | None]:
     return codes
 
 
+def survivors(codes: dict[str, int | None]) -> list[str]:
+    """The checked mutants of ``codes`` that no test killed."""
+    return sorted(n for n, c in codes.items() if c is not None and c not in KILLED)
+
+
 def module_of(name: str) -> str | None:
     for module, patterns in MODULES.items():
         if any(fnmatch.fnmatch(name, p) for p in patterns):
@@ -82,12 +92,21 @@ def main() -> int:
     parser.add_argument("--modules", nargs="+", choices=sorted(MODULES), default=sorted(MODULES))
     parser.add_argument("--workers", type=int, default=2, help="mutants checked at once")
     parser.add_argument("--report-only", action="store_true", help="do not run; summarize")
+    parser.add_argument("--recheck", action="store_true", help="run the last run's survivors")
     args = parser.parse_args()
     patterns = [p for m in args.modules for p in MODULES[m]]
     started = time.perf_counter()
     if not args.report_only:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        cmd = [*MUTMUT, "run", "--max-children", str(args.workers), *patterns]
+        targets = patterns
+        if args.recheck:
+            targets = survivors(
+                {n: c for n, c in statuses().items() if module_of(n) in args.modules}
+            )
+            if not targets:
+                print("no survivors to check again")
+                return 0
+        cmd = [*MUTMUT, "run", "--max-children", str(args.workers), *targets]
         with open(ROOT / "mutants-run.log", "w") as log:
             done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         if done.returncode not in (0, 1):
@@ -95,8 +114,7 @@ def main() -> int:
             return done.returncode
     wall = time.perf_counter() - started
     codes = {n: c for n, c in statuses().items() if module_of(n) in args.modules}
-    survivors = sorted(n for n, c in codes.items() if c is not None and c not in KILLED)
-    for name in survivors:
+    for name in survivors(codes):
         shown = subprocess.run([*MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True)
         diff = [ln for ln in shown.stdout.splitlines() if ln[:2] in ("- ", "+ ")]
         print(f"SURVIVED {name}\n  " + "\n  ".join(diff))
