@@ -10,6 +10,7 @@ calls (:func:`trajbench.report.write_report`).
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 
 import numpy as np
 import pandas as pd
@@ -846,3 +847,41 @@ def test_the_report_opens_with_the_runs_provenance_and_how_it_scores(constructed
         "## Group `g`",
     ]
     assert results["suite_version"] not in ("", "?", None)
+
+
+def test_the_two_by_two_section_shows_every_trained_context_with_and_without_the_mission(
+    constructed,
+):
+    """The 2x2's block, line by line at every K: one row per trained context in the report's
+    order (the modes', then none), its full- and empty-mission cells (a dash where there is no
+    empty one) from the condition rows, then the 2x2's own readings at that K in the declared
+    order; no guessing line on a family without objects to guess."""
+    _, _, results, text = constructed
+    rows = {
+        (c["label"], c["k"]): c
+        for c in results["conditions"]
+        if (c["support"], c["format"]) == ("same", "common") and c["eval_instruction"] != "decoy"
+    }
+
+    def cell(label: str, k: int) -> str:
+        c = rows.get((label, k))
+        if c is None:
+            return "—"
+        text = f"{c['success_mean']:.2f} [{c['success_ci_low']:.2f}, {c['success_ci_high']:.2f}]"
+        return text if c.get("normalized") is None else f"{text} ({c['normalized']:.2f})"
+
+    def reading(c: dict) -> str:
+        kept = {f.name: c[f.name] for f in fields(Comparison) if f.name in c}
+        return f"- *{c['question']}*: {sentence(Comparison(**kept))}"
+
+    names = [q.name for q in two_by_two()]
+    want = ["#### Instruction ablation (2x2: context x mission) — DarkRoom-v0", ""]
+    for k in KS:
+        want += [f"**K={k}.**", "", "| context | mission full | mission empty |", "|---|---|---|"]
+        for ctx in ("bursty", "trajectories", "shuffled", "isolated", "none"):
+            want.append(f"| {ctx} | {cell(ctx, k)} | {cell(ctx + '/empty', k)} |")
+        said = {c["question"]: c for c in results["comparisons"] if c["k"] == k}
+        want += ["", *(reading(said[name]) for name in names), ""]
+    start = text.index(want[0])
+    assert text[start:].splitlines()[: len(want)] == want
+    assert "Random guess" not in text
