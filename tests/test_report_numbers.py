@@ -9,6 +9,7 @@ calls (:func:`trajbench.report.write_report`).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import fields
 
@@ -33,6 +34,7 @@ from scipy.stats import trim_mean
 
 from trajbench.bootstrap import paired_difference
 from trajbench.report import questions
+from trajbench.report.intervals import interval_note
 from trajbench.report.questions import Question, about_itself, ask, copying, two_by_two
 from trajbench.report.readings import guess_reference, sentence
 from trajbench.report.tables import Comparison, compare, labelled
@@ -383,6 +385,18 @@ def test_the_k_shot_table_shows_every_conditions_mean_and_interval(constructed):
             cell += f" ({row['normalized']:.2f})"
         line = f"| {row['label']} | {row['format']} | {row['support']} |"
         assert any(ln.startswith(line) and cell in ln for ln in text.splitlines()), (line, cell)
+    # Its head: one column per K, and a blank line after its last row.
+    lines = text.splitlines()
+    at = lines.index("| condition | format | support | K=0 | K=1 | K=4 |")
+    assert lines[at + 1] == "|---|---|---|---|---|---|"
+    end = next(i for i in range(at, len(lines)) if not lines[i].startswith("|"))
+    assert lines[end] == "" and end - at - 2 == len(
+        {(r["label"], r["format"], r["support"]) for r in results["conditions"]
+         if r["eval_instruction"] != "decoy"}
+    )  # fmt: skip
+    # A condition missing at a K shows a dash there: the matched format is evaluated at K=4 only.
+    matched = next(ln for ln in lines[at:end] if ln.startswith("| shuffled | matched | same |"))
+    assert matched.split(" | ")[3:5] == ["—", "—"]
 
 
 def test_no_table_of_the_constructed_run_is_saturated(constructed):
@@ -516,6 +530,9 @@ def test_a_question_not_answered_is_said_in_the_section_of_the_group_that_asked_
     assert lines.count(line) == 1
     assert lines.index(line) > lines.index("## Group `h`") > lines.index("## Group `g`")
     assert lines[lines.index(line) + 1] == ""  # a list ends before what follows it
+    # Every figure the report links is written beside it.
+    links = [ln[ln.index("](") + 2 : -1] for ln in lines if ln.startswith("![")]
+    assert links and all((tmp_path / "report" / link).is_file() for link in links)
     assert [c["group"] for c in results["comparisons"]] == ["g"]
 
 
@@ -847,6 +864,26 @@ def test_the_report_opens_with_the_runs_provenance_and_how_it_scores(constructed
         "## Group `g`",
     ]
     assert results["suite_version"] not in ("", "?", None)
+    assert results["suite"] == "trajbench"
+    as_json = json.loads(json.dumps({g: [q.to_dict() for q in qs] for g, qs in declared().items()}))
+    assert results["questions"] == as_json
+    # The family's coverage note, from its own records, before the 2x2 block.
+    dark_room = records[(records["family"] == DARK_ROOM) & (records["eval_split"] == "test_levels")]
+    said = interval_note(labelled(dark_room))
+    assert said and text.count(said) == 1
+    lines = text.splitlines()
+    assert lines[lines.index(said) + 1] == ""
+    assert lines.index(said) < lines.index(
+        "#### Instruction ablation (2x2: context x mission) — DarkRoom-v0"
+    )
+    # The figures, linked at the end.
+    stems = ["g-DarkRoom-v0-test_levels-success", "g-DarkRoom-v0-test_levels-kshot"]
+    assert lines[lines.index("## Plots") :] == [
+        "## Plots",
+        "",
+        *(f"![{s}](plots/{s}.png)" for s in stems),
+    ]
+    assert text.endswith("\n")
 
 
 def test_the_two_by_two_section_shows_every_trained_context_with_and_without_the_mission(

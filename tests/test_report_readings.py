@@ -16,7 +16,8 @@ from report_support import TRAINED, Cells, report, rows_of
 
 from trajbench.coverage import Design, estimate_records, simulate
 from trajbench.report.intervals import REPLICATES, interval_note, note, run_design
-from trajbench.report.readings import sentence
+from trajbench.report.questions import ask
+from trajbench.report.readings import order_sentence, sentence
 from trajbench.report.tables import Comparison, compare_sides, labelled
 
 
@@ -185,3 +186,26 @@ def test_results_carry_each_conditions_p_bursty(tmp_path):
     by_label = {c["train_context"]: c["p_bursty"] for c in results["conditions"]}
     assert by_label == {"bursty": 0.25, "shuffled": None}
     assert isinstance(by_label["bursty"], float)
+
+
+@pytest.mark.parametrize("asked, said", [("order", True), ("copying", False)])
+def test_the_order_gaps_meaning_follows_an_order_reading_only(tmp_path, asked, said):
+    """DarkSequence declares what its order gap measures: the report says it once, after the
+    readings, where the group asked an order question, and not where it asked another."""
+    rng = np.random.default_rng(4)
+    family = "trajbench/DarkSequence-v0"
+    rows = [
+        *trained(rng, "bursty", 2, 2, 6, k=4, family=family),
+        *trained(rng, "shuffled", 2, 2, 6, k=4, family=family),
+        *rows_of(cells(rng, 2, 2, 6), policy="hashmap", k=4, family=family, seeds=(0, 1),
+                 levels=INTERVAL_LEVELS[:2]),
+    ]  # fmt: skip
+    question = ask(asked, "bursty", "shuffled" if asked == "order" else "hashmap")
+    _, text = report(tmp_path, pd.DataFrame(rows), {"g": (question,)})
+    lines = text.splitlines()
+    meaning = order_sentence(family)
+    assert meaning and lines.count(meaning) == int(said)
+    if said:
+        at = lines.index(meaning)
+        assert lines[at + 1] == "" and lines[at - 1] == ""
+        assert lines[at - 2].startswith("- *order*: ")
