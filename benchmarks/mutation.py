@@ -14,11 +14,12 @@ Usage (``pip install -e '.[mutation]'`` first)::
     python benchmarks/mutation.py                              # every module below
     python benchmarks/mutation.py --modules bootstrap metrics  # some of them
     python benchmarks/mutation.py --report-only                # the figures of the last run
-    python benchmarks/mutation.py --recheck                    # the last run's survivors again
+    python benchmarks/mutation.py --recheck                    # its survivors again, after new tests
 
 mutmut keeps a mutant's verdict until its function changes, and a change to the test selection
 in ``pyproject.toml`` resets every verdict; so after tests are added to the selected files,
-``--recheck`` runs the survivors again against them (the killed stay killed: tests were added).
+``--recheck`` runs the survivors again against them, and any mutant not checked yet (the killed
+stay killed: tests were only added).
 
 Prints every surviving mutant (its diff), the figures per module, and a last line
 ``RESULT mutation ratio=<killed/total> target=0.90``. docs/testing.md holds the figures and why each
@@ -92,7 +93,9 @@ def main() -> int:
     parser.add_argument("--modules", nargs="+", choices=sorted(MODULES), default=sorted(MODULES))
     parser.add_argument("--workers", type=int, default=2, help="mutants checked at once")
     parser.add_argument("--report-only", action="store_true", help="do not run; summarize")
-    parser.add_argument("--recheck", action="store_true", help="run the last run's survivors")
+    parser.add_argument(
+        "--recheck", action="store_true", help="run the survivors and the unchecked mutants"
+    )
     args = parser.parse_args()
     patterns = [p for m in args.modules for p in MODULES[m]]
     started = time.perf_counter()
@@ -100,11 +103,10 @@ def main() -> int:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         targets = patterns
         if args.recheck:
-            targets = survivors(
-                {n: c for n, c in statuses().items() if module_of(n) in args.modules}
-            )
+            mine = {n: c for n, c in statuses().items() if module_of(n) in args.modules}
+            targets = survivors(mine) + sorted(n for n, c in mine.items() if c is None)
             if not targets:
-                print("no survivors to check again")
+                print("no survivors or unchecked mutants to check")
                 return 0
         cmd = [*MUTMUT, "run", "--max-children", str(args.workers), *targets]
         with open(ROOT / "mutants-run.log", "w") as log:
