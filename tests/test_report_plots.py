@@ -18,6 +18,7 @@ from PIL import Image
 from trajbench.report.plots import write_plots
 
 DR, DSEQ = "trajbench/DarkRoom-v0", "trajbench/DarkSequence-v0"
+KEY_DOOR = "trajbench/DarkKeyToDoor-v0"
 #: (label, format, K) -> (mean, low, high) of the headline rows (same level, true mission).
 DARK_ROOM = {
     ("shuffled/full", "common", 0): (0.10, 0.05, 0.20),
@@ -58,6 +59,9 @@ def table() -> pd.DataFrame:
     # One K only: a bar chart and no k-shot curves.
     rows.append(row(DSEQ, "bursty/full", "common", 2, 0.40, 0.30, 0.50))
     rows.append(row(DSEQ, "hashmap", "common", 2, 0.20, 0.10, 0.30))
+    # Two K: curves too.
+    rows.append(row(KEY_DOOR, "bursty/full", "common", 1, 0.30, 0.20, 0.40))
+    rows.append(row(KEY_DOOR, "bursty/full", "common", 4, 0.70, 0.60, 0.80))
     return pd.DataFrame(rows).sample(frac=1.0, random_state=3)  # the figures sort, not the table
 
 
@@ -73,16 +77,20 @@ def drawn(tmp_path, monkeypatch):
 
     monkeypatch.setattr(plt, "close", keep)
     written = write_plots(tmp_path / "plots", table())
-    return written, tmp_path / "plots", figures
+    return written, tmp_path / "plots", {fig.axes[0].get_title(): fig for fig in figures}
 
 
 def test_the_figures_written_are_one_bar_chart_per_family_and_curves_where_k_varies(drawn):
     written, directory, figures = drawn
     names = ["g-DarkRoom-v0-test_levels-success.png", "g-DarkRoom-v0-test_levels-kshot.png"]
     names.append("g-DarkSequence-v0-test_levels-success.png")
-    assert written == [f"plots/{n}" for n in names]
+    names += [
+        "g-DarkKeyToDoor-v0-test_levels-success.png",
+        "g-DarkKeyToDoor-v0-test_levels-kshot.png",
+    ]
+    assert sorted(written) == sorted(f"plots/{n}" for n in names)
     assert sorted(p.name for p in directory.iterdir()) == sorted(names)
-    assert len(figures) == 3
+    assert len(figures) == 5
     for name in names:
         data = (directory / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -93,7 +101,8 @@ def test_the_figures_written_are_one_bar_chart_per_family_and_curves_where_k_var
 
 def test_the_bars_are_the_means_at_the_largest_k_with_their_intervals(drawn):
     _, _, figures = drawn
-    (ax,) = figures[0].axes
+    bars = figures["DarkRoom-v0, test levels: by condition (95% CI)"]
+    (ax,) = bars.axes
     want = {
         f"{label} (matched)" if fmt == "matched" else label: v
         for (label, fmt, k), v in DARK_ROOM.items()
@@ -112,9 +121,9 @@ def test_the_bars_are_the_means_at_the_largest_k_with_their_intervals(drawn):
     assert ax.get_ylim() == pytest.approx((0, 1.05))
     assert ax.get_ylabel() == "mean success (K=4)"
     assert ax.get_title() == "DarkRoom-v0, test levels: by condition (95% CI)"
-    assert tuple(figures[0].get_size_inches()) == pytest.approx((max(6, 0.7 * 5), 3.4))
+    assert tuple(bars.get_size_inches()) == pytest.approx((max(6, 0.7 * 5), 3.4))
     # The family with one K: its own bars, at its K.
-    (ax,) = figures[2].axes
+    (ax,) = figures["DarkSequence-v0, test levels: by condition (95% CI)"].axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["bursty/full", "hashmap"]
     assert [bar.get_height() for bar in ax.patches] == pytest.approx([0.40, 0.20])
     assert ax.get_ylabel() == "mean success (K=2)"
@@ -123,7 +132,8 @@ def test_the_bars_are_the_means_at_the_largest_k_with_their_intervals(drawn):
 
 def test_the_k_shot_curves_are_each_conditions_means_over_k_with_their_bands(drawn):
     _, _, figures = drawn
-    (ax,) = figures[1].axes
+    curves = figures["DarkRoom-v0: k-shot curves"]
+    (ax,) = curves.axes
     labels = ["bursty/full", "shuffled/full", "hashmap", "zeta-agent"]
     assert [line.get_label() for line in ax.lines] == labels
     assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
@@ -146,4 +156,6 @@ def test_the_k_shot_curves_are_each_conditions_means_over_k_with_their_bands(dra
     assert ax.get_ylabel() == "mean success"
     assert ax.get_ylim() == pytest.approx((-0.02, 1.05))
     assert ax.get_title() == "DarkRoom-v0: k-shot curves"
-    assert tuple(figures[1].get_size_inches()) == pytest.approx((6, 3.6))
+    assert tuple(curves.get_size_inches()) == pytest.approx((6, 3.6))
+    (ax,) = figures["DarkKeyToDoor-v0: k-shot curves"].axes  # two K are enough for curves
+    assert list(ax.lines[0].get_xdata()) == [1, 4]
