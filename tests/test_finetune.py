@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from trajbench.cli import main
 from trajbench.contexts import ContextConfig
 from trajbench.data import load
+from trajbench.llm import logits_arg
 from trajbench.pipeline.finetune import (
     FINETUNE_FILE,
     IGNORE,
@@ -27,7 +28,6 @@ from trajbench.pipeline.finetune import (
     collate,
     encode_row,
     finetune,
-    logits_arg,
 )
 from trajbench.pipeline.finetune_config import FineTuneConfig
 from trajbench.pipeline.finetune_presets import FINETUNE_PRESETS, dry_run, estimate, jobs

@@ -117,6 +117,13 @@ def load_language_model(
     return lm.to(device=device, dtype=getattr(torch, dtype)).eval(), tokenizer
 
 
+def logits_arg(lm) -> str | None:
+    """The name under which ``lm.forward`` takes the positions to compute logits at (None: it
+    computes them at every position)."""
+    params = inspect.signature(lm.forward).parameters
+    return next((a for a in ("logits_to_keep", "num_logits_to_keep") if a in params), None)
+
+
 class _Chunk:
     """Rows ``start .. stop - 1`` of the current episode: their shared KV cache, its attention
     mask (a row's tokens are not contiguous: other rows' longer inputs leave masked gaps), and the
@@ -168,7 +175,7 @@ class LanguageModelPolicy(Policy):
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
         # Projecting every prompt position onto the vocabulary costs more than the model itself
         # on a long prompt; where the model can, only the positions read are projected.
-        self._can_keep = "logits_to_keep" in forward
+        self._keep_arg = logits_arg(lm)
         self.chunks: list[_Chunk] = []
         self.prompts: list[str] = []
         self._prompted: list[_Chunk] | None = None  # the chunks right after their prompts
@@ -253,14 +260,14 @@ class LanguageModelPolicy(Policy):
             )
         position = (mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, past.shape[1] :]
         last = (new_mask.sum(dim=1) - 1).clamp(min=0)
-        kept = torch.unique(last) if last_only and self._can_keep else None
+        kept = torch.unique(last) if last_only and self._keep_arg else None
         result = self.lm(
             input_ids=input_ids,
             attention_mask=mask.long(),
             position_ids=position,
             use_cache=True,
             **{self._cache_arg: chunk.cache},
-            **({"logits_to_keep": kept} if kept is not None else {}),
+            **({self._keep_arg: kept} if kept is not None else {}),
         )
         cache = getattr(result, self._cache_arg)
         if keep:

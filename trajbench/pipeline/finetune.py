@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from trajbench.data import load
 from trajbench.device import autocast, resolve_device, torch_threads
 from trajbench.errors import TrajbenchError
 from trajbench.io import atomic_directory, remove_stale_temporaries
-from trajbench.llm import default_model_path, load_language_model
+from trajbench.llm import default_model_path, load_language_model, logits_arg
 from trajbench.text import TextContextBuilder, TextRow
 
 from .finetune_config import ALL_LINEAR, FineTuneConfig, validate
@@ -121,12 +120,6 @@ def action_loss(forward, tokens: dict[str, torch.Tensor], keep_arg: str | None) 
     return torch.nn.functional.cross_entropy(
         logits.float().flatten(0, 1), target.flatten(), ignore_index=IGNORE
     )
-
-
-def logits_arg(lm) -> str | None:
-    """The name under which ``lm.forward`` takes the positions to compute logits at."""
-    params = inspect.signature(lm.forward).parameters
-    return next((a for a in ("logits_to_keep", "num_logits_to_keep") if a in params), None)
 
 
 # -- the model ---------------------------------------------------------------------------------
